@@ -1,0 +1,20 @@
+"""`kpdd eval`: a program with an LM on GSM8K, SVAMP, ASDiv, MultiArith (rerun to resume)."""
+
+import typer
+
+from kpdd.cli import app
+from kpdd.cli.options import config_command
+from kpdd.eval.run import EvalConfig
+
+
+@config_command(app, "eval", EvalConfig)
+def eval_command(config: EvalConfig, experiment=None, tracking_uri=None):
+    """Evaluate: accuracy per dataset with 95 % intervals, the error taxonomy, per-example predictions."""
+    from kpdd.eval.run import run_eval
+    from kpdd.tracking import METHOD, STUDENT, command_run
+
+    with command_run("eval", config, tags={METHOD: config.program, STUDENT: config.lm},
+                     experiment=experiment, tracking_uri=tracking_uri):
+        result = run_eval(config)
+    typer.echo(result["report"])
+    typer.echo(f"\npredictions: {result['predictions']}")

@@ -1,0 +1,24 @@
+"""`kpdd finetune`: fine-tune the student on traces (rerun to resume)."""
+
+import typer
+
+from kpdd.cli import app
+from kpdd.cli.options import config_command
+from kpdd.finetune.run import FinetuneConfig
+
+
+@config_command(app, "finetune", FinetuneConfig)
+def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None):
+    """Fine-tune a student (LoRA or full, multitask or per stage) on trace stores; writes a compiled program."""
+    from kpdd.finetune.run import run_finetune
+    from kpdd.tracking import METHOD, STUDENT, command_run
+    from kpdd.tracking.results import log_finetune, metrics_logger
+
+    with command_run("finetune", config, tags={METHOD: config.program, STUDENT: config.student},
+                     experiment=experiment, tracking_uri=tracking_uri):
+        result = run_finetune(config, on_log=metrics_logger())
+        log_finetune(result)
+    typer.echo(f"compiled program: {result['out']}  (evaluate: kpdd eval --lm {result['out']})")
+    for task, trained in result["students"].items():
+        typer.echo(f"  student {task}: {trained.steps} steps, loss {trained.first_loss} → {trained.train_loss}, "
+                   f"val loss {trained.val_loss}, {trained.tokens_per_s:.0f} tokens/s, {trained.train_time_s:.0f} s")

@@ -1,0 +1,25 @@
+"""`kpdd traces`: verified teacher traces into an append-only store (rerun to resume)."""
+
+import typer
+
+from kpdd.cli import app
+from kpdd.cli.options import config_command
+from kpdd.compile.traces import TracesConfig
+
+
+@config_command(app, "traces", TracesConfig)
+def traces_command(config: TracesConfig, experiment=None, tracking_uri=None):
+    """Run a program on a teacher over training questions; keep the traces whose answer is correct."""
+    from kpdd.compile.traces import run_traces
+    from kpdd.tracking import METHOD, TEACHER, command_run
+    from kpdd.tracking.results import log_traces
+
+    with command_run("traces", config, tags={METHOD: config.program, TEACHER: config.teacher},
+                     experiment=experiment, tracking_uri=tracking_uri):
+        stats = run_traces(config)
+        log_traces(stats)
+    typer.echo(f"traces: {stats['path']}")
+    typer.echo(f"questions {stats['questions']}, covered {stats['covered']} ({stats['coverage']:.1%}), "
+               f"traces {stats['traces']}, failed (retried on rerun) {stats['failed']}")
+    for reason, count in stats["errors"].items():
+        typer.echo(f"  dropped: {reason}: {count}")

@@ -1,0 +1,90 @@
+"""Traces → fine-tuning data, in the exact chat messages the DSPy adapter will send at inference.
+
+Each stage call of a trace becomes one ``{"messages": [system, user, assistant]}`` record, formatted by
+``ChatAdapter.format_finetune_data`` with the student program's own signature for that predictor, so the
+student is trained on precisely the prompts it will see. The train/validation split is by question, so no
+question's stages leak across it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from kpdd.errors import DataError
+
+
+def student_adapter() -> dspy.ChatAdapter:
+    """The adapter students run with: no JSON fallback (a second call with a prompt never trained on)."""
+    return dspy.ChatAdapter(use_json_adapter_fallback=False)
+
+
+def is_validation(question_id: str, val_fraction: float, seed: int = 0) -> bool:
+    """A stable, seeded per-question coin: the same question always lands on the same side."""
+    digest = hashlib.sha256(f"{seed}:{question_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+def format_stage(signature: type[dspy.Signature], stage: dict[str, Any], adapter: dspy.ChatAdapter) -> dict:
+    record = adapter.format_finetune_data(signature=signature, demos=[], inputs=stage["inputs"],
+                                          outputs=stage["outputs"])
+    return {"messages": record["messages"]}
+
+
+def build_sft_data(traces: Iterable[dict], program: dspy.Module, val_fraction: float = 0.1, seed: int = 0,
+                   predictors: list[str] | None = None) -> dict[str, dict[str, list[dict]]]:
+    """``{predictor: {"train": [...], "validation": [...]}}`` for the program's predictors (or a chosen few).
+
+    Multitask training concatenates every predictor's records (:func:`merge_tasks`); per-stage training uses
+    one entry each.
+    """
+    adapter = student_adapter()
+    signatures = {name: predictor.signature for name, predictor in program.named_predictors()}
+    wanted = predictors or list(signatures)
+    unknown = [p for p in wanted if p not in signatures]
+    if unknown:
+        raise DataError(f"predictor {unknown[0]!r} is not in the program (it has {', '.join(signatures)})")
+    data = {name: {"train": [], "validation": []} for name in wanted}
+    for trace in traces:
+        side = "validation" if is_validation(trace["question_id"], val_fraction, seed) else "train"
+        for stage in trace["stages"]:
+            name = stage["predictor"]
+            if name not in signatures:
+                raise DataError(f"trace {trace['id']} (question {trace['question_id']}): stage {name!r} is not a "
+                                f"predictor of the student program ({', '.join(signatures)}); wrong --program?")
+            if name in data:
+                data[name][side].append(format_stage(signatures[name], stage, adapter))
+    return data
+
+
+def merge_tasks(data: dict[str, dict[str, list[dict]]]) -> dict[str, list[dict]]:
+    """All predictors' records in one set: one multitask student for every stage."""
+    return {side: [record for task in data.values() for record in task[side]] for side in ("train", "validation")}
+
+
+def write_jsonl(records: list[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Chat records from a JSONL file; a line without a 'messages' list is an error naming the line."""
+    records = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(record.get("messages"), list) or record["messages"][-1].get("role") != "assistant":
+            raise DataError(f"{path} line {lineno}: field 'messages': expected a list ending with an assistant message")
+        records.append(record)
+    return records

@@ -1,0 +1,134 @@
+"""The trace store: append-only JSONL, one verified trace per line, that survives a kill at any moment.
+
+Lines come in blocks, one block per question and run: the question's kept traces, then one ``question``
+line that closes the block (samples drawn, traces kept, errors; or ``failed`` with the error, which makes
+the next run retry it). A block is written with one ``write`` call; a reader trusts only traces whose
+block was closed, and a torn last line (a kill mid-write) is cut off before the next run appends. So
+rerunning the same command resumes with no lost and no duplicated record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kpdd import jsonl
+from kpdd.errors import DataError
+
+SCHEMA = 1
+TRACE, QUESTION = "trace", "question"  # the two kinds of line
+
+
+def trace_id(question_id: str, method: str, stages: list[dict]) -> str:
+    """Stable id of a trace: the same question, method and stage outputs give the same id (dedup key)."""
+    outputs = json.dumps([[s["predictor"], s["outputs"]] for s in stages], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(f"{question_id}\x00{method}\x00{outputs}".encode()).hexdigest()[:20]
+
+
+@dataclass
+class QuestionResult:
+    """What one question's samples gave: the correct, distinct traces, and why the others were dropped."""
+
+    question_id: str
+    gold: float | None = None
+    traces: list[dict] = field(default_factory=list)  # each: {"stages": [...], "answer": ..., "meta": {...}}
+    samples: int = 0
+    correct: int = 0  # samples whose answer was right (before dedup)
+    errors: Counter = field(default_factory=Counter)  # reason (e.g. 'wrong answer', 'parse:solve') → count
+    failed: str | None = None  # set when the question could not be processed at all (retried on resume)
+
+
+class TraceStore:
+    """Append-only JSONL of traces. ``header`` fields (method, teacher, dataset, split, meta) go on every line."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # Writing -------------------------------------------------------------------------------------------
+
+    def repair(self) -> int:
+        """Cut off a torn last line left by a kill mid-write; returns the bytes removed."""
+        return jsonl.repair(self.path)
+
+    def append(self, result: QuestionResult, header: dict[str, Any]) -> None:
+        """Write one question's block: its new traces, then the line that closes the block."""
+        block, now = uuid.uuid4().hex[:12], time.strftime("%Y-%m-%dT%H:%M:%S")
+        lines = []
+        for trace in result.traces:
+            record = {"schema": SCHEMA, "kind": TRACE, "block": block,
+                      "id": trace_id(result.question_id, header["method"], trace["stages"]),
+                      "question_id": result.question_id, **header, "gold": result.gold, **trace,
+                      "meta": {**header.get("meta", {}), **trace.get("meta", {})}, "created": now}
+            lines.append(record)
+        lines.append({"schema": SCHEMA, "kind": QUESTION, "block": block, "question_id": result.question_id,
+                      "method": header["method"], "teacher": header["teacher"], "samples": result.samples,
+                      "correct": result.correct, "kept": len(result.traces), "errors": dict(result.errors), "failed": result.failed,
+                      "created": now})
+        jsonl.append(self.path, lines)  # one write per block: a kill leaves at most a torn last line
+
+    # Reading -------------------------------------------------------------------------------------------
+
+    def lines(self) -> Iterator[dict]:
+        """Every complete line, in order; a line of another schema version is an error naming it."""
+        for lineno, record in enumerate(jsonl.read(self.path), 1):
+            if record.get("schema") != SCHEMA:
+                raise DataError(f"{self.path} record {lineno}: field 'schema': expected {SCHEMA}, "
+                                f"got {record.get('schema')!r} (written by another kpdd version?)")
+            yield record
+
+    def _scan(self) -> tuple[list[dict], dict[str, dict]]:
+        """The closed, distinct traces and each question's latest closing line."""
+        pending: dict[str, list[dict]] = {}
+        traces, seen, latest = [], set(), {}
+        for record in self.lines():
+            if record["kind"] == TRACE:
+                pending.setdefault(record["block"], []).append(record)
+            else:
+                latest[record["question_id"]] = record
+                for trace in pending.pop(record["block"], []):
+                    if trace["id"] not in seen:
+                        seen.add(trace["id"])
+                        traces.append(trace)
+        return traces, latest
+
+    def traces(self) -> list[dict]:
+        return self._scan()[0]
+
+    def trace_ids(self) -> set[str]:
+        return {t["id"] for t in self.traces()}
+
+    def done(self) -> set[str]:
+        """Question ids that need no more work: their latest block closed without failing."""
+        return {qid for qid, line in self._scan()[1].items() if not line.get("failed")}
+
+    def pending(self, question_ids: Iterable[str]) -> list[str]:
+        done = self.done()
+        return [qid for qid in question_ids if qid not in done]
+
+    def stats(self) -> dict[str, Any]:
+        """Coverage (questions with ≥ 1 kept trace), traces per question, drop reasons, failures."""
+        traces, latest = self._scan()
+        per_question = Counter(t["question_id"] for t in traces)
+        attempted = [q for q, line in latest.items() if not line.get("failed")]
+        errors: Counter = Counter()
+        samples = correct = 0
+        for line in latest.values():
+            errors.update(line.get("errors") or {})
+            samples += line.get("samples") or 0
+            correct += line.get("correct") or 0
+        covered = sum(1 for q in attempted if per_question[q])
+        return {
+            "questions": len(attempted), "failed": sum(1 for line in latest.values() if line.get("failed")),
+            "traces": len(traces), "covered": covered,
+            "coverage": covered / len(attempted) if attempted else 0.0,
+            "traces_per_question": len(traces) / covered if covered else 0.0,
+            "samples": samples, "sample_accuracy": correct / samples if samples else 0.0,
+            "errors": dict(errors.most_common()),
+        }

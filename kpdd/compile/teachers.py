@@ -1,0 +1,113 @@
+"""Teachers: where traces come from. A teacher has a ``name`` and ``sample(example, samples) -> QuestionResult``.
+
+- :class:`LMTeacher` runs a (possibly optimised) program on any ``dspy.LM`` and keeps the samples whose final
+  answer is correct (for PoT: the sandbox executed the program and its value matched).
+- ``kpdd.compile.gold.GoldTeacher`` builds traces from the datasets' own annotations, with no LM.
+
+:func:`teacher_lm` turns one string into a ``dspy.LM``: a LiteLLM model (``openai/gpt-4o-mini``, key from the
+environment), an OpenAI-compatible server (``openai/<served-name>`` with ``api_base``, e.g. ``vllm serve``), or a
+local Hugging Face model through our engine (``local:<student dir, checkpoint or alias>``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from kpdd.compile.store import QuestionResult, trace_id
+from kpdd.errors import ConfigError
+from kpdd.modules.metric import answer_metric
+
+
+def teacher_lm(spec: str, api_base: str | None = None, api_key: str | None = None, temperature: float = 0.0,
+               max_tokens: int = 1024, num_retries: int = 6, **kwargs) -> dspy.LM:
+    """A ``dspy.LM`` from one string (see the module docstring). An explicit provider is always passed."""
+    if spec.startswith("local:"):
+        from kpdd.finetune.student import student_lm
+
+        return student_lm(spec.removeprefix("local:"), temperature=temperature, max_tokens=max_tokens, **kwargs)
+    if "/" not in spec:
+        raise ConfigError(f"teacher {spec!r}: expected 'gold', 'local:<path>', or a model string such as "
+                          "'openai/gpt-4o-mini' (with --api-base for an OpenAI-compatible server)")
+    from dspy.clients.openai import OpenAIProvider
+
+    provider = OpenAIProvider() if spec.startswith("openai/") else dspy.Provider()
+    connection = {"api_base": api_base, "api_key": api_key or ("EMPTY" if api_base else None)}
+    return dspy.LM(spec, temperature=temperature, max_tokens=max_tokens, num_retries=num_retries,
+                   provider=provider, **{k: v for k, v in connection.items() if v is not None}, **kwargs)
+
+
+def predictor_names(program: dspy.Module) -> dict[int, str]:
+    """Predictor object id → its name in the program ('key_points.core', 'solve', ...)."""
+    return {id(predictor): name for name, predictor in program.named_predictors()}
+
+
+def stages_of(program: dspy.Module, calls: list) -> list[dict[str, Any]]:
+    """DSPy's trace of one run (predictor, inputs, outputs) → the trace store's stage records."""
+    names = predictor_names(program)
+    stages = []
+    for predictor, inputs, outputs in calls:
+        fields = predictor.signature.output_fields
+        stages.append({"predictor": names.get(id(predictor), type(predictor).__name__),
+                       "inputs": dict(inputs), "outputs": {k: outputs[k] for k in fields}})
+    return stages
+
+
+def wrong_answer_reason(prediction) -> str:
+    """Why a prediction that ran to the end was not kept."""
+    execution = getattr(prediction, "execution", None)
+    if isinstance(execution, str):
+        return f"execution: {execution}"
+    if getattr(prediction, "answer", None) is None:
+        return "no answer"
+    return "wrong answer"
+
+
+class LMTeacher:
+    """Sample a program on a teacher LM; keep correct, distinct traces with every stage's inputs and outputs."""
+
+    def __init__(self, program: dspy.Module, lm: dspy.LM, method: str, temperature: float = 0.7,
+                 adapter: dspy.Adapter | None = None, name: str | None = None):
+        self.program, self.lm, self.method = program, lm, method
+        self.temperature = temperature
+        self.adapter = adapter or dspy.ChatAdapter()
+        self.name = name or lm.model
+
+    def _lm_for(self, sample: int, samples: int) -> dspy.LM:
+        if samples == 1:
+            return self.lm
+        # Distinct rollout ids, or DSPy's cache would return the first sample k times.
+        return self.lm.copy(rollout_id=sample, temperature=self.temperature)
+
+    def sample(self, example: dspy.Example, samples: int = 1) -> QuestionResult:
+        result = QuestionResult(example.id, gold=example.answer)
+        seen, lm_errors = set(), []
+        for index in range(samples):
+            try:
+                with dspy.context(lm=self._lm_for(index, samples), adapter=self.adapter, trace=[]):
+                    prediction = self.program(question=example.question)
+                    calls = list(dspy.settings.trace)
+            except dspy.utils.exceptions.AdapterParseError as e:
+                result.samples += 1
+                result.errors[f"parse: {e.signature.__name__}"] += 1
+                continue
+            except dspy.utils.exceptions.LMError as e:  # after the LM's own retries with backoff
+                lm_errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+                result.errors[f"lm: {type(e).__name__}"] += 1
+                continue
+            result.samples += 1
+            if not answer_metric(example, prediction):
+                result.errors[wrong_answer_reason(prediction)] += 1
+                continue
+            result.correct += 1
+            stages = stages_of(self.program, calls)
+            key = trace_id(example.id, self.method, stages)
+            if key in seen:
+                result.errors["duplicate"] += 1
+                continue
+            seen.add(key)
+            result.traces.append({"stages": stages, "answer": prediction.answer, "meta": {"sample": index}})
+        if lm_errors and len(lm_errors) == samples:
+            result.failed = lm_errors[-1]  # nothing came back: retried on the next run
+        return result

@@ -1,0 +1,177 @@
+"""The evaluation harness: a program and its LM over benchmark questions → predictions JSONL → accuracy.
+
+Questions run in parallel threads, so a local engine receives them concurrently and generates them in batches.
+Every finished question is appended to the predictions file at once; rerunning resumes after the last one.
+Accuracy comes with a 95 % Wilson interval, and each wrong prediction gets a type from
+:mod:`kpdd.eval.taxonomy`. With ``samples > 1`` the answer is the majority vote of k sampled runs
+(self-consistency).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from kpdd import jsonl
+from kpdd.eval.answers import is_correct
+from kpdd.eval.taxonomy import LM_ERROR, PARSE, classify
+
+STAGE_FIELDS = ("core_question", "key_points", "reasoning", "raw_answer", "program", "execution",
+                "sub_questions", "sub_answers")
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % confidence interval of a proportion (Wilson score: sane at 0 %, 100 % and small n)."""
+    if total == 0:
+        return 0.0, 0.0
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class DatasetScore:
+    dataset: str
+    total: int = 0
+    correct: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.total)
+
+
+def _run_once(program: dspy.Module, question: str, settings: dict) -> dict[str, Any]:
+    """One run of the program; stage outputs, or the error that stopped it."""
+    try:
+        with dspy.context(**settings):
+            prediction = program(question=question)
+    except dspy.utils.exceptions.AdapterParseError as e:
+        return {"answer": None, "error": f"{PARSE}: {e.signature.__name__}"}
+    except dspy.utils.exceptions.LMError as e:
+        return {"answer": None, "error": LM_ERROR, "detail": f"{type(e).__name__}: {str(e)[:200]}"}
+    return {k: prediction.get(k) for k in ("answer", *STAGE_FIELDS) if prediction.get(k) is not None}
+
+
+def majority(answers: list[float | None]) -> float | None:
+    """The most common answer (values equal to 6 significant digits vote together); ties go to the first."""
+    votes = Counter(round(a, 6) for a in answers if a is not None)
+    if not votes:
+        return None
+    top = max(votes.values())
+    return next(a for a in answers if a is not None and votes[round(a, 6)] == top)
+
+
+def predict(program: dspy.Module, example: dspy.Example, samples: int = 1, temperature: float = 0.7,
+            adapter: dspy.Adapter | None = None) -> dict[str, Any]:
+    """The predictions record of one question (``samples`` > 1: self-consistency over sampled runs)."""
+    start = time.perf_counter()
+    settings = {"adapter": adapter} if adapter is not None else {}
+    if samples == 1:
+        runs = [_run_once(program, example.question, settings)]
+    else:
+        runs = [_run_once(_sampling_program(program, i, temperature), example.question, settings) for i in range(samples)]
+    answer = majority([r.get("answer") for r in runs]) if samples > 1 else runs[0].get("answer")
+    first = next((r for r in runs if r.get("answer") == answer), runs[0])
+    correct = is_correct(answer, example.answer)
+    record = {"question_id": example.id, "dataset": example.get("dataset"), "question": example.question,
+              "gold": example.answer, "answer": answer, "correct": correct,
+              "error": classify(example.question, first, correct),
+              "stages": {k: v for k, v in first.items() if k not in ("answer", "error")},
+              "latency_s": round(time.perf_counter() - start, 3)}
+    if samples > 1:
+        record["samples"] = [r.get("answer") for r in runs]
+    return record
+
+
+def _sampling_program(program: dspy.Module, index: int, temperature: float) -> dspy.Module:
+    """``program`` with every LM set to sample with rollout id ``index`` (else DSPy's cache would return the
+    first sample k times). Shallow copies: the predictors' demos and the engines are shared, not copied."""
+    def sampled(lm: dspy.LM | None) -> dspy.LM:
+        return (lm or dspy.settings.lm).copy(rollout_id=index, temperature=temperature)
+
+    def clone(module: dspy.Module) -> dspy.Module:
+        copied = copy.copy(module)
+        if isinstance(module, dspy.Predict):
+            copied.lm = sampled(module.lm)
+        for name, value in vars(module).items():
+            if isinstance(value, dspy.Module):
+                setattr(copied, name, clone(value))
+        return copied
+
+    return clone(program)
+
+
+def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_path: str | Path,
+             threads: int = 16, samples: int = 1, temperature: float = 0.7, adapter: dspy.Adapter | None = None,
+             progress: bool = True, on_record: Callable[[dict], None] | None = None) -> dict[str, DatasetScore]:
+    """Evaluate ``program`` on ``examples``, appending to ``predictions_path`` (resumed if it exists)."""
+    from tqdm import tqdm
+
+    path = Path(predictions_path)
+    jsonl.repair(path)
+    done = {(r["dataset"], r["question_id"]): r for r in jsonl.read(path)}
+    pending = [e for e in examples if (e.get("dataset"), e.id) not in done]
+    bar = tqdm(total=len(examples), initial=len(examples) - len(pending), desc="eval", unit="q",
+               disable=not progress, dynamic_ncols=True)
+    records = [done[(e.get("dataset"), e.id)] for e in examples if (e.get("dataset"), e.id) in done]
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        futures = [pool.submit(predict, program, e, samples, temperature, adapter) for e in pending]
+        for future in as_completed(futures):
+            record = future.result()
+            jsonl.append(path, [record])
+            records.append(record)
+            if on_record:
+                on_record(record)
+            bar.update(1)
+            bar.set_postfix(acc=f"{sum(r['correct'] for r in records) / len(records):.1%}", refresh=False)
+    bar.close()
+    return score_records(records)
+
+
+def score_records(records: list[dict]) -> dict[str, DatasetScore]:
+    """Accuracy and error counts per dataset from predictions records."""
+    scores: dict[str, DatasetScore] = {}
+    for record in records:
+        score = scores.setdefault(record["dataset"], DatasetScore(record["dataset"]))
+        score.total += 1
+        score.correct += bool(record["correct"])
+        if record.get("error"):
+            score.errors[record["error"]] += 1
+    return scores
+
+
+def format_report(scores: dict[str, DatasetScore]) -> str:
+    """Accuracy per dataset with its 95 % interval, then the error taxonomy per dataset."""
+    lines = [f"{'dataset':<12} {'n':>5} {'accuracy':>9}  95% interval"]
+    for score in scores.values():
+        low, high = score.interval
+        lines.append(f"{score.dataset:<12} {score.total:>5} {score.accuracy:>9.1%}  [{low:.1%}, {high:.1%}]")
+    total = DatasetScore("all", sum(s.total for s in scores.values()), sum(s.correct for s in scores.values()))
+    if len(scores) > 1:
+        low, high = total.interval
+        lines.append(f"{'all':<12} {total.total:>5} {total.accuracy:>9.1%}  [{low:.1%}, {high:.1%}]")
+    errors = Counter()
+    for score in scores.values():
+        errors.update(score.errors)
+    if errors:
+        lines.append("\nerrors (wrong predictions by first cause):")
+        width = max(len(e) for e in errors)
+        lines += [f"  {error:<{width}}  {count:>5}  "
+                  + ", ".join(f"{s.dataset} {s.errors[error]}" for s in scores.values() if s.errors[error])
+                  for error, count in errors.most_common()]
+    return "\n".join(lines)

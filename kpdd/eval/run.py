@@ -1,0 +1,105 @@
+"""``kpdd eval``: a program (registry name or compiled directory) with an LM on the benchmark sets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from kpdd.config import option
+from kpdd.errors import ConfigError
+
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    program: str = option("kpdd-pot", "program: a registry name, or a compiled program directory")
+    lm: str = option("smollm2-135m", "the LM: a student or compiled-program directory, a checkpoint, the shipped "
+                                     "alias, or a model string such as 'openai/<name>' (with --api-base)")
+    api_base: str | None = option(None, "OpenAI-compatible server URL for a model-string LM")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the API key")
+    engine: str = option("transformers", "local engine for local models: transformers or vllm")
+    device: str = option("auto", "device for the local engine: auto, cpu or cuda")
+    datasets: list[str] = option(["all"], "datasets: gsm8k, svamp, asdiv, multiarith, 'all', or JSON/JSONL files")
+    limit: int | None = option(None, "evaluate a seeded random subset of this many questions per dataset")
+    seed: int = option(0, "seed for the subsets and sampling")
+    samples: int = option(1, "self-consistency: sample k runs per question and take the majority answer")
+    temperature: float = option(0.7, "sampling temperature when samples > 1")
+    max_tokens: int = option(512, "max new tokens per LM call")
+    threads: int = option(16, "questions in flight at once (a local engine batches them)")
+    out: str = option("", "predictions file (default kpdd-runs/eval/<program>-<lm>.jsonl); rerun to resume")
+
+    def dataset_names(self) -> list[str]:
+        from kpdd.data import EVAL_DATASETS
+
+        return [d for name in self.datasets for d in (EVAL_DATASETS if name == ALL else [name])]
+
+    def predictions_path(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        stem = "-".join(Path(part).name.replace("/", "_").replace(":", "_") for part in (self.program, self.lm))
+        suffix = f"-k{self.samples}" if self.samples > 1 else ""
+        return Path("kpdd-runs") / "eval" / f"{stem}{suffix}.jsonl"
+
+
+def is_compiled(path: str) -> bool:
+    from kpdd.compile.optimize import MANIFEST
+
+    return (Path(path) / MANIFEST).is_file()
+
+
+def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str]:
+    """The program to evaluate, with its LM(s) set, and its registry name."""
+    from kpdd.modules import build_program
+
+    lm_kwargs = {"max_tokens": config.max_tokens}
+    for source in (config.program, config.lm):
+        if is_compiled(source):
+            from kpdd.finetune.compiled import load_compiled
+            from kpdd.compile.optimize import manifest_program
+
+            return load_compiled(source, engine=config.engine, **lm_kwargs), manifest_program(source)
+    program = build_program(config.program)
+    if "/" in config.lm and not Path(config.lm).exists():
+        from kpdd.compile.teachers import teacher_lm
+
+        lm = teacher_lm(config.lm, api_base=config.api_base, api_key=os.environ.get(config.api_key_env), **lm_kwargs)
+    else:
+        from kpdd.finetune.student import student_lm
+
+        lm = student_lm(config.lm, engine=engine_spec(config), **lm_kwargs)
+    program.set_lm(lm)
+    return program, config.program
+
+
+def engine_spec(config: EvalConfig) -> Any:
+    """The shared local engine a config asks for (kind + device)."""
+    from kpdd.finetune.engines import shared_engine
+
+    return shared_engine(config.engine, device=config.device)
+
+
+def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dict[str, Any]:
+    """Evaluate and (when an MLflow run is active) log accuracy, intervals, errors and predictions."""
+    from kpdd.compile.sft import student_adapter
+    from kpdd.data import load_dataset
+    from kpdd.eval.harness import evaluate, format_report
+    from kpdd.tracking.results import log_eval
+
+    if config.samples < 1:
+        raise ConfigError(f"samples must be >= 1, got {config.samples}")
+    names = config.dataset_names()
+    if not names:
+        raise ConfigError("no datasets to evaluate: pass --datasets gsm8k,svamp,... or all")
+    examples = [e for name in names for e in load_dataset(name, limit=config.limit, seed=config.seed)]
+    program, program_name = load_program_and_lm(config)
+    path = config.predictions_path()
+    scores = evaluate(program, examples, path, threads=config.threads, samples=config.samples,
+                      temperature=config.temperature, adapter=student_adapter(), progress=progress)
+    if log:
+        log_eval(scores, path, examples)
+    return {"program": program_name, "predictions": str(path), "scores": scores, "report": format_report(scores)}

@@ -1,0 +1,85 @@
+"""A compiled program together with its weights: save it, move it, load it back as a runnable program.
+
+Layout of a compiled-program directory::
+
+    kpdd-program.json   {"program": "kpdd-pot", "state": "program.json", "students": {predictor: "students/<id>"}}
+    program.json        the DSPy state (demos, instructions), without LMs
+    students/<id>/      each distinct student directory (kpdd.json + LoRA adapter), copied in
+
+Paths are relative, so the directory can be copied anywhere; the base model comes from its alias (the shipped
+student) or from a path recorded relative to the student.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dspy
+
+from kpdd.compile.optimize import MANIFEST, load_program, save_program
+from kpdd.errors import ConfigError
+from kpdd.finetune.student import STUDENT_FILE, read_student, student_lm
+
+STUDENTS = "students"
+
+
+def _student_of(lm: dspy.LM | None, predictor: str):
+    from kpdd.finetune.engines import registered_student
+
+    if lm is None or not lm.model.startswith("local/"):
+        raise ConfigError(f"predictor {predictor!r} has no local student LM to save (got {getattr(lm, 'model', None)!r})")
+    return registered_student(lm.model.removeprefix("local/"))
+
+
+def save_compiled(program: dspy.Module, directory: str | Path, name: str) -> Path:
+    """Save ``program`` (a registry program whose predictors run local students) with copies of its students."""
+    directory = Path(directory)
+    students: dict[str, str] = {}
+    for predictor_name, predictor in program.named_predictors():
+        ref = _student_of(predictor.lm or dspy.settings.lm, predictor_name)
+        target = directory / STUDENTS / ref.model_id
+        if ref.root is None:
+            raise ConfigError(f"predictor {predictor_name!r} runs the bare base model {ref.base!r}: nothing to save")
+        if not (target / STUDENT_FILE).is_file() and ref.root.resolve() != target.resolve():
+            shutil.copytree(ref.root, target, ignore=shutil.ignore_patterns("checkpoints"), dirs_exist_ok=True)
+            _rebase(target, ref)
+        students[predictor_name] = f"{STUDENTS}/{ref.model_id}"
+    return save_program(program, directory, name, students=students)
+
+
+def _rebase(target: Path, ref) -> None:
+    """A copied student whose base is a relative path must point at the same base from its new place."""
+    manifest = json.loads((target / STUDENT_FILE).read_text())
+    if not (target / manifest["base"]).exists() and ref.base_path.exists():
+        manifest["base"] = str(ref.base_path)
+        (target / STUDENT_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def load_compiled(directory: str | Path, engine: str = "transformers", **lm_kwargs) -> dspy.Module:
+    """The program saved by :func:`save_compiled`, each predictor set to its student's LM."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise ConfigError(f"{directory}: not a compiled kpdd program (no {MANIFEST})")
+    manifest = json.loads(manifest_path.read_text())
+    program = load_program(directory)
+    lms: dict[str, dspy.LM] = {}
+    for predictor_name, predictor in program.named_predictors():
+        relative = manifest.get("students", {}).get(predictor_name)
+        if relative is None:
+            raise ConfigError(f"{manifest_path}: no student for predictor {predictor_name!r}")
+        if relative not in lms:
+            lms[relative] = student_lm(directory / relative, engine=engine, **lm_kwargs)
+        predictor.lm = lms[relative]
+    return program
+
+
+def program_with_student(name: str, student: str | Path, engine: str = "transformers", **lm_kwargs) -> dspy.Module:
+    """A fresh registry program whose every predictor runs one student (a multitask student, or a base model)."""
+    from kpdd.modules import build_program
+
+    program = build_program(name)
+    program.set_lm(student_lm(read_student(student), engine=engine, **lm_kwargs))
+    return program

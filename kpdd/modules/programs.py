@@ -1,0 +1,141 @@
+"""The six reasoning programs. Each ``forward(question)`` returns a ``dspy.Prediction`` with
+``answer`` (a float or None) and every stage's outputs under the signature's field names."""
+
+import re
+
+import dspy
+
+from kpdd.eval.answers import extract_answer
+from kpdd.eval.executor import execute
+from kpdd.modules.signatures import (
+    AnswerSubQuestion,
+    ChainOfThoughtSig,
+    CoreQuestion,
+    Decompose,
+    DirectAnswerSig,
+    ProblemInfo,
+    ProgramOfThoughtSig,
+    SolveCoT,
+    SolvePoT,
+)
+
+_FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+def strip_code_fence(text: str) -> str:
+    """Models often wrap programs in a markdown fence; keep only the code."""
+    match = _FENCE.search(text or "")
+    return match.group(1).strip() if match else (text or "").strip()
+
+
+def run_program(program: str) -> dict:
+    """Execute a model-written program in the sandbox; ``execution`` is the value or the error type."""
+    result = execute(strip_code_fence(program))
+    return {"execution": result.value if result.error is None else result.error, "answer": result.value}
+
+
+def format_previous(steps: list[tuple[str, str]]) -> str:
+    return "\n".join(f"Q: {q} A: {a}" for q, a in steps)
+
+
+class KeyPoints(dspy.Module):
+    """KPDD's first two stages: the core question, then the problem-solving information."""
+
+    def __init__(self):
+        super().__init__()
+        self.core = dspy.Predict(CoreQuestion)
+        self.info = dspy.Predict(ProblemInfo)
+
+    def forward(self, question: str):
+        core_question = self.core(question=question).core_question
+        key_points = self.info(question=question, core_question=core_question).key_points
+        return dspy.Prediction(core_question=core_question, key_points=key_points)
+
+
+class KPDDCoT(dspy.Module):
+    """Key-point-driven distillation, chain of thought: core question → key points → step-by-step solution."""
+
+    def __init__(self):
+        super().__init__()
+        self.key_points = KeyPoints()
+        self.solve = dspy.Predict(SolveCoT)
+
+    def forward(self, question: str):
+        kp = self.key_points(question=question)
+        solved = self.solve(question=question, core_question=kp.core_question, key_points=kp.key_points)
+        return dspy.Prediction(**kp, reasoning=solved.reasoning, raw_answer=solved.answer,
+                               answer=extract_answer(solved.answer))
+
+
+class KPDDPoT(dspy.Module):
+    """Key-point-driven distillation, program of thought: core question → key points → a Python
+    program, executed in the sandbox."""
+
+    def __init__(self):
+        super().__init__()
+        self.key_points = KeyPoints()
+        self.solve = dspy.Predict(SolvePoT)
+
+    def forward(self, question: str):
+        kp = self.key_points(question=question)
+        program = self.solve(question=question, core_question=kp.core_question, key_points=kp.key_points).program
+        return dspy.Prediction(**kp, program=program, **run_program(program))
+
+
+class SocraticCoT(dspy.Module):
+    """Socratic CoT: a decomposer writes sub-questions, a sub-problem solver answers them in turn;
+    the last sub-answer is the answer."""
+
+    def __init__(self, max_steps: int = 12):
+        super().__init__()
+        self.max_steps = max_steps  # bounds the calls a runaway decomposition can make
+        self.decompose = dspy.Predict(Decompose)
+        self.answer_sub = dspy.Predict(AnswerSubQuestion)
+
+    def forward(self, question: str):
+        sub_questions = self.decompose(question=question).sub_questions[: self.max_steps]
+        steps = []
+        for sub_question in sub_questions:
+            sub_answer = self.answer_sub(question=question, previous=format_previous(steps),
+                                         sub_question=sub_question).sub_answer
+            steps.append((sub_question, sub_answer))
+        sub_answers = [a for _, a in steps]
+        answer = extract_answer(sub_answers[-1]) if sub_answers else None
+        return dspy.Prediction(sub_questions=sub_questions, sub_answers=sub_answers, answer=answer)
+
+
+class ChainOfThoughtBaseline(dspy.Module):
+    """Plain chain of thought: reasoning, then the answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.solve = dspy.Predict(ChainOfThoughtSig)
+
+    def forward(self, question: str):
+        solved = self.solve(question=question)
+        return dspy.Prediction(reasoning=solved.reasoning, raw_answer=solved.answer,
+                               answer=extract_answer(solved.answer))
+
+
+class ProgramOfThoughtBaseline(dspy.Module):
+    """Plain program of thought: a Python program, executed in the sandbox."""
+
+    def __init__(self):
+        super().__init__()
+        self.solve = dspy.Predict(ProgramOfThoughtSig)
+
+    def forward(self, question: str):
+        program = self.solve(question=question).program
+        return dspy.Prediction(program=program, **run_program(program))
+
+
+class DirectAnswer(dspy.Module):
+    """The answer with no rationale."""
+
+    def __init__(self):
+        super().__init__()
+        self.solve = dspy.Predict(DirectAnswerSig)
+
+    def forward(self, question: str):
+        solved = self.solve(question=question)
+        return dspy.Prediction(raw_answer=solved.answer, answer=extract_answer(solved.answer))

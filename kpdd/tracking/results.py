@@ -1,0 +1,98 @@
+"""What each stage logs to the active MLflow run: trace stats, training figures, evaluation results.
+
+Every function here is a no-op without an active run, so the library works the same with tracking off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kpdd.tracking import runs
+
+
+def _active() -> bool:
+    import mlflow
+
+    return mlflow.active_run() is not None
+
+
+def _metric_name(text: str) -> str:
+    """MLflow metric names allow letters, digits, '_-./ ' only."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)
+
+
+def log_traces(stats: dict[str, Any]) -> None:
+    """Trace-store stats: coverage, counts, drop reasons; the summary as ``traces/summary.json``."""
+    if not _active():
+        return
+    import mlflow
+
+    mlflow.log_metrics({runs.TRACES_COVERAGE: stats["coverage"], runs.TRACES_COUNT: stats["traces"],
+                        "traces/questions": stats["questions"], "traces/failed": stats["failed"],
+                        "traces/per_question": stats["traces_per_question"],
+                        "traces/sample_accuracy": stats["sample_accuracy"],
+                        **{_metric_name(f"traces/dropped/{k}"): v for k, v in stats["errors"].items()}})
+    mlflow.log_dict(stats, "traces/summary.json")
+
+
+def metrics_logger() -> Callable[[dict, int], None] | None:
+    """A trainer ``on_log`` that sends loss curves to the active run (None without one)."""
+    if not _active():
+        return None
+    import mlflow
+
+    return lambda metrics, step: mlflow.log_metrics(metrics, step=step)
+
+
+def log_finetune(result: dict[str, Any]) -> None:
+    """Each student's final figures, its ``kpdd.json`` and adapter (small) as artifacts."""
+    if not _active():
+        return
+    import mlflow
+
+    mlflow.log_metric(runs.TRACES_COUNT, result["traces"])
+    for task, trained in result["students"].items():
+        prefix = "" if len(result["students"]) == 1 else f"{task}/"
+        mlflow.log_metrics({f"{prefix}{k}": v for k, v in trained.figures().items()})
+        student = Path(trained.student_dir)
+        for part in ("kpdd.json", "adapter"):
+            path = student / part
+            if path.is_file():
+                mlflow.log_artifact(str(path), f"students/{task}")
+            elif path.is_dir():
+                mlflow.log_artifacts(str(path), f"students/{task}/{part}")
+    mlflow.log_artifact(str(Path(result["out"]) / "kpdd-program.json"))
+    mlflow.set_tag("kpdd.compiled_program", str(Path(result["out"]).resolve()))
+
+
+def log_eval(scores: dict, predictions_path: str | Path, examples: list) -> None:
+    """Accuracy (with interval bounds) and error counts per dataset, the eval set, the predictions table."""
+    if not _active():
+        return
+    import mlflow
+
+    from kpdd import jsonl
+
+    metrics: dict[str, float] = {}
+    for dataset, score in scores.items():
+        low, high = score.interval
+        metrics[runs.accuracy_key(dataset)] = score.accuracy
+        metrics[f"accuracy_ci_low/{dataset}"], metrics[f"accuracy_ci_high/{dataset}"] = low, high
+        metrics[f"eval/n/{dataset}"] = score.total
+        for error, count in score.errors.items():
+            metrics[_metric_name(f"{runs.error_key(error)}/{dataset}")] = count
+    totals: dict[str, int] = {}
+    for score in scores.values():
+        for error, count in score.errors.items():
+            totals[error] = totals.get(error, 0) + count
+    metrics.update({_metric_name(runs.error_key(e)): c for e, c in totals.items()})
+    mlflow.log_metrics(metrics)
+    for dataset in sorted({e.get("dataset") for e in examples}):
+        runs.log_dataset_input([e for e in examples if e.get("dataset") == dataset], name=dataset, context="eval")
+    records = list(jsonl.read(predictions_path))
+    flat = [{k: v for k, v in r.items() if k != "stages"} | {"stages": str(r.get("stages"))} for r in records]
+    runs.log_records_table(flat, "predictions.json")
+    mlflow.log_artifact(str(predictions_path))
+

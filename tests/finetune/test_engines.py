@@ -1,0 +1,213 @@
+"""Local engines on the real shipped student: batching of concurrent DSPy calls, routing, saving."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import dspy
+import pytest
+
+from kpdd.errors import ConfigError, RegistryError
+from kpdd.finetune.engine_hf import TransformersEngine
+from kpdd.finetune.engines import registered_student, shared_engine
+from kpdd.finetune.student import DEFAULT_BASE, ensure_base_model, student_lm, write_student
+
+QUESTIONS = [
+    "Tom has 3 apples and buys 5 more. How many apples does he have?",
+    "What is 12 times 4?",
+    "A train travels 60 km in 1 hour. How far does it go in 3 hours?",
+    "Sara had 20 sweets and gave away 7. How many are left?",
+    "What is 100 divided by 4?",
+    "Name a prime number larger than 10.",
+]
+
+
+def chat(question: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": question}]
+
+
+class Solve(dspy.Signature):
+    """Solve the maths word problem."""
+
+    question: str = dspy.InputField()
+    answer: str = dspy.OutputField()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    ensure_base_model()
+    engine = shared_engine("transformers", device="cpu", max_batch_size=8, batch_wait_s=0.05)
+    engine.register(DEFAULT_BASE, DEFAULT_BASE)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def lora_student(tmp_path_factory):
+    """A student whose LoRA adapter is randomly initialised, so its outputs differ from the base's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    directory = tmp_path_factory.mktemp("lora-student")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(ensure_base_model())
+    config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(directory / "adapter")
+    write_student(directory, DEFAULT_BASE, "adapter", None, f"lora-{directory.name}", {})
+    return directory
+
+
+def run_concurrently(fn, items, threads=6):
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, items))
+
+
+@pytest.mark.slow
+def test_transformers_engine_batches_concurrent_dspy_calls(engine):
+    lm = student_lm(DEFAULT_BASE, engine=engine, max_tokens=16, cache=False)
+    solve = dspy.Predict(Solve)
+    solve.set_lm(lm)
+
+    def ask(question):
+        with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
+            try:
+                return solve(question=question).answer
+            except dspy.utils.exceptions.AdapterParseError as exc:  # the untuned base rarely keeps the format
+                return exc.lm_response
+
+    calls_before = engine.generate_calls
+    replies = run_concurrently(ask, QUESTIONS)
+    assert len(lm.history) == len(QUESTIONS) and all(reply.strip() for reply in replies)
+    assert engine.generate_calls - calls_before < len(QUESTIONS)
+    assert all(entry["usage"]["completion_tokens"] <= 16 for entry in lm.history)
+
+
+@pytest.mark.slow
+def test_transformers_engine_batched_greedy_equals_one_at_a_time(engine):
+    conversations = [chat(question) for question in QUESTIONS[:3]]  # prompts of different lengths: padded
+    batched = engine.generate_batch(DEFAULT_BASE, conversations, max_tokens=16)
+    alone = [engine.generate_batch(DEFAULT_BASE, [conversation], max_tokens=16)[0] for conversation in conversations]
+    assert {generation.output_tokens for generation in batched} <= set(range(1, 17))
+    assert batched == alone
+
+
+@pytest.mark.slow
+def test_transformers_engine_routes_by_model_id(engine, lora_student):
+    lora_id = engine.register(f"lora-{lora_student.name}", lora_student).model_id
+    conversation = chat(QUESTIONS[0])
+    # Interleaved concurrent requests for both models share batches, and each gets its own model's answer.
+    calls_before = engine.generate_calls
+    mixed = run_concurrently(lambda model_id: engine.generate_batch(model_id, [conversation], max_tokens=16)[0].text,
+                             [DEFAULT_BASE, lora_id] * 2)
+    assert engine.generate_calls - calls_before < 4
+    base_alone = engine.generate_batch(DEFAULT_BASE, [conversation], max_tokens=16)[0].text
+    lora_alone = engine.generate_batch(lora_id, [conversation], max_tokens=16)[0].text
+    assert base_alone != lora_alone
+    assert mixed == [base_alone, lora_alone] * 2
+
+
+@pytest.mark.slow
+def test_transformers_engine_stops_at_stop_strings_and_max_tokens(engine):
+    from dspy.lm15 import Config, Message, Request
+
+    def complete(**config):
+        story = Message.user("Write a long story about a dragon who learns arithmetic.")
+        return engine.complete(Request(model=f"local/{DEFAULT_BASE}", messages=(story,), config=Config(**config)))
+
+    free = complete(max_tokens=12)
+    assert free.finish_reason == "length" and free.usage.output_tokens == 12
+    stop = free.text.split()[2]
+    cut = complete(max_tokens=12, stop=(stop,))
+    assert cut.finish_reason == "stop" and cut.text == free.text[: free.text.index(stop)]
+
+
+@pytest.mark.slow
+def test_transformers_engine_names_unknown_model_ids(engine):
+    with pytest.raises(RegistryError, match="unknown local model id 'no-such-student'"):
+        engine.generate_batch("no-such-student", [chat("hello")])
+    lm = dspy.LM("local/no-such-student", engine=engine, provider=dspy.Provider(), cache=False, num_retries=0)
+    with pytest.raises(dspy.utils.exceptions.LMUnexpectedError, match="unknown local model id 'no-such-student'"):
+        lm("hello")
+
+
+def test_transformers_engine_rejects_unknown_device():
+    with pytest.raises(ConfigError, match="device='tpu'"):
+        TransformersEngine(device="tpu")
+
+
+def test_shared_engine_is_one_per_kind_and_options():
+    engine = shared_engine("transformers", device="cpu", batch_wait_s=0.02)
+    assert shared_engine("transformers", batch_wait_s=0.02, device="cpu", dtype=None) is engine
+    assert shared_engine("transformers", device="cpu") is not engine
+
+
+def test_shared_engine_names_bad_kinds_and_options():
+    with pytest.raises(RegistryError, match="unknown engine 'vlm'. Did you mean 'vllm'"):
+        shared_engine("vlm")
+    with pytest.raises(ConfigError, match="engine 'transformers'.*max_batch"):
+        shared_engine("transformers", max_batch=4)
+
+
+def test_engine_load_state_skips_a_deleted_student(tmp_path, caplog):
+    (tmp_path / "kept").mkdir()
+    write_student(tmp_path / "kept", DEFAULT_BASE, None, None, "kept-student", {})
+    state = {"options": {"device": "cpu"}, "students": {"kept-student": str(tmp_path / "kept"),
+                                                        "gone-student": str(tmp_path / "gone")}}
+    engine = TransformersEngine.load_state(state)
+    assert engine is shared_engine("transformers", device="cpu")
+    assert registered_student("kept-student").root == tmp_path / "kept"
+    assert "local/gone-student will not be served" in caplog.text
+    with pytest.raises(RegistryError, match="gone-student"):
+        registered_student("gone-student")
+
+
+@pytest.mark.slow
+def test_engine_state_round_trips_to_the_shared_engine(engine, lora_student):
+    lora_id = engine.register(f"lora-{lora_student.name}", lora_student).model_id
+    state = json.loads(json.dumps(engine.dump_state()))
+    assert state["students"][lora_id] == str(lora_student)
+    assert TransformersEngine.load_state(state) is engine
+
+
+@pytest.mark.slow
+def test_program_save_and_load_keep_the_engine(engine, tmp_path):
+    solve = dspy.Predict(Solve)
+    solve.set_lm(student_lm(DEFAULT_BASE, engine=engine, max_tokens=8, cache=False))
+    solve.save(tmp_path / "solve.json")
+    restored = dspy.Predict(Solve)
+    restored.load(tmp_path / "solve.json", allow_unsafe_lm_state=True)
+    assert restored.lm.engine is engine and restored.lm.model == f"local/{DEFAULT_BASE}"
+
+    solve.save(tmp_path / "program", save_program=True)  # cloudpickle: the engine pickles as its state
+    loaded = dspy.load(tmp_path / "program", allow_pickle=True)
+    assert loaded.lm.engine is engine
+    assert loaded.lm.forward(messages=chat("What is 2+2?")).choices[0].message.content.strip()
+
+
+@pytest.mark.slow
+def test_vllm_engine_serves_dspy_calls_and_a_lora_adapter(engine, lora_student):
+    pytest.importorskip("vllm")
+    vllm = shared_engine("vllm", gpu_memory_utilization=0.2, max_model_len=1024, max_lora_rank=8, max_loras=2)
+    try:
+        lora_id = vllm.register(f"lora-{lora_student.name}", lora_student).model_id
+        base_lm = student_lm(DEFAULT_BASE, engine=vllm, max_tokens=24, cache=False)
+        lora_lm = base_lm.copy(model=f"local/{lora_id}")  # what BootstrapFinetune does with a trained id
+        solve = dspy.Predict(Solve)
+
+        def ask(lm_and_question):
+            lm, question = lm_and_question
+            with dspy.context(lm=lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
+                try:
+                    return solve(question=question).answer
+                except dspy.utils.exceptions.AdapterParseError as exc:
+                    return exc.lm_response
+
+        work = [(base_lm, q) for q in QUESTIONS[:3]] + [(lora_lm, q) for q in QUESTIONS[:3]]
+        replies = run_concurrently(ask, work)
+        assert all(reply.strip() for reply in replies)
+        assert vllm.generate_calls < len(work)
+        assert replies[:3] != replies[3:]  # the adapter changes the answers
+        greedy_again = run_concurrently(ask, work)
+        assert greedy_again == replies
+    finally:
+        vllm.close()
