@@ -3,7 +3,7 @@
 A batch of GSM8K test questions, each formatted with the model's chat template, is answered greedily by
   (1) plain transformers `generate`, one prompt after another (the baseline),
   (2) `TransformersEngine.generate_batch` (one left-padded batched `generate`),
-  (3) `VLLMEngine.generate_batch` (one `vllm.LLM.chat` call; its start-up time is reported on its own line).
+  (3) `VLLMEngine.generate_batch` (one `vllm.LLM.chat` call; its start-up time is reported in its own column).
 Throughput counts the tokens each reply really generated (up to its end token), over the wall time of the
 generation alone; models are loaded and warmed up first. Each engine's replies are compared with the baseline's.
 
@@ -26,8 +26,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--new-tokens", type=int, default=96, help="max new tokens per reply (greedy)")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {ENGINES}")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--vllm-lora", action=argparse.BooleanOptionalAction, default=True,
-                        help="start vLLM with LoRA support, as kpdd does by default")
+    parser.add_argument("--vllm-lora", action="store_true",
+                        help="start vLLM with LoRA support on (by default kpdd turns it on only for adapters)")
+    parser.add_argument("--vllm-dtype", default="bfloat16", help="vLLM weights and activations dtype")
     return parser
 
 
@@ -109,9 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(("TransformersEngine, batched", tokens, seconds, startup, texts))
         engine.close()
     if "vllm" in chosen:
-        engine = VLLMEngine(max_batch_size=len(chats), enable_lora=args.vllm_lora)
+        engine = VLLMEngine(dtype=args.vllm_dtype, max_batch_size=len(chats), enable_lora=args.vllm_lora or None)
         texts, tokens, seconds, startup = batched(engine, chats, args.new_tokens)
-        rows.append((f"VLLMEngine, batched{' (LoRA on)' if args.vllm_lora else ''}", tokens, seconds, startup, texts))
+        label = f"VLLMEngine, batched ({args.vllm_dtype}{', LoRA on' if args.vllm_lora else ''})"
+        rows.append((label, tokens, seconds, startup, texts))
         engine.close()
 
     baseline = rows[0][1] / rows[0][2]

@@ -25,7 +25,8 @@ def _fields(system: str) -> list[str]:
 
 
 def _question(user: str) -> str:
-    return user.split("[[ ## question ## ]]\n", 1)[1].split("\n\n[[ ## ", 1)[0].strip()
+    after = user.split("[[ ## question ## ]]\n", 1)[1]
+    return re.split(r"\n\n(?:\[\[ ## |Respond with)", after, maxsplit=1)[0].strip()
 
 
 def _value(field: str, answer: float) -> str:

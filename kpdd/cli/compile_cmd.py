@@ -1,12 +1,22 @@
-"""`kpdd compile`."""
+"""`kpdd compile`: optimise → traces → fine-tune, resumable; prints the compiled program's directory."""
 
 import typer
 
 from kpdd.cli import app
+from kpdd.cli.options import config_command
+from kpdd.compile.pipeline import CompileConfig
 
 
-@app.command("compile")
-def compile_command():
-    """Not yet implemented."""
-    typer.echo("kpdd compile: not yet implemented", err=True)
-    raise typer.Exit(1)
+@config_command(app, "compile", CompileConfig)
+def compile_command(config: CompileConfig, experiment=None, tracking_uri=None):
+    """Compile a program into a fine-tuned student: teacher optimisation, verified traces, SFT (rerun to resume)."""
+    from kpdd.compile.pipeline import run_compile
+    from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
+
+    tags = {METHOD: config.program, TEACHER: config.teacher, STUDENT: config.student}
+    with command_run("compile", config, tags=tags, experiment=experiment, tracking_uri=tracking_uri):
+        result = run_compile(config)
+    stats = result["traces"]
+    typer.echo(f"traces: {stats['traces']} for {stats['covered']} of {stats['questions']} questions "
+               f"({stats['coverage']:.1%})")
+    typer.echo(f"compiled program: {result['compiled']}  (evaluate: kpdd eval --lm {result['compiled']})")

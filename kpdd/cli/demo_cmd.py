@@ -1,12 +1,29 @@
-"""`kpdd demo`."""
+"""`kpdd demo`: the README's main command — the whole loop offline, then the comparison table."""
 
 import typer
 
 from kpdd.cli import app
+from kpdd.cli.options import config_command
+from kpdd.demo import DemoConfig
 
 
-@app.command("demo")
-def demo_command():
-    """Not yet implemented."""
-    typer.echo("kpdd demo: not yet implemented", err=True)
-    raise typer.Exit(1)
+@config_command(app, "demo", DemoConfig)
+def demo_command(config: DemoConfig, experiment=None, tracking_uri=None):
+    """Gold traces → LoRA fine-tune of SmolLM2-135M → evaluation on 4 sets, per program; all in MLflow."""
+    import time
+
+    from kpdd.cli.compare_cmd import ui_command
+    from kpdd.demo import run_demo
+    from kpdd.tracking import command_run, compare
+
+    start = time.perf_counter()
+    with command_run("demo", config, experiment=experiment, tracking_uri=tracking_uri) as run:
+        run_demo(config, echo=typer.echo)
+    result = compare(experiment=experiment or "kpdd", run_ids=[run.info.run_id], tracking_uri=tracking_uri,
+                     out_dir=f"{config.out}/compare")
+    typer.echo(f"\n== comparison (demo run {run.info.run_id[:8]}, {time.perf_counter() - start:.0f} s) ==")
+    typer.echo(result.table)
+    typer.echo("")
+    for plot in result.plots:
+        typer.echo(f"plot: {plot}")
+    typer.echo(f"MLflow: {ui_command(result.tracking_uri)}  (then open http://127.0.0.1:5000)")

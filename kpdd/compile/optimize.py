@@ -76,7 +76,7 @@ def save_program(program: dspy.Module, directory: str | Path, name: str, **meta)
     state = program.dump_state()
     for predictor_state in state.values():  # LMs travel separately (kpdd.finetune.compiled): no engine paths here
         if isinstance(predictor_state, dict):
-            predictor_state.pop("lm", None)
+            predictor_state["lm"] = None
     (directory / "program.json").write_text(json.dumps(state, indent=2, ensure_ascii=False))
     (directory / MANIFEST).write_text(json.dumps({"program": name, "state": "program.json", **meta}, indent=2))
     return directory

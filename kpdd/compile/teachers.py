@@ -11,6 +11,7 @@ local Hugging Face model through our engine (``local:<student dir, checkpoint or
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dspy
@@ -68,9 +69,12 @@ class LMTeacher:
     """Sample a program on a teacher LM; keep correct, distinct traces with every stage's inputs and outputs."""
 
     def __init__(self, program: dspy.Module, lm: dspy.LM, method: str, temperature: float = 0.7,
-                 adapter: dspy.Adapter | None = None, name: str | None = None):
+                 adapter: dspy.Adapter | None = None, name: str | None = None, retries: int = 2,
+                 backoff_s: float = 0.5):
         self.program, self.lm, self.method = program, lm, method
         self.temperature = temperature
+        # The LM retries rate limits, 5xx and timeouts itself; these cover what it does not (e.g. a garbled reply).
+        self.retries, self.backoff_s = retries, backoff_s
         self.adapter = adapter or dspy.ChatAdapter()
         self.name = name or lm.model
 
@@ -80,14 +84,25 @@ class LMTeacher:
         # Distinct rollout ids, or DSPy's cache would return the first sample k times.
         return self.lm.copy(rollout_id=sample, temperature=self.temperature)
 
+    def _run(self, question: str, lm: dspy.LM) -> tuple[dspy.Prediction, list]:
+        """One run of the program and DSPy's trace of it, retrying LM failures with exponential backoff."""
+        for attempt in range(self.retries + 1):
+            try:
+                with dspy.context(lm=lm, adapter=self.adapter, trace=[]):
+                    prediction = self.program(question=question)
+                    return prediction, list(dspy.settings.trace)
+            except dspy.utils.exceptions.LMError:
+                if attempt == self.retries:
+                    raise
+                time.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
     def sample(self, example: dspy.Example, samples: int = 1) -> QuestionResult:
         result = QuestionResult(example.id, gold=example.answer)
         seen, lm_errors = set(), []
         for index in range(samples):
             try:
-                with dspy.context(lm=self._lm_for(index, samples), adapter=self.adapter, trace=[]):
-                    prediction = self.program(question=example.question)
-                    calls = list(dspy.settings.trace)
+                prediction, calls = self._run(example.question, self._lm_for(index, samples))
             except dspy.utils.exceptions.AdapterParseError as e:
                 result.samples += 1
                 result.errors[f"parse: {e.signature.__name__}"] += 1

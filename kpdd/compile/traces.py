@@ -7,6 +7,7 @@ kill loses at most the questions in flight, and rerunning the same command picks
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -81,7 +82,8 @@ def generate_traces(teacher: Teacher, examples: list[dspy.Example], store: Trace
                unit="q", disable=not progress, dynamic_ncols=True)
     kept = 0
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        futures = [pool.submit(teacher.sample, example, samples) for example in pending]
+        # Each task runs in a copy of this thread's context, so DSPy settings set by the caller reach it.
+        futures = [pool.submit(contextvars.copy_context().run, teacher.sample, example, samples) for example in pending]
         for future in as_completed(futures):
             result = future.result()
             with lock:

@@ -9,6 +9,7 @@ Accuracy comes with a 95 % Wilson interval, and each wrong prediction gets a typ
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import math
 import time
@@ -130,7 +131,9 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_pat
                disable=not progress, dynamic_ncols=True)
     records = [done[(e.get("dataset"), e.id)] for e in examples if (e.get("dataset"), e.id) in done]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        futures = [pool.submit(predict, program, e, samples, temperature, adapter) for e in pending]
+        # Each task runs in a copy of this thread's context, so DSPy settings (tracing callbacks) reach it.
+        futures = [pool.submit(contextvars.copy_context().run, predict, program, e, samples, temperature, adapter)
+                   for e in pending]
         for future in as_completed(futures):
             record = future.result()
             jsonl.append(path, [record])

@@ -31,6 +31,7 @@ class EvalConfig:
     temperature: float = option(0.7, "sampling temperature when samples > 1")
     max_tokens: int = option(512, "max new tokens per LM call")
     threads: int = option(16, "questions in flight at once (a local engine batches them)")
+    trace_sample_rate: float = option(0.02, "share of questions whose DSPy calls are traced to MLflow (0: none)")
     out: str = option("", "predictions file (default kpdd-runs/eval/<program>-<lm>.jsonl); rerun to resume")
 
     def dataset_names(self) -> list[str]:
@@ -52,8 +53,8 @@ def is_compiled(path: str) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str]:
-    """The program to evaluate, with its LM(s) set, and its registry name."""
+def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str, bool]:
+    """The program to evaluate with its LM(s) set, its registry name, and whether its LM is local."""
     from kpdd.modules import build_program
 
     lm_kwargs = {"max_tokens": config.max_tokens}
@@ -62,18 +63,19 @@ def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str]:
             from kpdd.finetune.compiled import load_compiled
             from kpdd.compile.optimize import manifest_program
 
-            return load_compiled(source, engine=config.engine, **lm_kwargs), manifest_program(source)
+            program = load_compiled(source, engine=engine_spec(config), **lm_kwargs)
+            return program, manifest_program(source), True
     program = build_program(config.program)
     if "/" in config.lm and not Path(config.lm).exists():
         from kpdd.compile.teachers import teacher_lm
 
         lm = teacher_lm(config.lm, api_base=config.api_base, api_key=os.environ.get(config.api_key_env), **lm_kwargs)
-    else:
-        from kpdd.finetune.student import student_lm
+        program.set_lm(lm)
+        return program, config.program, False
+    from kpdd.finetune.student import student_lm
 
-        lm = student_lm(config.lm, engine=engine_spec(config), **lm_kwargs)
-    program.set_lm(lm)
-    return program, config.program
+    program.set_lm(student_lm(config.lm, engine=engine_spec(config), **lm_kwargs))
+    return program, config.program, True
 
 
 def engine_spec(config: EvalConfig) -> Any:
@@ -88,7 +90,8 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     from kpdd.compile.sft import student_adapter
     from kpdd.data import load_dataset
     from kpdd.eval.harness import evaluate, format_report
-    from kpdd.tracking.results import log_eval
+    from kpdd.tracking import dspy_tracing
+    from kpdd.tracking.results import log_eval, mlflow_active
 
     if config.samples < 1:
         raise ConfigError(f"samples must be >= 1, got {config.samples}")
@@ -96,10 +99,13 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     if not names:
         raise ConfigError("no datasets to evaluate: pass --datasets gsm8k,svamp,... or all")
     examples = [e for name in names for e in load_dataset(name, limit=config.limit, seed=config.seed)]
-    program, program_name = load_program_and_lm(config)
+    program, program_name, local = load_program_and_lm(config)
+    # A local student runs without the JSON fallback (a second call with a prompt it never saw); an API LM keeps it.
+    adapter = student_adapter() if local else None
     path = config.predictions_path()
-    scores = evaluate(program, examples, path, threads=config.threads, samples=config.samples,
-                      temperature=config.temperature, adapter=student_adapter(), progress=progress)
+    with dspy_tracing(config.trace_sample_rate if log and mlflow_active() else 0.0):
+        scores = evaluate(program, examples, path, threads=config.threads, samples=config.samples,
+                          temperature=config.temperature, adapter=adapter, progress=progress)
     if log:
         log_eval(scores, path, examples)
     return {"program": program_name, "predictions": str(path), "scores": scores, "report": format_report(scores)}

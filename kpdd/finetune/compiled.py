@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import dspy
 
@@ -57,7 +58,7 @@ def _rebase(target: Path, ref) -> None:
         (target / STUDENT_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def load_compiled(directory: str | Path, engine: str = "transformers", **lm_kwargs) -> dspy.Module:
+def load_compiled(directory: str | Path, engine: Any = "transformers", **lm_kwargs) -> dspy.Module:
     """The program saved by :func:`save_compiled`, each predictor set to its student's LM."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST

@@ -55,7 +55,8 @@ class TransformersEngine(BatchingEngine):
 
         refs = [registered_student(job.model_id) for job in jobs]
         base = self._bases.get(refs[0].base_path) or self._load_base(refs[0].base_path)
-        adapters = [self._adapter_name(base, job.model_id, ref.adapter_path) for job, ref in zip(jobs, refs)]
+        adapters = [self._adapter_name(base, job.model_id, ref.adapter_path)
+                    for job, ref in zip(jobs, refs, strict=True)]
         tokenizer, sampling = base.tokenizer, jobs[0].sampling
         encoded = tokenizer.apply_chat_template(
             [job.messages for job in jobs],
@@ -68,7 +69,7 @@ class TransformersEngine(BatchingEngine):
         per_row = {"adapter_names": adapters} if base.adapters else {}
         with torch.inference_mode():
             if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)  # the worker thread is the only user of the global generator
+                torch.manual_seed(sampling.seed)  # generate() takes no generator: seed the global one
             output = base.model.generate(
                 **encoded,
                 **per_row,

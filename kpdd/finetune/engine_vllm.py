@@ -12,6 +12,8 @@ given to the KV cache, and `enforce_eager` skips torch.compile (which needs Trit
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,25 @@ from kpdd.errors import ConfigError
 from kpdd.finetune.engines import BatchingEngine, Generation, Job, registered_student
 from kpdd.finetune.student import StudentRef
 
+logger = logging.getLogger(__name__)
+
 _VLLM_FINISH = {"stop": "stop", "length": "length"}
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+@dataclass
+class _Running:
+    llm: Any  # vllm.LLM
+    lora_rank: int  # the largest adapter rank it can serve; 0 when started without LoRA
 
 
 class VLLMEngine(BatchingEngine):
-    """Local engine over vLLM; the options are passed to `vllm.LLM` for every base it starts."""
+    """Local engine over vLLM; the options are passed to `vllm.LLM` for every base it starts.
+
+    LoRA support costs throughput on CPU (about half, measured with bench_generation.py), so by default
+    (`enable_lora=None`) a base starts without it and restarts with it when the first adapter request arrives,
+    or when an adapter's rank exceeds what it was started with. `True` starts with LoRA, `False` refuses adapters.
+    """
 
     kind = "vllm"
 
@@ -33,29 +49,30 @@ class VLLMEngine(BatchingEngine):
         max_model_len: int = 2048,
         gpu_memory_utilization: float = 0.3,
         enforce_eager: bool = True,
-        enable_lora: bool = True,
-        max_lora_rank: int = 64,
+        enable_lora: bool | None = None,
+        max_lora_rank: int = 16,
         max_loras: int = 4,
         seed: int = 0,
         max_batch_size: int = 64,
         batch_wait_s: float = 0.01,
     ):
         super().__init__(max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
+        if max_lora_rank not in LORA_RANKS:
+            raise ConfigError(f"VLLMEngine max_lora_rank={max_lora_rank}: vLLM accepts one of {LORA_RANKS}.")
+        self.enable_lora, self.max_lora_rank, self.max_loras = enable_lora, max_lora_rank, max_loras
         self.llm_options = {
             "dtype": dtype,
             "max_model_len": max_model_len,
             "gpu_memory_utilization": gpu_memory_utilization,
             "enforce_eager": enforce_eager,
-            "enable_lora": enable_lora,
-            "max_lora_rank": max_lora_rank,
-            "max_loras": max_loras,
             "seed": seed,
         }
-        self._llms: dict[Path, Any] = {}
+        self._running: dict[Path, _Running] = {}
         self._lora_ids: dict[str, int] = {}  # vLLM names each adapter by a unique positive int
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), **self.llm_options}
+        lora = {"enable_lora": self.enable_lora, "max_lora_rank": self.max_lora_rank, "max_loras": self.max_loras}
+        return {**super().options(), **self.llm_options, **lora}
 
     def _group_key(self, job: Job) -> tuple:
         # One LLM.chat call serves any mix of adapters and sampling settings on the same base.
@@ -65,7 +82,8 @@ class VLLMEngine(BatchingEngine):
         from vllm import SamplingParams
 
         refs = [registered_student(job.model_id) for job in jobs]
-        llm = self._llm(refs[0].base_path)
+        ranks = [_lora_rank(ref) for ref in refs]
+        llm = self._llm(refs[0].base_path, max(ranks))
         params = [
             SamplingParams(
                 max_tokens=job.sampling.max_tokens,
@@ -90,29 +108,40 @@ class VLLMEngine(BatchingEngine):
             for out in outputs
         ]
 
-    def _llm(self, base: Path):
-        if base not in self._llms:
-            from vllm import LLM
+    def _llm(self, base: Path, adapter_rank: int):
+        """The LLM for `base`, (re)started if it cannot serve an adapter of `adapter_rank` (0: none)."""
+        running = self._running.get(base)
+        if running is not None and adapter_rank <= running.lora_rank:
+            return running.llm
+        if adapter_rank and self.enable_lora is False:
+            raise ConfigError("a student has a LoRA adapter; start VLLMEngine with enable_lora=None or True.")
+        lora_rank = 0
+        if adapter_rank or self.enable_lora:
+            lora_rank = min(rank for rank in LORA_RANKS if rank >= max(adapter_rank, self.max_lora_rank))
+        if running is not None:
+            logger.info("restarting vLLM for %s with LoRA rank %d", base, lora_rank)
+            running.llm.llm_engine.engine_core.shutdown()
+        from vllm import LLM
 
-            self._llms[base] = LLM(model=str(base), **self.llm_options)
-        return self._llms[base]
+        lora = {"enable_lora": True, "max_lora_rank": lora_rank, "max_loras": self.max_loras} if lora_rank else {}
+        self._running[base] = _Running(LLM(model=str(base), **self.llm_options, **lora), lora_rank)
+        return self._running[base].llm
 
     def _lora(self, model_id: str, ref: StudentRef):
         if ref.adapter_path is None:
             return None
         from vllm.lora.request import LoRARequest
 
-        if not self.llm_options["enable_lora"]:
-            raise ConfigError(f"student {ref.location} has a LoRA adapter; start VLLMEngine with enable_lora=True.")
-        rank = json.loads((ref.adapter_path / "adapter_config.json").read_text()).get("r", 0)
-        if rank > self.llm_options["max_lora_rank"]:
-            raise ConfigError(
-                f"student {ref.location} has LoRA rank {rank}; start VLLMEngine with max_lora_rank >= {rank}."
-            )
         lora_id = self._lora_ids.setdefault(model_id, len(self._lora_ids) + 1)
         return LoRARequest(lora_name=model_id, lora_int_id=lora_id, lora_path=str(ref.adapter_path))
 
     def _unload(self) -> None:
-        for llm in self._llms.values():
-            llm.llm_engine.engine_core.shutdown()  # stops vLLM's worker processes now, not at exit
-        self._llms.clear()
+        for running in self._running.values():
+            running.llm.llm_engine.engine_core.shutdown()  # stops vLLM's worker processes now, not at exit
+        self._running.clear()
+
+
+def _lora_rank(ref: StudentRef) -> int:
+    if ref.adapter_path is None:
+        return 0
+    return int(json.loads((ref.adapter_path / "adapter_config.json").read_text()).get("r", 0))

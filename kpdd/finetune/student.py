@@ -154,14 +154,15 @@ def write_student(
 ) -> Path:
     """Write `kpdd.json` into a student directory and return that file's path.
 
-    `base` is an alias or a checkpoint path (stored relative to the directory so the pair can move together);
+    `base` is an alias or a checkpoint path: one inside the directory is stored relative to it (so the directory
+    can move), one outside as an absolute path, and the shipped model's converted checkpoint as its alias.
     `adapter_subdir` names the PEFT adapter's folder inside the directory.
     """
     directory = Path(directory).resolve()
     if adapter_subdir is not None and not (directory / adapter_subdir / "adapter_config.json").is_file():
         raise KpddError(f"student adapter {directory / adapter_subdir} has no adapter_config.json.")
     if str(base) not in SHIPPED_MODELS:
-        base = os.path.relpath(ensure_base_model(base), directory)
+        base = _portable_base(ensure_base_model(base), directory)
     record = {
         KEY_FORMAT: STUDENT_FORMAT,
         KEY_BASE: str(base),
@@ -175,6 +176,13 @@ def write_student(
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def _portable_base(base: Path, directory: Path) -> str:
+    shipped = {cache_dir().resolve() / "models" / model.name: alias for alias, model in SHIPPED_MODELS.items()}
+    if base in shipped:
+        return shipped[base]
+    return str(base.relative_to(directory)) if base.is_relative_to(directory) else str(base)
 
 
 def read_student(student: str | Path | StudentRef) -> StudentRef:

@@ -5,17 +5,28 @@ Every function here is a no-op without an active run, so the library works the s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from kpdd.tracking import runs
 
 
-def _active() -> bool:
+def mlflow_active() -> bool:
     import mlflow
 
     return mlflow.active_run() is not None
+
+
+@contextlib.contextmanager
+def maybe_stage(stage: str, **params: Any) -> Iterator[Any]:
+    """A child run for ``stage`` under the active command run; nothing when tracking is off."""
+    if not mlflow_active():
+        yield None
+        return
+    with runs.stage_run(stage, **params) as run:
+        yield run
 
 
 def _metric_name(text: str) -> str:
@@ -25,7 +36,7 @@ def _metric_name(text: str) -> str:
 
 def log_traces(stats: dict[str, Any]) -> None:
     """Trace-store stats: coverage, counts, drop reasons; the summary as ``traces/summary.json``."""
-    if not _active():
+    if not mlflow_active():
         return
     import mlflow
 
@@ -39,7 +50,7 @@ def log_traces(stats: dict[str, Any]) -> None:
 
 def metrics_logger() -> Callable[[dict, int], None] | None:
     """A trainer ``on_log`` that sends loss curves to the active run (None without one)."""
-    if not _active():
+    if not mlflow_active():
         return None
     import mlflow
 
@@ -48,7 +59,7 @@ def metrics_logger() -> Callable[[dict, int], None] | None:
 
 def log_finetune(result: dict[str, Any]) -> None:
     """Each student's final figures, its ``kpdd.json`` and adapter (small) as artifacts."""
-    if not _active():
+    if not mlflow_active():
         return
     import mlflow
 
@@ -69,7 +80,7 @@ def log_finetune(result: dict[str, Any]) -> None:
 
 def log_eval(scores: dict, predictions_path: str | Path, examples: list) -> None:
     """Accuracy (with interval bounds) and error counts per dataset, the eval set, the predictions table."""
-    if not _active():
+    if not mlflow_active():
         return
     import mlflow
 

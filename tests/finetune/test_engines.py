@@ -185,29 +185,34 @@ def test_program_save_and_load_keep_the_engine(engine, tmp_path):
 
 
 @pytest.mark.slow
-def test_vllm_engine_serves_dspy_calls_and_a_lora_adapter(engine, lora_student):
+def test_vllm_engine_serves_dspy_calls_and_a_lora_adapter(engine, lora_student, caplog):
     pytest.importorskip("vllm")
-    vllm = shared_engine("vllm", gpu_memory_utilization=0.2, max_model_len=1024, max_lora_rank=8, max_loras=2)
+    vllm = shared_engine("vllm", gpu_memory_utilization=0.2, max_model_len=1024, max_lora_rank=8)
+    solve = dspy.Predict(Solve)
+
+    def ask(lm_and_question):
+        lm, question = lm_and_question
+        with dspy.context(lm=lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
+            try:
+                return solve(question=question).answer
+            except dspy.utils.exceptions.AdapterParseError as exc:
+                return exc.lm_response
+
     try:
-        lora_id = vllm.register(f"lora-{lora_student.name}", lora_student).model_id
         base_lm = student_lm(DEFAULT_BASE, engine=vllm, max_tokens=24, cache=False)
-        lora_lm = base_lm.copy(model=f"local/{lora_id}")  # what BootstrapFinetune does with a trained id
-        solve = dspy.Predict(Solve)
+        base_replies = run_concurrently(ask, [(base_lm, q) for q in QUESTIONS[:3]])  # starts vLLM without LoRA
+        assert all(reply.strip() for reply in base_replies) and vllm.generate_calls < 3
 
-        def ask(lm_and_question):
-            lm, question = lm_and_question
-            with dspy.context(lm=lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
-                try:
-                    return solve(question=question).answer
-                except dspy.utils.exceptions.AdapterParseError as exc:
-                    return exc.lm_response
-
-        work = [(base_lm, q) for q in QUESTIONS[:3]] + [(lora_lm, q) for q in QUESTIONS[:3]]
-        replies = run_concurrently(ask, work)
-        assert all(reply.strip() for reply in replies)
-        assert vllm.generate_calls < len(work)
-        assert replies[:3] != replies[3:]  # the adapter changes the answers
-        greedy_again = run_concurrently(ask, work)
-        assert greedy_again == replies
+        # What BootstrapFinetune does with a trained id: the same engine, another model. vLLM restarts with LoRA.
+        lora_id = vllm.register(f"lora-{lora_student.name}", lora_student).model_id
+        lora_lm = base_lm.copy(model=f"local/{lora_id}")
+        calls_before = vllm.generate_calls
+        with caplog.at_level("INFO", logger="kpdd.finetune.engine_vllm"):
+            work = [(base_lm, q) for q in QUESTIONS[:3]] + [(lora_lm, q) for q in QUESTIONS[:3]]
+            replies = run_concurrently(ask, work)
+        assert "restarting vLLM" in caplog.text
+        assert vllm.generate_calls - calls_before < 6
+        assert replies[:3] == base_replies  # greedy, and the base rows are untouched by the adapter
+        assert replies[3:] != base_replies
     finally:
         vllm.close()

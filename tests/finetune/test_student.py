@@ -56,7 +56,8 @@ def test_ensure_base_model_checkpoint_loads_with_its_chat_template():
     base = ensure_base_model()
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    hello = [{"role": "user", "content": "hi"}]
+    text = tokenizer.apply_chat_template(hello, tokenize=False, add_generation_prompt=True)
     assert text.endswith("<|im_start|>assistant\n")
     assert model.num_parameters() == 134_515_008
 
@@ -113,7 +114,7 @@ def test_ensure_base_model_rejects_a_dir_without_config(tmp_path):
         ensure_base_model(tmp_path / "nowhere")
 
 
-def test_write_student_round_trips_and_moves(tmp_path, checkpoint):
+def test_write_student_round_trips(tmp_path, checkpoint):
     student_dir = tmp_path / "students" / "s1"
     (student_dir / "adapter").mkdir(parents=True)
     (student_dir / "adapter" / "adapter_config.json").write_text("{}")
@@ -122,16 +123,28 @@ def test_write_student_round_trips_and_moves(tmp_path, checkpoint):
 
     ref = read_student(student_dir)
     assert (ref.model_id, ref.program, ref.adapter, ref.train) == ("s1-abc", "kpdd_cot", "adapter", train)
-    assert json.loads((student_dir / STUDENT_FILE).read_text())["base"] == "../../ckpt"
-    assert ref.base_path == checkpoint.resolve()
+    assert ref.base_path == checkpoint.resolve()  # outside the directory: kept absolute
     assert ref.adapter_path == student_dir / "adapter"
 
-    moved = tmp_path / "moved"  # the base path is relative: student and base travel together
-    shutil.move(tmp_path / "students", moved / "students")
-    shutil.move(checkpoint, moved / "ckpt")
-    moved_ref = read_student(moved / "students" / "s1")
-    assert moved_ref.base_path == (moved / "ckpt").resolve()
-    assert moved_ref.adapter_path == moved / "students" / "s1" / "adapter"
+
+def test_write_student_directory_can_move(tmp_path):
+    student_dir = tmp_path / "s2"
+    (student_dir / "weights").mkdir(parents=True)  # a full fine-tune is its own base
+    (student_dir / "weights" / "config.json").write_text("{}")
+    write_student(student_dir, student_dir / "weights", None, None, "s2-abc", {})
+    assert json.loads((student_dir / STUDENT_FILE).read_text())["base"] == "weights"
+
+    shutil.move(student_dir, tmp_path / "moved")
+    assert read_student(tmp_path / "moved").base_path == (tmp_path / "moved" / "weights").resolve()
+
+
+def test_write_student_names_the_shipped_checkpoint_by_its_alias(monkeypatch, tmp_path):
+    monkeypatch.setenv("KPDD_CACHE", str(tmp_path / "cache"))
+    converted = tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct"
+    converted.mkdir(parents=True)
+    (converted / "config.json").write_text("{}")
+    write_student(tmp_path, converted, None, None, "s3", {})
+    assert read_student(tmp_path).base == DEFAULT_BASE
 
 
 def test_write_student_keeps_a_shipped_alias(tmp_path):

@@ -1,10 +1,18 @@
-"""Point MLflow at a fresh store in tmp_path for every test, and leave no MLflow state behind."""
+"""Shared fixtures: every test starts from clean DSPy settings, in its own directory, with its own MLflow store."""
 
 import shutil
 
+import dspy
 import mlflow
 import mlflow.tracking.fluent
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def clean_dspy_settings():
+    """DSPy's settings are process-wide: a test that configures an LM must not leak it into the next."""
+    with dspy.context(lm=None, adapter=None, trace=None):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +25,8 @@ def empty_store(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def mlflow_store(tmp_path, monkeypatch, empty_store):
-    """``MLFLOW_TRACKING_URI`` → ``tmp_path/mlflow.db`` and the working directory → tmp_path; yields the URI."""
+    """``MLFLOW_TRACKING_URI`` → ``tmp_path/mlflow.db`` (subprocesses inherit it) and the working directory →
+    tmp_path, so runs, ``mlruns/`` and ``kpdd-runs/`` land there; yields the URI."""
     shutil.copy(empty_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
@@ -27,6 +36,6 @@ def mlflow_store(tmp_path, monkeypatch, empty_store):
     # MLflow keeps the active experiment in a module global that has no public reset.
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     yield uri
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)  # also unsets MLFLOW_TRACKING_URI; monkeypatch then restores the original
+    while mlflow.active_run() is not None:  # a failing test's open run must not become the next test's parent
+        mlflow.end_run("FAILED")
+    mlflow.set_tracking_uri(None)

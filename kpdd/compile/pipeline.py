@@ -1,0 +1,99 @@
+"""``kpdd compile``: optimise the program on the teacher → traces → fine-tune → the compiled student program.
+
+Each stage writes under ``out`` and is resumable, so rerunning the command continues where it stopped: the
+optimised teacher program is reused, the trace store resumes, training resumes from its last checkpoint.
+With MLflow active, each stage is a child run of the command's run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kpdd.config import option
+from kpdd.errors import ConfigError
+from kpdd.finetune.trainer import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+NO_OPTIMIZER = "none"
+
+
+@dataclass(frozen=True)
+class CompileConfig(TrainConfig):
+    program: str = option("kpdd-pot", "program (registry name)")
+    teacher: str = option("gold", "'gold', 'local:<model dir>', or a model string such as 'openai/gpt-4o-mini'")
+    api_base: str | None = option(None, "OpenAI-compatible server URL for the teacher")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the teacher's API key")
+    optimizer: str = option(NO_OPTIMIZER, "teacher optimizer: none, bootstrap-fewshot, bootstrap-random-search, "
+                                          "mipro, gepa")
+    optimize_size: int = option(50, "training questions used to optimise the teacher program")
+    reflection_lm: str | None = option(None, "GEPA's reflection LM (model string)")
+    dataset: str = option("gsm8k", "training dataset name or file")
+    split: str = option("train", "training split")
+    limit: int | None = option(None, "use a seeded subset of this many training questions")
+    samples: int = option(1, "teacher samples per question")
+    temperature: float = option(0.7, "teacher sampling temperature when samples > 1")
+    threads: int = option(8, "questions traced in parallel")
+    multitask: bool = option(True, "one student for every stage (else one per stage)")
+    out: str = option("", "output directory (default kpdd-runs/compile/<program>-<teacher>)")
+
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path("kpdd-runs") / "compile" / f"{self.program}-{self.teacher.replace('/', '_').replace(':', '_')}"
+
+
+def optimized_teacher_program(config: CompileConfig) -> Path | None:
+    """Optimise the program on the teacher LM once; later runs reuse the saved program."""
+    import os
+
+    from kpdd.compile.optimize import MANIFEST, optimize, save_program
+    from kpdd.compile.teachers import teacher_lm
+    from kpdd.data import load_dataset
+    from kpdd.modules import build_program
+    from kpdd.tracking.results import maybe_stage
+
+    if config.optimizer == NO_OPTIMIZER:
+        return None
+    if config.teacher == "gold":
+        raise ConfigError("the gold teacher has no LM to optimise: use --optimizer none, or a teacher LM")
+    target = config.out_dir() / "teacher-program"
+    if (target / MANIFEST).is_file():
+        logger.info("reusing the optimised teacher program in %s", target)
+        return target
+    with maybe_stage("optimise", optimizer=config.optimizer, size=config.optimize_size):
+        lm = teacher_lm(config.teacher, api_base=config.api_base, api_key=os.environ.get(config.api_key_env))
+        reflection = teacher_lm(config.reflection_lm) if config.reflection_lm else None
+        trainset = load_dataset(config.dataset, config.split, limit=config.optimize_size, seed=config.seed + 1)
+        program = optimize(build_program(config.program), lm, trainset, config.optimizer, reflection_lm=reflection,
+                           seed=config.seed, threads=config.threads)
+        return save_program(program, target, config.program, optimizer=config.optimizer, teacher=config.teacher)
+
+
+def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
+    """The whole compile: returns the compiled program's directory, the trace stats and the training figures."""
+    from kpdd.compile.traces import TracesConfig, run_traces
+    from kpdd.finetune.run import FinetuneConfig, run_finetune
+    from kpdd.tracking.results import log_finetune, log_traces, maybe_stage, metrics_logger
+
+    out = config.out_dir()
+    teacher_program = optimized_teacher_program(config)
+    traces_config = TracesConfig(program=config.program, teacher=config.teacher, api_base=config.api_base,
+                                 api_key_env=config.api_key_env,
+                                 teacher_program=str(teacher_program) if teacher_program else None,
+                                 dataset=config.dataset, split=config.split, limit=config.limit, seed=config.seed,
+                                 samples=config.samples, temperature=config.temperature, threads=config.threads,
+                                 out=str(out / "traces.jsonl"))
+    with maybe_stage("traces", **traces_config.__dict__):
+        stats = run_traces(traces_config, progress=progress)
+        log_traces(stats)
+    train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
+    finetune_config = FinetuneConfig(**train_fields, traces=[str(out / "traces.jsonl")], program=config.program,
+                                     multitask=config.multitask, out=str(out / "compiled"))
+    with maybe_stage("finetune", **train_fields):
+        trained = run_finetune(finetune_config, progress=progress, on_log=metrics_logger())
+        log_finetune(trained)
+    return {"compiled": trained["out"], "traces": stats, "students": trained["students"]}
