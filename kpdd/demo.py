@@ -1,6 +1,6 @@
 """``kpdd demo``: the whole compile-to-finetune loop, offline, on the shipped data and the shipped student.
 
-For each program (KPDD-PoT and a baseline by default): gold-annotation traces of a small GSM8K subset →
+For each program (KPDD-PoT and the direct-answer baseline by default): gold-annotation traces of a small GSM8K subset →
 a LoRA fine-tune of SmolLM2-135M → evaluation on seeded subsets of GSM8K, SVAMP, ASDiv and MultiArith. Every
 step is an MLflow run (one ``demo`` run, a ``compile`` child per program with its stages), and the comparison
 table closes the demo. The defaults fit a 2-core CPU in a few minutes; the options scale it up to the full
@@ -18,20 +18,20 @@ from kpdd.config import option
 
 @dataclass(frozen=True)
 class DemoConfig:
-    programs: list[str] = option(["kpdd-pot", "pot"], "programs to distil and compare")
+    programs: list[str] = option(["kpdd-pot", "direct"], "programs to distil and compare")
     train_size: int = option(32, "GSM8K train questions traced by the gold teacher (0: all 7,473)")
-    eval_size: int = option(4, "questions per evaluation dataset (0: the full sets)")
+    eval_size: int = option(2, "questions per evaluation dataset (0: the full sets)")
     datasets: list[str] = option(["all"], "evaluation datasets")
-    steps: int = option(6, "optimizer steps per student (-1: train for --epochs)")
+    steps: int = option(8, "optimizer steps per student (-1: train for --epochs)")
     epochs: float = option(1.0, "epochs when --steps is -1")
-    batch_size: int = option(2, "packed rows per step")
+    batch_size: int = option(1, "packed rows per step")
     max_length: int = option(768, "tokens per packed row")
-    learning_rate: float = option(1e-3, "peak learning rate (LoRA)")
+    learning_rate: float = option(2e-3, "peak learning rate (LoRA)")
     lora: bool = option(True, "LoRA (else full fine-tuning)")
     student: str = option("smollm2-135m", "student base model")
     device: str = option("auto", "auto, cpu or cuda")
     engine: str = option("transformers", "inference engine: transformers or vllm")
-    max_tokens: int = option(200, "max new tokens per student call during evaluation")
+    max_tokens: int = option(128, "max new tokens per student call during evaluation")
     threads: int = option(16, "questions in flight during evaluation (batched by the engine)")
     seed: int = option(0, "seed for subsets, data order and initialisation")
     out: str = option("kpdd-runs/demo", "output directory")
@@ -54,7 +54,8 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
             student=config.student, lora=config.lora, max_steps=config.steps, epochs=config.epochs,
             batch_size=config.batch_size, max_length=config.max_length, learning_rate=config.learning_rate,
             device=config.device, eval_steps=max(config.steps, 1) if config.steps > 0 else 200,
-            save_steps=max(config.steps, 1) if config.steps > 0 else 200, out=str(out / program))
+            save_steps=max(config.steps, 1) if config.steps > 0 else 200,
+            logging_steps=1 if 0 < config.steps <= 50 else 10, out=str(out / program))
         tags = {METHOD: program, TEACHER: "gold", STUDENT: config.student}
         with command_run("compile", compile_config, tags=tags) as run:
             compiled = run_compile(compile_config, progress=progress)

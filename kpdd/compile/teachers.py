@@ -17,6 +17,7 @@ from typing import Any
 import dspy
 
 from kpdd.compile.store import QuestionResult, trace_id
+from kpdd.eval.harness import parse_error
 from kpdd.errors import ConfigError
 from kpdd.modules.metric import answer_metric
 
@@ -105,7 +106,7 @@ class LMTeacher:
                 prediction, calls = self._run(example.question, self._lm_for(index, samples))
             except dspy.utils.exceptions.AdapterParseError as e:
                 result.samples += 1
-                result.errors[f"parse: {e.signature.__name__}"] += 1
+                result.errors[parse_error(e)] += 1
                 continue
             except dspy.utils.exceptions.LMError as e:  # after the LM's own retries with backoff
                 lm_errors.append(f"{type(e).__name__}: {str(e)[:200]}")

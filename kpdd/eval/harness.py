@@ -62,10 +62,15 @@ def _run_once(program: dspy.Module, question: str, settings: dict) -> dict[str, 
         with dspy.context(**settings):
             prediction = program(question=question)
     except dspy.utils.exceptions.AdapterParseError as e:
-        return {"answer": None, "error": f"{PARSE}: {e.signature.__name__}"}
+        return {"answer": None, "error": parse_error(e)}
     except dspy.utils.exceptions.LMError as e:
         return {"answer": None, "error": LM_ERROR, "detail": f"{type(e).__name__}: {str(e)[:200]}"}
     return {k: prediction.get(k) for k in ("answer", *STAGE_FIELDS) if prediction.get(k) is not None}
+
+
+def parse_error(error: dspy.utils.exceptions.AdapterParseError) -> str:
+    """'parse: <the stage's output fields>' — fields name the stage (signatures may be renamed copies)."""
+    return f"{PARSE}: {', '.join(error.signature.output_fields)}"
 
 
 def majority(answers: list[float | None]) -> float | None:

@@ -2,7 +2,7 @@
 
 Types, in the order they are checked (the earliest stage that went wrong is the one to fix):
 
-- ``parse: <stage>``          the model's output for that stage did not parse (missing field markers, ...);
+- ``parse: <stage fields>``   the model's output for that stage did not parse (missing field markers, ...);
 - ``lm error``                the LM call itself failed;
 - ``key points miss a quantity``  KPDD: a number given in the question is absent from the key points;
 - ``wrong arithmetic``        a written calculation ``a op b = c`` is false (CoT reasoning, Socratic sub-answers);

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.errors import ConfigError
+from kpdd.finetune.hardware import fast_bf16, resolve_device
 from kpdd.finetune.engines import BatchingEngine, Generation, Job, Sampling, registered_student
 
 
@@ -23,8 +24,8 @@ class _LoadedBase:
 
 
 class TransformersEngine(BatchingEngine):
-    """Local engine over transformers; `device` is "cpu", "cuda" or "auto", `dtype` defaults to
-    float32 on CPU and bfloat16 on GPU."""
+    """Local engine over transformers; `device` is "cpu", "cuda" or "auto", `dtype` defaults to bfloat16 where
+    the hardware multiplies it natively (GPUs, CPUs with AVX512-BF16/AMX) and float32 elsewhere."""
 
     kind = "transformers"
 
@@ -66,7 +67,13 @@ class TransformersEngine(BatchingEngine):
             return_tensors="pt",
         ).to(base.model.device)
         eos_ids = _eos_ids(base)
-        per_row = {"adapter_names": adapters} if base.adapters else {}
+        per_row = {}
+        if base.adapters and len(set(adapters)) > 1:
+            per_row = {"adapter_names": adapters}  # PEFT's mixed-batch path: correct, ~10 % slower
+        elif base.adapters and adapters[0] != "__base__":
+            base.model.set_adapter(adapters[0])
+        elif base.adapters:
+            per_row = {"adapter_names": adapters}  # the bare base, on a model that holds adapters
         with torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)  # generate() takes no generator: seed the global one
@@ -89,11 +96,14 @@ class TransformersEngine(BatchingEngine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
-        dtype = getattr(torch, self.dtype) if self.dtype else torch.float32 if device == "cpu" else torch.bfloat16
+        device = resolve_device(self.device)
+        dtype = getattr(torch, self.dtype) if self.dtype else torch.bfloat16 if fast_bf16(device) else torch.float32
         tokenizer = AutoTokenizer.from_pretrained(path)
         tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end in one column
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        # On CPU, eager attention decodes long prompts ~1.6x faster than SDPA (measured on 16 x 320-token prompts).
+        attention = "eager" if device == "cpu" else "sdpa"
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
+        model = model.to(device).eval()
         self._bases[path] = loaded = _LoadedBase(model, tokenizer)
         return loaded
 

@@ -34,7 +34,8 @@ class _Running:
 
 
 class VLLMEngine(BatchingEngine):
-    """Local engine over vLLM; the options are passed to `vllm.LLM` for every base it starts.
+    """Local engine over vLLM; the options are passed to `vllm.LLM` for every base it starts (`device` is
+    checked against the installed build, which decides where vLLM runs).
 
     LoRA support costs throughput on CPU (about half, measured with bench_generation.py), so by default
     (`enable_lora=None`) a base starts without it and restarts with it when the first adapter request arrives,
@@ -45,6 +46,7 @@ class VLLMEngine(BatchingEngine):
 
     def __init__(
         self,
+        device: str = "auto",
         dtype: str = "bfloat16",
         max_model_len: int = 2048,
         gpu_memory_utilization: float = 0.3,
@@ -59,6 +61,7 @@ class VLLMEngine(BatchingEngine):
         super().__init__(max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
         if max_lora_rank not in LORA_RANKS:
             raise ConfigError(f"VLLMEngine max_lora_rank={max_lora_rank}: vLLM accepts one of {LORA_RANKS}.")
+        self.device = device  # vLLM runs where its build targets; this only checks that it is what was asked
         self.enable_lora, self.max_lora_rank, self.max_loras = enable_lora, max_lora_rank, max_loras
         self.llm_options = {
             "dtype": dtype,
@@ -72,7 +75,7 @@ class VLLMEngine(BatchingEngine):
 
     def options(self) -> dict[str, Any]:
         lora = {"enable_lora": self.enable_lora, "max_lora_rank": self.max_lora_rank, "max_loras": self.max_loras}
-        return {**super().options(), **self.llm_options, **lora}
+        return {**super().options(), "device": self.device, **self.llm_options, **lora}
 
     def _group_key(self, job: Job) -> tuple:
         # One LLM.chat call serves any mix of adapters and sampling settings on the same base.
@@ -122,7 +125,13 @@ class VLLMEngine(BatchingEngine):
             logger.info("restarting vLLM for %s with LoRA rank %d", base, lora_rank)
             running.llm.llm_engine.engine_core.shutdown()
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        if self.device != "auto" and self.device.split(":")[0] != current_platform.device_type:
+            raise ConfigError(
+                f"VLLMEngine device={self.device!r}, but the installed vLLM build runs on "
+                f"{current_platform.device_type!r}; pass device='auto' or install the matching vLLM build."
+            )
         lora = {"enable_lora": True, "max_lora_rank": lora_rank, "max_loras": self.max_loras} if lora_rank else {}
         self._running[base] = _Running(LLM(model=str(base), **self.llm_options, **lora), lora_rank)
         return self._running[base].llm

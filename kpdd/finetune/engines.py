@@ -3,7 +3,8 @@
 DSPy sends one request per call, from many threads at once. An engine here puts each request on a queue; one
 background thread takes what has arrived within `batch_wait_s` (up to `max_batch_size` requests) and runs it
 as one batched generation, then hands each caller its answer. Subclasses (`engine_hf.TransformersEngine`,
-`engine_vllm.VLLMEngine`) only implement `_generate(jobs)` for a group of jobs that can share one call.
+`engine_vllm.VLLMEngine`) implement `_generate(jobs)` for a group of jobs that can share one call, `_unload`,
+and, to widen what shares a call, `_group_key`.
 
 Students are registered process-wide by model id (`register_student`), and an engine routes each request by
 `request.model` ("local/<model_id>"). The trainer registers a freshly trained student the same way, so the
@@ -46,6 +47,8 @@ def register_student(model_id: str, student: str | StudentRef) -> StudentRef:
     ref = read_student(student)
     with _students_lock:
         known = _students.get(model_id)
+        if known is not None and known.location != ref.location and known.train == ref.train:
+            return known  # a copy of the same trained student (e.g. saved with a compiled program): same weights
         if known is not None and known.location != ref.location:
             raise KpddError(
                 f"model id {model_id!r} is already registered for {known.location}; "
@@ -56,6 +59,7 @@ def register_student(model_id: str, student: str | StudentRef) -> StudentRef:
 
 
 def registered_student(model_id: str) -> StudentRef:
+    """The student served as `local/<model_id>` (RegistryError, with close matches, if none is)."""
     with _students_lock:
         ref = _students.get(model_id)
     if ref is None:
@@ -117,6 +121,9 @@ class Job:
     messages: list[dict[str, str]]  # chat-template messages, system prompt first
     sampling: Sampling
     future: Future = field(default_factory=Future)
+
+
+GATHER_LIMIT = 20  # a burst is gathered for at most this many wait windows
 
 
 class BatchingEngine:
@@ -242,14 +249,21 @@ class BatchingEngine:
                 self._run(group)
 
     def _next_batch(self, jobs: queue.SimpleQueue) -> list[Job] | None:
-        """Block for one job, then gather whatever arrives within the wait window (None: shut down)."""
+        """Block for one job, then gather a burst: keep taking jobs while each arrives within `batch_wait_s`
+        of the previous one, for at most `GATHER_LIMIT` windows (None: shut down).
+
+        DSPy's threads reach the engine a few milliseconds apart (each formats its prompt first), so a fixed
+        window after the first job would split one burst into a small batch and a large one.
+        """
         first = jobs.get()
         if first is None:
             return None
-        batch, deadline = [first], time.monotonic() + self.batch_wait_s
+        batch = [first]
+        limit = time.monotonic() + GATHER_LIMIT * self.batch_wait_s
         while len(batch) < self.max_batch_size:
+            wait = min(self.batch_wait_s, limit - time.monotonic())
             try:
-                job = jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+                job = jobs.get(timeout=max(0.0, wait))
             except queue.Empty:
                 break
             if job is None:  # keep the shutdown signal for the next round

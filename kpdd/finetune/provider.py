@@ -44,13 +44,13 @@ class KpddTrainingJob(TrainingJob):
 class KpddProvider(dspy.Provider):
     """Fine-tunes local students with TRL/PEFT; one training at a time (they would fight for the cores)."""
 
-    finetunable = True
-    TrainingJob = KpddTrainingJob
     _lock = threading.Lock()
 
     def __init__(self, root: str | Path = "kpdd-runs/students", defaults: TrainConfig | None = None,
                  val_fraction: float = 0.05, progress: bool = True):
         super().__init__()
+        self.finetunable = True  # Provider.__init__ sets both as instance attributes
+        self.TrainingJob = KpddTrainingJob
         self.root = Path(root)
         self.defaults = defaults or TrainConfig()
         self.val_fraction = val_fraction

@@ -5,8 +5,9 @@ What we add to TRL's defaults, and why:
   template has no ``{% generation %}`` markers, so ``assistant_only_loss`` cannot work);
 - best-fit-decreasing packing (padding-free): sequences share rows without padding, and transformers builds a
   block-diagonal mask from the position ids, so packed sequences never attend to each other;
-- gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs),
-  fp32 on CPU and bf16 on GPU;
+- gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs);
+- bf16 mixed precision wherever the hardware multiplies bf16 natively: GPUs, and CPUs with AVX512-BF16/AMX
+  (measured 1.5x faster than fp32 on this project's 2-core machines); fp32 elsewhere;
 - checkpoints every ``save_steps`` and automatic resume, validation loss, tokens/s and MFU in the logs.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from kpdd.config import option
 from kpdd.errors import ConfigError, DataError
+from kpdd.finetune.hardware import fast_bf16, resolve_device
 from kpdd.finetune.student import STUDENT_FILE
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class TrainConfig:
     logging_steps: int = option(5, "log loss every N steps")
     seed: int = option(0, "seed for data order and initialisation")
     device: str = option("auto", "auto, cpu or cuda")
+    precision: str = option("auto", "auto (bf16 mixed precision where the hardware has bf16: GPUs, recent CPUs), "
+                                    "bf16 or fp32")
 
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 5e-5)
@@ -84,16 +88,13 @@ class TrainResult:
                                   "train/tokens_per_s": self.tokens_per_s}.items() if v is not None}
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for, but torch sees no CUDA device; use --device cpu")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"device {device!r}: expected auto, cpu or cuda")
-    return device
+def use_bf16(precision: str, device: str) -> bool:
+    """bf16 mixed precision (fp32 master weights, bf16 matmuls) where the hardware runs it natively."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"precision {precision!r}: expected auto, bf16 or fp32")
+    if precision == "auto":
+        return fast_bf16(device)
+    return precision == "bf16"
 
 
 def to_prompt_completion(records: list[dict]) -> list[dict]:
@@ -139,7 +140,7 @@ def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bo
         lr_scheduler_type="cosine", warmup_steps=config.warmup_ratio, weight_decay=0.0,
         max_length=config.max_length, packing=config.packing, packing_strategy="bfd",
         completion_only_loss=True, gradient_checkpointing=False,
-        bf16=device == "cuda", use_cpu=device == "cpu",
+        bf16=use_bf16(config.precision, device), use_cpu=device == "cpu",
         eval_strategy="steps" if has_val else "no", eval_steps=config.eval_steps,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=2,
         logging_steps=config.logging_steps, logging_first_step=True, report_to=[],
@@ -178,6 +179,7 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     set_seed(config.seed)
     base = ensure_base_model(config.student)
     tokenizer = AutoTokenizer.from_pretrained(base)
+    # fp32 master weights on CPU (autocast does the bf16 matmuls); bf16 weights on GPU, as TRL expects.
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation="sdpa")
     peft_config = None
@@ -203,8 +205,8 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     result.steps = trainer.state.global_step
     seen_before = _tokens_seen(checkpoint)
     result.tokens = int(trainer.state.num_input_tokens_seen) - seen_before
-    if validation:
-        result.val_loss = trainer.evaluate()["eval_loss"]
+    if validation and not any(h["step"] == result.steps and "train/val_loss" in h for h in result.history):
+        result.val_loss = trainer.evaluate()["eval_loss"]  # the last periodic evaluation missed the final step
     _save(trainer, tokenizer, out_dir, config)
     base_ref = config.student if config.lora else out_dir / WEIGHTS  # a full fine-tune is its own base
     write_student(out_dir, base=base_ref, adapter_subdir=ADAPTER if config.lora else None, program=program,

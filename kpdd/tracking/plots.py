@@ -79,9 +79,9 @@ def accuracy_bars(rows, datasets, labels, colours) -> Figure:
     from matplotlib.figure import Figure
 
     groups = [*datasets, "average"]
-    width = 0.8 / len(rows)
-    width = min(18.0, max(7.0, 1.0 + len(groups) * (0.3 * len(rows) + 0.7)))  # inches: wider with more bars
-    figure = Figure(figsize=(width, 4.8), layout="constrained")
+    width = 0.8 / len(rows)  # of a bar, in group units
+    inches = min(18.0, max(7.0, 1.0 + len(groups) * (0.3 * len(rows) + 0.7)))  # wider with more bars
+    figure = Figure(figsize=(inches, 4.8), layout="constrained")
     axes = figure.add_subplot()
     for index, (row, label, colour) in enumerate(zip(rows, labels, colours, strict=True)):
         values = [row.accuracy.get(d) for d in datasets] + [row.average]

@@ -66,7 +66,8 @@ def log_finetune(result: dict[str, Any]) -> None:
     mlflow.log_metric(runs.TRACES_COUNT, result["traces"])
     for task, trained in result["students"].items():
         prefix = "" if len(result["students"]) == 1 else f"{task}/"
-        mlflow.log_metrics({f"{prefix}{k}": v for k, v in trained.figures().items()})
+        # At the last step, so the final figures extend the loss curves instead of drawing a point at step 0.
+        mlflow.log_metrics({f"{prefix}{k}": v for k, v in trained.figures().items()}, step=trained.steps)
         student = Path(trained.student_dir)
         for part in ("kpdd.json", "adapter"):
             path = student / part
@@ -74,6 +75,11 @@ def log_finetune(result: dict[str, Any]) -> None:
                 mlflow.log_artifact(str(path), f"students/{task}")
             elif path.is_dir():
                 mlflow.log_artifacts(str(path), f"students/{task}/{part}")
+    if len(result["students"]) > 1:  # per-stage students: the totals `kpdd compare` reads
+        students = result["students"].values()
+        time_s, tokens = sum(t.train_time_s for t in students), sum(t.tokens for t in students)
+        mlflow.log_metrics({runs.TRAIN_TIME: time_s, "train/tokens": tokens,
+                            runs.TOKENS_PER_S: tokens / time_s if time_s else 0.0})
     mlflow.log_artifact(str(Path(result["out"]) / "kpdd-program.json"))
     mlflow.set_tag("kpdd.compiled_program", str(Path(result["out"]).resolve()))
 

@@ -110,7 +110,8 @@ def test_kill_mid_run_then_rerun_gives_every_question_once(tmp_path):
     out = tmp_path / "traces.jsonl"
     examples = load_dataset("gsm8k", "train", limit=40, seed=1)
     answers = {e.question: e.answer for e in examples}
-    command = [sys.executable, "-m", "kpdd", "traces", "--program", "direct", "--teacher", "openai/scripted",
+    teacher = f"openai/scripted-{uuid.uuid4().hex}"  # a fresh name: DSPy's disk cache must not answer for it
+    command = [sys.executable, "-m", "kpdd", "traces", "--program", "direct", "--teacher", teacher,
                "--limit", "40", "--seed", "1", "--threads", "2", "--out", str(out)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     with ScriptedTeacher(answers, faults=["slow"] * 1000, slow_s=0.05) as server:
