@@ -24,7 +24,7 @@ class DemoConfig:
     datasets: list[str] = option(["all"], "evaluation datasets")
     steps: int = option(8, "optimizer steps per student (-1: train for --epochs)")
     epochs: float = option(1.0, "epochs when --steps is -1")
-    batch_size: int = option(1, "packed rows per step")
+    batch_size: int = option(1, "packed rows per optimizer step")
     max_length: int = option(768, "tokens per packed row")
     learning_rate: float = option(2e-3, "peak learning rate (LoRA)")
     lora: bool = option(True, "LoRA (else full fine-tuning)")
@@ -52,7 +52,8 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
         compile_config = CompileConfig(
             program=program, teacher="gold", limit=config.train_size or None, seed=config.seed,
             student=config.student, lora=config.lora, max_steps=config.steps, epochs=config.epochs,
-            batch_size=config.batch_size, max_length=config.max_length, learning_rate=config.learning_rate,
+            batch_size=config.batch_size, grad_accum=1, packing=True, max_length=config.max_length,
+            learning_rate=config.learning_rate,
             device=config.device, eval_steps=max(config.steps, 1) if config.steps > 0 else 200,
             save_steps=max(config.steps, 1) if config.steps > 0 else 200,
             logging_steps=1 if 0 < config.steps <= 50 else 10, out=str(out / program))

@@ -3,8 +3,9 @@
 What we add to TRL's defaults, and why:
 - prompt/completion records with ``completion_only_loss``: the loss covers only the assistant turn (SmolLM2's
   template has no ``{% generation %}`` markers, so ``assistant_only_loss`` cannot work);
-- best-fit-decreasing packing (padding-free): sequences share rows without padding, and transformers builds a
-  block-diagonal mask from the position ids, so packed sequences never attend to each other;
+- on GPUs, best-fit-decreasing packing (padding-free): sequences share rows without padding, and transformers
+  builds a block-diagonal mask from the position ids, so packed sequences never attend to each other; on CPU, one
+  unpadded sequence per pass (no mask: SDPA's fast causal kernel), accumulated (see ``TrainConfig.for_device``);
 - gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs);
 - bf16 mixed precision wherever the hardware multiplies bf16 natively: GPUs, and CPUs with AVX512-BF16/AMX
   (measured 1.5x faster than fp32 on this project's 2-core machines); fp32 elsewhere;
@@ -13,6 +14,7 @@ What we add to TRL's defaults, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -44,12 +46,12 @@ class TrainConfig:
     lora_dropout: float = option(0.05, "LoRA dropout")
     epochs: float = option(1.0, "passes over the training data (ignored when max_steps > 0)")
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: use epochs)")
-    batch_size: int = option(8, "sequences per device per step (packed rows when packing)")
-    grad_accum: int = option(1, "gradient accumulation steps")
+    batch_size: int | None = option(None, "sequences (or packed rows) per forward pass (default: 8 on GPU, 1 on CPU)")
+    grad_accum: int | None = option(None, "gradient accumulation steps (default: 1 on GPU, 8 on CPU)")
     learning_rate: float | None = option(None, "peak learning rate (default 2e-4 with LoRA, 5e-5 full)")
     warmup_ratio: float = option(0.03, "fraction of steps spent warming up the learning rate")
     max_length: int = option(1024, "tokens per packed row / longest sequence")
-    packing: bool = option(True, "best-fit-decreasing packing, padding-free")
+    packing: bool | None = option(None, "best-fit-decreasing packing, padding-free (default: on GPU, off on CPU)")
     val_fraction: float = option(0.05, "fraction of questions held out for validation loss")
     eval_steps: int = option(50, "validation loss every N steps")
     save_steps: int = option(50, "checkpoint every N steps (resume picks up the latest)")
@@ -61,6 +63,21 @@ class TrainConfig:
 
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 5e-5)
+
+    def for_device(self, device: str) -> TrainConfig:
+        """The batching that is fastest on ``device`` for what was left unset; 8 sequences per optimizer step.
+
+        On GPUs: 8 packed rows per pass. On CPU: one unpadded sequence per pass, accumulated 8 times. A padded or
+        packed batch needs an attention mask, which sends CPU SDPA to its math path: measured on 2 cores, 1 x
+        unpadded ran 147 real tokens/s, 2 x 1,024 packed 98 (and 8 GiB), TRL's default 8 x padded 70.
+        """
+        gpu = device != "cpu"
+        return dataclasses.replace(
+            self,
+            batch_size=self.batch_size or (8 if gpu else 1),
+            grad_accum=self.grad_accum or (1 if gpu else 8),
+            packing=gpu if self.packing is None else self.packing,
+        )
 
 
 @dataclass
@@ -176,6 +193,7 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
         return finished_result(out_dir)
     checkpoints = out_dir / CHECKPOINTS
     device = resolve_device(config.device)
+    config = config.for_device(device)
     set_seed(config.seed)
     base = ensure_base_model(config.student)
     tokenizer = AutoTokenizer.from_pretrained(base)

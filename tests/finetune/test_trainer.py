@@ -17,7 +17,7 @@ from kpdd.finetune.trainer import STUDENT_FILE, TrainConfig, train_student
 from kpdd.modules import answer_metric, build_program
 
 pytestmark = pytest.mark.slow
-TINY = dict(batch_size=1, max_length=384, learning_rate=2e-3, logging_steps=1, eval_steps=100, save_steps=2,
+TINY = dict(batch_size=1, grad_accum=1, max_length=384, learning_rate=2e-3, logging_steps=1, eval_steps=100, save_steps=2,
             lora_r=8, lora_alpha=16)
 
 
