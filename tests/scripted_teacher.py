@@ -30,6 +30,8 @@ def _question(user: str) -> str:
 
 
 def _value(field: str, answer: float) -> str:
+    """The field's text for a question whose answer is ``answer``; other fields (an optimizer's own
+    signatures, e.g. instruction proposals) get a plain sentence."""
     number = f"{answer:g}"
     return {
         "core_question": "What is the total?",
@@ -39,7 +41,7 @@ def _value(field: str, answer: float) -> str:
         "program": f"ans = {number}",
         "sub_questions": json.dumps(["What is the total?"]),
         "sub_answer": f"The total is {number}.",
-    }[field]
+    }.get(field, "Solve the problem carefully, one step at a time.")
 
 
 class ScriptedTeacher:
@@ -77,7 +79,7 @@ class ScriptedTeacher:
             time.sleep(self.slow_s)
         messages = body["messages"]
         system = next(m["content"] for m in messages if m["role"] == "system")
-        question = _question(messages[-1]["content"])
+        question = _question(messages[-1]["content"]) if "[[ ## question ## ]]" in messages[-1]["content"] else ""
         answer = self.answers.get(question, 0.0)
         if question in self.wrong:
             answer += 1

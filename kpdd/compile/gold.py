@@ -5,7 +5,8 @@
 the trace store, the SFT data and fine-tuning cannot tell its traces from an LM teacher's. It is deterministic:
 at most one trace per question, kept only when verified; otherwise the question gets one countable reason.
 
-Where each method's outputs come from (the text heuristics are documented in ``kpdd.compile.gold_heuristics``):
+Where each method's outputs come from (the text heuristics are documented in ``kpdd.compile.gold_calculations``,
+``gold_programs`` and ``gold_language``):
 
 =================  ==========================================================================================
 ``direct``         the gold answer as text ('72').
@@ -32,8 +33,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kpdd.compile import gold_heuristics as heuristics
-from kpdd.compile.gold_heuristics import HEURISTICS, NoTrace
+from kpdd.compile import gold_language, gold_programs
+from kpdd.compile.gold_calculations import HEURISTICS, NoTrace, format_number, rationale_lines, strip_annotations
 from kpdd.compile.store import QuestionResult
 from kpdd.eval.answers import extract_answer, is_correct
 from kpdd.eval.executor import ExecutionResult, execute, execute_many
@@ -121,7 +122,7 @@ class GoldTeacher:
         """The method's stage calls for one question (not yet verified); raises NoTrace with the reason."""
         question, gold = example.question, example.answer
         if self.method == "direct":
-            answer = heuristics.format_number(gold)
+            answer = format_number(gold)
             return Draft([self._stage("solve", question=question, answer=answer)], extract_answer(answer),
                          meta={"source": "answer"})
         if self.method == "socratic":
@@ -129,7 +130,7 @@ class GoldTeacher:
         solve, claimed, program, source = self._solution(example)
         if self.method in ("cot", "pot"):
             return Draft([self._stage("solve", question=question, **solve)], claimed, program, {"source": source})
-        core_question, key_points = heuristics.core_question_and_key_points(question)
+        core_question, key_points = gold_language.core_question_and_key_points(question)
         shared = {"question": question, "core_question": core_question}
         stages = [self._stage("key_points.core", **shared),
                   self._stage("key_points.info", **shared, key_points=key_points),
@@ -142,29 +143,29 @@ class GoldTeacher:
         rationale, equation = getattr(example, "rationale", None), getattr(example, "equation", None)
         if not rationale and not equation:
             raise NoTrace("no rationale or equation")
-        answer = heuristics.format_number(example.answer)
+        answer = format_number(example.answer)
         if rationale and self.method.endswith("cot"):
-            reasoning = "\n".join(map(heuristics.strip_annotations, heuristics.rationale_lines(rationale)))
+            reasoning = "\n".join(map(strip_annotations, rationale_lines(rationale)))
             return {"reasoning": reasoning, "answer": answer}, extract_answer(answer), None, "rationale"
         if rationale:
-            program = heuristics.rationale_program(example.question, rationale, example.answer)
+            program = gold_programs.rationale_program(example.question, rationale, example.answer)
             return {"program": program}, None, program, "rationale"
-        program = heuristics.equation_program(example.question, equation, example.answer)
+        program = gold_programs.equation_program(example.question, equation, example.answer)
         if self.method.endswith("pot"):
             return {"program": program}, None, program, "equation"
-        reasoning = heuristics.equation_reasoning(equation, example.answer)
+        reasoning = gold_programs.equation_reasoning(equation, example.answer)
         return {"reasoning": reasoning, "answer": answer}, extract_answer(answer), program, "equation"
 
     def _socratic(self, example) -> Draft:
         question = example.question
-        lines = heuristics.rationale_lines(getattr(example, "rationale", None) or "")
+        lines = rationale_lines(getattr(example, "rationale", None) or "")
         if not lines:
             raise NoTrace("no rationale")
         if self.max_steps is not None and len(lines) > self.max_steps:
             raise NoTrace(f"more than {self.max_steps} steps")
-        core_question, _ = heuristics.core_question_and_key_points(question)
-        sub_questions = [*map(heuristics.sub_question, lines[:-1]), core_question]
-        sub_answers = [*map(heuristics.sub_answer, lines[:-1]), heuristics.sub_answer(lines[-1], example.answer)]
+        core_question, _ = gold_language.core_question_and_key_points(question)
+        sub_questions = [*map(gold_language.sub_question, lines[:-1]), core_question]
+        sub_answers = [*map(gold_language.sub_answer, lines[:-1]), gold_language.sub_answer(lines[-1], example.answer)]
         stages, steps = [self._stage("decompose", question=question, sub_questions=sub_questions)], []
         for sub_question, sub_answer in zip(sub_questions, sub_answers):
             stages.append(self._stage("answer_sub", question=question, previous=format_previous(steps),

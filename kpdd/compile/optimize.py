@@ -54,9 +54,9 @@ def optimize(program: dspy.Module, teacher: dspy.LM, trainset: list[dspy.Example
     """A new program compiled on ``teacher``; ``program`` itself is left unchanged."""
     if optimizer not in OPTIMIZERS:
         raise unknown_name("optimizer", optimizer, OPTIMIZERS)
-    teleprompter = OPTIMIZERS[optimizer](answer_metric, **optimizer_kwargs)
     student = program.deepcopy()
-    with dspy.context(lm=teacher):
+    with dspy.context(lm=teacher):  # some optimizers read the LM when they are built (MIPROv2)
+        teleprompter = OPTIMIZERS[optimizer](answer_metric, **optimizer_kwargs)
         if optimizer in ("mipro", "gepa"):
             return teleprompter.compile(student, trainset=trainset, valset=valset)
         return teleprompter.compile(student, trainset=trainset)

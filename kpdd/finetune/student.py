@@ -234,7 +234,7 @@ def student_lm(student: str | Path | StudentRef = DEFAULT_BASE, engine: Any = "t
     """A `dspy.LM("local/<model_id>")` that runs `student` on this process's shared local engine.
 
     `engine` is a kind (`"transformers"`, `"vllm"`) or an engine object; `lm_kwargs` go to `dspy.LM`
-    (defaults: greedy, `max_tokens=512`).
+    (defaults: greedy, `max_tokens=512`, `provider=KpddProvider()`, so DSPy can fine-tune it).
     """
     import dspy
 
@@ -244,18 +244,13 @@ def student_lm(student: str | Path | StudentRef = DEFAULT_BASE, engine: Any = "t
     engine = shared_engine(engine) if isinstance(engine, str) else engine
     engine.register(ref.model_id, ref)
     lm_kwargs = {"temperature": 0.0, "max_tokens": 512, **lm_kwargs}
-    return dspy.LM(f"local/{ref.model_id}", engine=engine, provider=_student_provider(), **lm_kwargs)
+    provider = lm_kwargs.pop("provider", None) or _student_provider()  # e.g. a KpddProvider with its own defaults
+    return dspy.LM(f"local/{ref.model_id}", engine=engine, provider=provider, **lm_kwargs)
 
 
 def _student_provider():
-    try:
-        from kpdd.finetune.provider import KpddProvider
-    except ModuleNotFoundError as exc:
-        if exc.name != "kpdd.finetune.provider":
-            raise
-        import dspy  # the trainer's provider is not written yet: serve, but do not claim to fine-tune
+    from kpdd.finetune.provider import KpddProvider
 
-        return dspy.Provider()
     return KpddProvider()
 
 

@@ -6,15 +6,9 @@ import pytest
 from dspy.utils import DummyLM
 
 from kpdd.compile.gold import GoldTeacher
-from kpdd.compile.gold_heuristics import (
-    core_question_and_key_points,
-    equation_program,
-    format_number,
-    rationale_program,
-    strip_annotations,
-    sub_answer,
-    sub_question,
-)
+from kpdd.compile.gold_calculations import format_number, strip_annotations
+from kpdd.compile.gold_language import core_question_and_key_points, sub_answer, sub_question
+from kpdd.compile.gold_programs import equation_program, rationale_program
 from kpdd.compile.store import TraceStore
 from kpdd.compile.teachers import stages_of
 from kpdd.data import load_dataset

@@ -1,0 +1,284 @@
+"""Programs of the gold teacher: GSM8K rationales and benchmark equations → named-variable Python programs.
+
+Deterministic string work only; nothing here is executed (the teacher verifies programs in the sandbox). The
+calculations come from :mod:`kpdd.compile.gold_calculations`, whose ``HEURISTICS`` version covers this module.
+
+- **Quantities** (:func:`question_quantities`): the problem's digits (``$1,200``, ``80%``, ``2.5``) and number
+  words (``three``, ``twenty-five``, ``twice``, ``dozen``); parts of fractions, times and ordinals are skipped.
+- **Names** (:func:`name_words`): snake_case from the words after a number up to the end of its clause (articles,
+  pronouns and auxiliaries dropped, at most 3 content words, prepositions only between them, 'a'/'each'/'every'
+  before a time unit read as 'per': ``duck_eggs_per_day``; money per unit: ``dollars_per_hour``); when nothing
+  follows, the last 2 content words before it (plus ``dollars`` for money). Percentages end in ``_percent``;
+  'twice'/'triple' are ``times``. A name already taken is qualified by the word before the number
+  (``sharon_oranges``), else numbered (``oranges_2``); keywords and builtins get ``_value``.
+- **Programs** (:func:`rationale_program`): the problem's quantities as named variables (only those used, in the
+  problem's order), then one assignment per calculation up to the last one whose written result equals the gold
+  answer, named from its frame, then ``ans = <that variable>``. A number in an expression becomes a variable of
+  equal value: a quantity not used yet, else the latest result, else a used quantity; ``twice`` only as a factor
+  of a product; ``/ 100`` stays literal (a percentage); any other number stays a literal (60 minutes, 52 weeks).
+  Equations (SVAMP, ASDiv, MultiArith) become the quantities plus ``ans = <equation>`` (:func:`equation_program`;
+  ASDiv's '47/6=7 r5' becomes ``//`` or ``%``, whichever the answer is).
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+from dataclasses import dataclass
+
+from kpdd.compile.gold_calculations import (
+    OPERATORS,
+    WRITTEN_NUMBER,
+    Calculation,
+    NoTrace,
+    balanced,
+    format_number,
+    frame,
+    line_calculations,
+    normalise_expression,
+    rationale_lines,
+    written_value,
+)
+from kpdd.eval.answers import is_correct
+
+
+# Quantities and names -----------------------------------------------------------------------------------
+
+_UNITS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+                                     "fourteen fifteen sixteen seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_MULTIPLES = {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "triple": 3, "thrice": 3}
+_MULTIPLIERS = {"twice", "double", "triple", "thrice"}
+_WORD_NUMBER = re.compile(r"\b(?:(%s)(?:-(%s))?|(%s))\b" % (
+    "|".join(_TENS), "|".join(list(_UNITS)[1:10]), "|".join([*_UNITS, *_MULTIPLES])), re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number stated in a problem, with where it stands (for naming it)."""
+
+    value: float
+    text: str
+    start: int
+    end: int
+    money: bool
+
+
+def question_quantities(question: str) -> list[Quantity]:
+    """Digits and number words of a problem, in order of appearance."""
+    found = [Quantity(written_value(m), m.group(), m.start(), m.end(), bool(m.group(1)))
+             for m in WRITTEN_NUMBER.finditer(question)]
+    for m in _WORD_NUMBER.finditer(question):
+        tens, unit, single = (g.lower() if g else None for g in m.groups())
+        value = _TENS[tens] + _UNITS.get(unit, 0) if tens else _UNITS.get(single, _MULTIPLES.get(single))
+        found.append(Quantity(float(value), m.group(), m.start(), m.end(), False))
+    return sorted(found, key=lambda q: q.start)
+
+
+_STOP = set("""a an the of to and or but her his their its my your our he she they it we i you him them me us
+is are was were be been being has have had do does did will would can could should must shall might
+that this these those which who whom what so then there than as also only just all both some any
+about more each every another other many much""".split())
+_PREPOSITIONS = {"in", "on", "at", "per", "from", "with", "by", "for", "into", "over", "after", "before"}
+_CLAUSE_WORDS = {"and", "or", "but", "than", "because", "so", "which", "who", "that", "if", "when", "while", "since",
+                 "as", "then", "to", "how", "what", "where", "why", "whose"}
+_TIME_UNITS = {"second", "minute", "hour", "day", "week", "month", "year", "night", "morning", "evening", "game",
+               "session", "trip", "visit", "class", "meal", "person"}
+_RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"ans"}
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words without possessives or apostrophes ("Janet's" → 'janet', "didn't" → 'didnt')."""
+    text = text.replace("’", "'")
+    return [w.lower().removesuffix("'s").replace("'", "") for w in re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)*", text)]
+
+
+def _clause_after(text: str) -> list[str]:
+    words = []
+    for word in _words(re.split(r"[.,;:?!()\d$]", text, maxsplit=1)[0]):
+        if word in _CLAUSE_WORDS or _WORD_NUMBER.fullmatch(word):
+            break
+        words.append(word)
+    return words
+
+
+def _clause_before(text: str) -> list[str]:
+    words = _words(re.split(r"[.,;:?!()\d$]", text)[-1])
+    cut = max((i + 1 for i, w in enumerate(words) if w in _CLAUSE_WORDS - {"to"}), default=0)
+    return words[cut:]
+
+
+def _content(words: list[str], limit: int = 3, from_end: bool = False) -> list[str]:
+    """At most ``limit`` content words (the first, or the last ``from_end``), prepositions only between them;
+    'a day' → 'per day'."""
+    words = ["per" if w in {"a", "an", "each", "every", "per"} and following.rstrip("s") in _TIME_UNITS else w
+             for w, following in zip(words, [*words[1:], ""])]
+    kept: list[str] = []
+    for word in reversed(words) if from_end else words:
+        if word in _PREPOSITIONS:
+            if not kept or kept[-1] not in _PREPOSITIONS:
+                kept.append(word)
+        elif word not in _STOP:
+            kept.append(word)
+            if sum(w not in _PREPOSITIONS for w in kept) == limit:
+                break
+    kept = kept[::-1] if from_end else kept
+    while kept and kept[-1] in _PREPOSITIONS:
+        kept.pop()
+    while kept and kept[0] in _PREPOSITIONS - {"per"}:  # a leading 'per' names a rate: 'per_hour'
+        kept.pop(0)
+    return kept
+
+
+def name_words(after: str, before: str, money: bool) -> list[str]:
+    """Descriptive words for a number from the prose around it (see the module docstring)."""
+    words = _content(_clause_after(after))
+    if words[:1] in (["dollars"], ["cents"]) and (len(words) == 1 or words[1] == "per"):  # '76 dollars'
+        money, words = True, words[1:]
+    if words[:1] == ["per"] and money:  # '$12 an hour' → 'dollars_per_hour'
+        words = ["dollars", *words]
+    return words or _content(_clause_before(before), 2, from_end=True) + (["dollars"] if money else [])
+
+
+class Names:
+    """Unique, valid Python names for a program's variables."""
+
+    def __init__(self):
+        self.taken: set[str] = set()
+
+    def new(self, words: list[str], fallback: str, before: str = "") -> str:
+        """A name from ``words``; when taken, qualified by the first word of the clause before the number
+        ('sharon_oranges'), else numbered ('oranges_2')."""
+        base = "_".join(words)[:40].strip("_") or fallback
+        qualifier = _content([w for w in _clause_before(before) if not _WORD_NUMBER.fullmatch(w)], 1)
+        if base in self.taken and qualifier and qualifier[0] not in words:
+            base = f"{qualifier[0]}_{base}"
+        base = f"{base}_value" if base in _RESERVED else base
+        name, n = base, 1
+        while name in self.taken:
+            n += 1
+            name = f"{base}_{n}"
+        self.taken.add(name)
+        return name
+
+
+# Programs -----------------------------------------------------------------------------------------------
+
+def _literal(token: str) -> str:
+    """'76.0' → '76'; other numbers as written."""
+    return token.split(".")[0] if re.fullmatch(r"\d+\.0+", token) else token
+
+
+def format_expression(tokens) -> str:
+    """Tokens → 'a / 2', '(a + b) * c', '-3 + x'."""
+    text = ""
+    for i, token in enumerate(tokens):
+        unary = token in "+-" and (i == 0 or tokens[i - 1] in OPERATORS | {"("})
+        text += f" {token} " if token in OPERATORS and not unary else token
+    return text
+
+
+class ProgramBuilder:
+    """Writes a program statement by statement, naming the problem's quantities and each result."""
+
+    def __init__(self, question: str):
+        self.question = question
+        self.quantities = question_quantities(question)
+        self.names = Names()
+        self.declared: dict[int, str] = {}  # quantity index → variable
+        self.results: list[tuple[float | None, str]] = []  # (written value, variable), in order
+        self.referenced: set[str] = set()  # results used in an expression so far
+        self.statements: list[str] = []
+
+    def _quantity(self, index: int) -> str:
+        if index not in self.declared:
+            q = self.quantities[index]
+            words = name_words(self.question[q.end:], self.question[: q.start], q.money)
+            if q.text.lower() in _MULTIPLIERS:  # 'twice a week' → times_per_week
+                words = ["times", *words] if words[:1] == ["per"] else ["times"]
+            elif q.text.endswith("%"):
+                words = [*words[:2], "percent"]
+            self.declared[index] = self.names.new(words, f"quantity_{len(self.declared) + 1}", self.question[: q.start])
+        return self.declared[index]
+
+    def _operand(self, tokens: tuple[str, ...], i: int) -> str:
+        """The variable standing for the number ``tokens[i]`` (see the module docstring), or its literal."""
+        value = float(tokens[i])
+        if i and tokens[i - 1] == "/" and value == 100:
+            return tokens[i]  # a percentage's denominator
+        neighbours = {tokens[i - 1] if i else None, tokens[i + 1] if i + 1 < len(tokens) else None}
+        matches = [k for k, q in enumerate(self.quantities)
+                   if q.value == value and (q.text.lower() not in _MULTIPLIERS or "*" in neighbours)]
+        unused = [k for k in matches if k not in self.declared]
+        results = [name for written, name in reversed(self.results) if written == value]
+        latest = next((name for name in results if name not in self.referenced), results[0] if results else None)
+        if unused or matches and not latest:
+            return self._quantity((unused or matches)[0])
+        if latest:
+            self.referenced.add(latest)
+        return latest or _literal(tokens[i])
+
+    def expression(self, tokens: tuple[str, ...]) -> str:
+        return format_expression([self._operand(tokens, i) if t[0].isdigit() else t for i, t in enumerate(tokens)])
+
+    def assign(self, calculation: Calculation) -> str:
+        """``<name from the calculation's frame> = <expression>``; returns the name."""
+        before, after, money = frame(calculation)
+        expression = self.expression(calculation.tokens)  # names the quantities it uses first
+        name = self.names.new(name_words(after, before, money), f"step_{len(self.results) + 1}", before)
+        self.statements.append(f"{name} = {expression}")
+        self.results.append((calculation.result, name))
+        return name
+
+    def program(self, answer: str) -> str:
+        given = [f"{self.declared[i]} = {format_number(self.quantities[i].value)}" for i in sorted(self.declared)]
+        return "\n".join([*given, *self.statements, f"ans = {answer}"])
+
+
+def rationale_program(question: str, rationale: str, gold: float) -> str:
+    """A named-variable program from a rationale's calculations, ending at the last result equal to ``gold``."""
+    calculations = [c for line in rationale_lines(rationale) for c in line_calculations(line)]
+    readable = [c for c in calculations if c.tokens]
+    if not readable:
+        raise NoTrace("unreadable calculation" if calculations else "no calculator annotation")
+    hits = [i for i, c in enumerate(readable) if is_correct(c.result, gold)]
+    if not hits:
+        raise NoTrace("no calculation result equals gold")
+    builder = ProgramBuilder(question)
+    for calculation in readable[: hits[-1] + 1]:
+        name = builder.assign(calculation)
+    return builder.program(name)
+
+
+_REMAINDER = re.compile(r"=\s*(\d+)\s*r\s*(\d+)\s*$")
+
+
+def equation_tokens(equation: str, answer: float | None = None) -> tuple[str, ...]:
+    """SVAMP '( 76.0 - 25.0 )', MultiArith 'X=((32.0+42.0)-35.0)', ASDiv '7+2=9' or '2 (dime)*10 (cent/dime)=20
+    (cent)' → the expression's tokens (of the last statement, when ';' separates several). ASDiv's division
+    with remainder '47/6=7 r5' becomes '47 // 6' or '47 % 6', whichever ``answer`` asks for."""
+    statement = re.sub(r"\(\s*[A-Za-z][A-Za-z/ ]*\)", "", equation).split(";")[-1].strip()
+    remainder = _REMAINDER.search(statement)
+    parts = [p for p in statement.split("=") if re.search(r"\d", p)]
+    expression = next((p for p in parts if re.search(r"\d\s*\)*\s*[-+*/]", p)), parts[0] if parts else "")
+    tokens = normalise_expression(expression)
+    if not tokens:
+        raise NoTrace("unreadable equation")
+    while tokens[0] == "(" and tokens[-1] == ")" and balanced(tokens[1:-1]):
+        tokens = tokens[1:-1]
+    if remainder and tokens.count("/") == 1:
+        operator = "%" if answer is not None and answer == float(remainder.group(2)) else "//"
+        tokens = tuple(operator if t == "/" else t for t in tokens)
+    return tokens
+
+
+def equation_program(question: str, equation: str, answer: float | None = None) -> str:
+    builder = ProgramBuilder(question)
+    return builder.program(builder.expression(equation_tokens(equation, answer)))
+
+
+def equation_reasoning(equation: str, answer: float) -> str:
+    """'( 76.0 - 25.0 )' with answer 51 → '76 - 25 = 51'; '47/6=7 r5' with answer 5 → '47 % 6 = 5'."""
+    tokens = [_literal(t) if t[0].isdigit() else t for t in equation_tokens(equation, answer)]
+    return f"{format_expression(tokens)} = {format_number(answer)}"
