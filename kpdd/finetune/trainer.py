@@ -186,7 +186,8 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     from kpdd.finetune.student import ensure_base_model, new_model_id, write_student
 
     if not train:
-        raise DataError("no training records: the trace store holds no trace for the chosen program and stages")
+        raise DataError("no training records to fine-tune on: no correct trace reached the trainer (check the "
+                        "teacher, the metric, and for trace stores the chosen program and stages)")
     out_dir = Path(out_dir)
     if resume and (out_dir / STUDENT_FILE).is_file():
         logger.info("%s is already trained: kept (resume=False trains it again)", out_dir)

@@ -105,3 +105,29 @@ def test_bootstrap_finetune_with_our_provider_end_to_end(tmp_path):
         except dspy.utils.exceptions.AdapterParseError:
             after = "unparsed"
     assert after == before  # greedy decoding of the same student
+
+
+def test_better_together_runs_prompt_then_weight_optimisation(tmp_path, caplog):
+    """`dspy.BetterTogether` (p -> w) with our BootstrapFinetune and Provider on a real HTTP teacher."""
+    import uuid
+
+    from scripted_teacher import ScriptedTeacher
+
+    from kpdd.compile.teachers import teacher_lm
+
+    trainset = load_dataset("gsm8k", "train", limit=8, seed=7)
+    with ScriptedTeacher({e.question: e.answer for e in trainset}) as server:
+        teacher = build_program("direct")
+        teacher.set_lm(teacher_lm(f"openai/t-{uuid.uuid4().hex}", api_base=server.url))
+        student = build_program("direct")
+        provider = KpddProvider(root=tmp_path / "students", defaults=TrainConfig(max_steps=2, **TINY), progress=False)
+        student.set_lm(student_lm("smollm2-135m", max_tokens=16, provider=provider))
+        optimizer = dspy.BetterTogether(
+            metric=answer_metric, w=BootstrapFinetune(metric=answer_metric, num_threads=1),
+            p=dspy.BootstrapFewShot(metric=answer_metric, max_bootstrapped_demos=1, max_labeled_demos=1))
+        with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
+            optimizer.compile(student, trainset=trainset[:6], valset=trainset[6:], strategy="p -> w",
+                              optimizer_compile_args={"p": {"teacher": teacher}, "w": {"teacher": teacher}})
+    assert "failed with error" not in caplog.text
+    (trained,) = (tmp_path / "students").iterdir()  # the w step fine-tuned a student through our Provider
+    assert read_student(trained).adapter_path.is_dir()
