@@ -25,7 +25,7 @@ class DemoConfig:
     steps: int = option(8, "optimizer steps per student (-1: train for --epochs)")
     epochs: float = option(1.0, "epochs when --steps is -1")
     batch_size: int = option(1, "packed rows per optimizer step")
-    max_length: int = option(768, "tokens per packed row")
+    max_length: int = option(512, "tokens per packed row")
     learning_rate: float = option(2e-3, "peak learning rate (LoRA)")
     lora: bool = option(True, "LoRA (else full fine-tuning)")
     student: str = option("smollm2-135m", "student base model")
