@@ -1,7 +1,8 @@
 """The evaluation harness: a program and its LM over benchmark questions → predictions JSONL → accuracy.
 
 Questions run in parallel threads, so a local engine receives them concurrently and generates them in batches.
-Every finished question is appended to the predictions file at once; rerunning resumes after the last one.
+Every finished question is appended to the predictions file at once; rerunning resumes after the last one and
+retries the questions whose LM call failed (a server or engine failure says nothing about the program).
 Accuracy comes with a 95 % Wilson interval, and each wrong prediction gets a type from
 :mod:`kpdd.eval.taxonomy`. With ``samples > 1`` the answer is the majority vote of k sampled runs
 (self-consistency).
@@ -130,7 +131,7 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_pat
 
     path = Path(predictions_path)
     jsonl.repair(path)
-    done = {(r["dataset"], r["question_id"]): r for r in jsonl.read(path)}
+    done = {(r["dataset"], r["question_id"]): r for r in read_predictions(path) if r.get("error") != LM_ERROR}
     pending = [e for e in examples if (e.get("dataset"), e.id) not in done]
     bar = tqdm(total=len(examples), initial=len(examples) - len(pending), desc="eval", unit="q",
                disable=not progress, dynamic_ncols=True)
@@ -149,6 +150,17 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_pat
             bar.set_postfix(acc=f"{sum(r['correct'] for r in records) / len(records):.1%}", refresh=False)
     bar.close()
     return score_records(records)
+
+
+def read_predictions(path: str | Path) -> list[dict]:
+    """The predictions file's records, the latest one per question (a retried question appends a new one)."""
+    latest = {(r["dataset"], r["question_id"]): r for r in jsonl.read(path)}
+    return list(latest.values())
+
+
+def lm_failures(scores: dict[str, DatasetScore]) -> int:
+    """Questions whose LM call failed: they count as wrong until a rerun retries them."""
+    return sum(score.errors[LM_ERROR] for score in scores.values())
 
 
 def score_records(records: list[dict]) -> dict[str, DatasetScore]:
@@ -182,4 +194,7 @@ def format_report(scores: dict[str, DatasetScore]) -> str:
         lines += [f"  {error:<{width}}  {count:>5}  "
                   + ", ".join(f"{s.dataset} {s.errors[error]}" for s in scores.values() if s.errors[error])
                   for error, count in errors.most_common()]
+    if errors[LM_ERROR]:
+        lines.append(f"\n{errors[LM_ERROR]} questions failed on an LM call and count as wrong: "
+                     "rerun the same command to retry them.")
     return "\n".join(lines)

@@ -90,7 +90,7 @@ def log_eval(scores: dict, predictions_path: str | Path, examples: list) -> None
         return
     import mlflow
 
-    from kpdd import jsonl
+    from kpdd.eval.harness import read_predictions
 
     metrics: dict[str, float] = {}
     for dataset, score in scores.items():
@@ -108,7 +108,7 @@ def log_eval(scores: dict, predictions_path: str | Path, examples: list) -> None
     mlflow.log_metrics(metrics)
     for dataset in sorted({e.get("dataset") for e in examples}):
         runs.log_dataset_input([e for e in examples if e.get("dataset") == dataset], name=dataset, context="eval")
-    records = list(jsonl.read(predictions_path))
+    records = read_predictions(predictions_path)
     flat = [{k: v for k, v in r.items() if k != "stages"} | {"stages": str(r.get("stages"))} for r in records]
     runs.log_records_table(flat, "predictions.json")
     mlflow.log_artifact(str(predictions_path))

@@ -105,3 +105,58 @@ def test_eval_killed_mid_run_resumes_without_repeating(tmp_path):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["question_id"] for r in records) == sorted(e.id for e in examples)
     assert "multiarith" in done.stdout and "100.0%" in done.stdout
+
+
+def test_questions_that_failed_on_the_lm_are_retried_on_resume(tmp_path):
+    """A server failure is recorded (not lost) and counts as wrong, and the rerun asks those questions again."""
+    from kpdd.compile.teachers import teacher_lm
+    from kpdd.eval.harness import read_predictions
+
+    examples = EXAMPLES[:4]
+    path = tmp_path / "p.jsonl"
+    with ScriptedTeacher({e.question: e.answer for e in examples}, faults=["500"] * 2) as server:
+        program = build_program("direct")
+        program.set_lm(teacher_lm(f"openai/flaky-{uuid.uuid4().hex}", api_base=server.url, cache=False, num_retries=0))
+        first = evaluate(program, examples, path, threads=1, progress=False)
+        assert first["svamp"].errors["lm error"] == 2 and first["svamp"].correct == 2
+        assert "rerun the same command to retry them" in format_report(first)
+        second = evaluate(program, examples, path, threads=1, progress=False)
+        assert server.requests == 4 + 2  # only the two failed questions were asked again
+    assert second["svamp"].correct == 4 and not second["svamp"].errors
+    assert len(path.read_text().splitlines()) == 6 and len(read_predictions(path)) == 4
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_stops_every_child_process_and_marks_the_run_killed(tmp_path):
+    """`kill` on `kpdd eval`: the sandbox workers it started die with it, and its MLflow run says KILLED."""
+    import mlflow
+
+    from kpdd.cli import _descendants
+
+    examples = load_dataset("multiarith", limit=20, seed=4)
+    out = tmp_path / "preds.jsonl"
+    with ScriptedTeacher({e.question: e.answer for e in examples}, faults=["slow"] * 1000, slow_s=0.1) as server:
+        command = [sys.executable, "-m", "kpdd", "eval", "--program", "pot", "--lm", f"openai/s-{uuid.uuid4().hex}",
+                   "--api-base", server.url, "--datasets", "multiarith", "--limit", "20", "--seed", "4",
+                   "--threads", "2", "--out", str(out), "--trace-sample-rate", "0"]
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
+            time.sleep(0.05)
+        children = _descendants(process.pid)
+        assert children, "the PoT program runs its programs in sandbox worker processes"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    assert "rerun the same command to resume" in process.stderr.read()
+    time.sleep(0.5)
+    assert not [pid for pid in children if _alive(pid)]
+    runs = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()])
+    assert runs and {r.info.status for r in runs} == {"KILLED"}
