@@ -28,3 +28,7 @@ def unknown_name(kind: str, name: str, known) -> RegistryError:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return RegistryError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known)}.")
+
+
+class EngineError(KpddError):
+    """A local inference engine could not serve a request (e.g. it failed to start)."""

@@ -35,7 +35,9 @@ def _option(field: dataclasses.Field, tp: Any) -> inspect.Parameter:
     default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
     cli_type = _cli_type(tp)
     shown = ",".join(default) if isinstance(default, list) else default
-    help_text = f"{field.metadata.get('help', '')} (default: {shown})"
+    help_text = field.metadata.get("help", "")
+    if shown not in ("", None) and "default" not in help_text:  # some help texts explain their own default
+        help_text += f" (default: {shown})"
     if cli_type is bool:
         decl = typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False)
     else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kpdd.errors import ConfigError
+from kpdd.errors import ConfigError, EngineError
 from kpdd.finetune.engines import BatchingEngine, Generation, Job, registered_student
 from kpdd.finetune.student import StudentRef
 
@@ -71,6 +71,7 @@ class VLLMEngine(BatchingEngine):
             "seed": seed,
         }
         self._running: dict[Path, _Running] = {}
+        self._start_error: dict[tuple[Path, int], str] = {}  # a start that failed is not tried again per batch
         self._lora_ids: dict[str, int] = {}  # vLLM names each adapter by a unique positive int
 
     def options(self) -> dict[str, Any]:
@@ -133,7 +134,16 @@ class VLLMEngine(BatchingEngine):
                 f"{current_platform.device_type!r}; pass device='auto' or install the matching vLLM build."
             )
         lora = {"enable_lora": True, "max_lora_rank": lora_rank, "max_loras": self.max_loras} if lora_rank else {}
-        self._running[base] = _Running(LLM(model=str(base), **self.llm_options, **lora), lora_rank)
+        if (base, lora_rank) in self._start_error:
+            raise EngineError(self._start_error[base, lora_rank])
+        try:
+            self._running[base] = _Running(LLM(model=str(base), **self.llm_options, **lora), lora_rank)
+        except Exception as e:
+            hint = (" On CPU the usual cause is memory: gpu_memory_utilization "
+                    f"({self.llm_options['gpu_memory_utilization']}) is the RAM fraction vLLM reserves, and an "
+                    "earlier vLLM still running may hold it." if current_platform.device_type == "cpu" else "")
+            self._start_error[base, lora_rank] = f"vLLM failed to start for {base}: {e} (its log above says why).{hint}"
+            raise EngineError(self._start_error[base, lora_rank]) from e
         return self._running[base].llm
 
     def _lora(self, model_id: str, ref: StudentRef):

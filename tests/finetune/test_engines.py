@@ -1,12 +1,13 @@
 """Local engines on the real shipped student: batching of concurrent DSPy calls, routing, saving."""
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import dspy
 import pytest
 
-from kpdd.errors import ConfigError, RegistryError
+from kpdd.errors import ConfigError, EngineError, RegistryError
 from kpdd.finetune.engine_hf import TransformersEngine
 from kpdd.finetune.engines import registered_student, shared_engine
 from kpdd.finetune.student import DEFAULT_BASE, ensure_base_model, student_lm, write_student
@@ -228,3 +229,19 @@ def test_vllm_engine_checks_the_device_against_its_build():
     engine.register(DEFAULT_BASE, DEFAULT_BASE)
     with pytest.raises(ConfigError, match=f"device='{other}', but the installed vLLM build runs on"):
         engine.generate_batch(DEFAULT_BASE, [chat("hi")], max_tokens=2)
+
+
+@pytest.mark.slow
+def test_vllm_engine_that_cannot_start_says_why_once_and_fails_fast():
+    pytest.importorskip("vllm")
+    engine = shared_engine("vllm", gpu_memory_utilization=0.99)  # more RAM than any machine leaves free
+    engine.register(DEFAULT_BASE, DEFAULT_BASE)
+    try:
+        with pytest.raises(EngineError, match="vLLM failed to start"):
+            engine.generate_batch(DEFAULT_BASE, [chat("hi")], max_tokens=2)
+        start = time.perf_counter()
+        with pytest.raises(EngineError, match="vLLM failed to start"):
+            engine.generate_batch(DEFAULT_BASE, [chat("hi")], max_tokens=2)
+        assert time.perf_counter() - start < 5  # not a second start attempt
+    finally:
+        engine.close()
