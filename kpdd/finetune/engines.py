@@ -15,12 +15,16 @@ This module stays light: torch, transformers and vllm are imported by the engine
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import inspect
 import logging
+import multiprocessing.util  # noqa: F401  (imported first so that its exit hook runs after ours)
 import queue
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -40,6 +44,16 @@ _students: dict[str, StudentRef] = {}
 _students_lock = threading.Lock()
 _engines: dict[tuple, BatchingEngine] = {}
 _engines_lock = threading.Lock()
+_live_engines: weakref.WeakSet[BatchingEngine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_engines() -> None:
+    """At exit, stop every engine: multiprocessing's own exit hook waits for child processes, and a vLLM engine
+    that was never shut down never ends. (Registered after importing multiprocessing.util, so it runs first.)"""
+    for engine in list(_live_engines):
+        with contextlib.suppress(Exception):
+            engine.close()
 
 
 def register_student(model_id: str, student: str | StudentRef) -> StudentRef:
@@ -140,6 +154,7 @@ class BatchingEngine:
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self._model_lock = threading.Lock()  # loading, generating and unloading never overlap
+        _live_engines.add(self)
 
     # --- the dspy.LM engine contract ---
     def complete(self, request) -> Any:

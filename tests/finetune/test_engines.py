@@ -245,3 +245,23 @@ def test_vllm_engine_that_cannot_start_says_why_once_and_fails_fast():
         assert time.perf_counter() - start < 5  # not a second start attempt
     finally:
         engine.close()
+
+
+@pytest.mark.slow
+def test_a_script_that_never_closes_its_vllm_engine_still_exits(tmp_path):
+    """Without our exit hook, multiprocessing waits forever for vLLM's engine process at interpreter exit."""
+    pytest.importorskip("vllm")
+    import subprocess
+    import sys
+
+    script = tmp_path / "use_vllm.py"
+    script.write_text(
+        "from kpdd.finetune.engines import shared_engine\n"
+        "from kpdd.finetune.student import DEFAULT_BASE\n"
+        "if __name__ == '__main__':\n"
+        "    engine = shared_engine('vllm', gpu_memory_utilization=0.2, max_model_len=512)\n"
+        "    engine.register(DEFAULT_BASE, DEFAULT_BASE)\n"
+        "    print(repr(engine.generate_batch(DEFAULT_BASE, [[{'role': 'user', 'content': 'hi'}]], max_tokens=2)[0].text))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip()
