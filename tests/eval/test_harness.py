@@ -84,18 +84,28 @@ def test_false_calculations_reads_written_arithmetic():
     assert false_calculations("So 5 + 5 = 11 apples.") == ["5 + 5 = 11"]
 
 
+def _eval_command(program: str, examples, server, out, seed: int) -> list[str]:
+    return [sys.executable, "-m", "kpdd", "eval", "--program", program, "--lm", f"openai/s-{uuid.uuid4().hex}",
+            "--api-base", server.url, "--datasets", "multiarith", "--limit", str(len(examples)), "--seed", str(seed),
+            "--threads", "2", "--out", str(out), "--trace-sample-rate", "0"]
+
+
+def _start_until_recorded(command: list[str], cwd, out, rows: int) -> subprocess.Popen:
+    """Start ``command`` and return once ``out`` holds ``rows`` predictions."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < rows):
+        time.sleep(0.05)
+    return process
+
+
 def test_eval_killed_mid_run_resumes_without_repeating(tmp_path):
     """`kpdd eval` in a subprocess, killed, rerun: every question exactly once in the predictions file."""
     examples = load_dataset("multiarith", limit=30, seed=3)
     out = tmp_path / "preds.jsonl"
     with ScriptedTeacher({e.question: e.answer for e in examples}, faults=["slow"] * 1000, slow_s=0.05) as server:
-        command = [sys.executable, "-m", "kpdd", "eval", "--program", "direct", "--lm", f"openai/scripted-{uuid.uuid4().hex}",
-                   "--api-base", server.url, "--datasets", "multiarith", "--limit", "30", "--seed", "3",
-                   "--threads", "2", "--out", str(out), "--trace-sample-rate", "0"]
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.time() + 120
-        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 6):
-            time.sleep(0.05)
+        command = _eval_command("direct", examples, server, out, seed=3)
+        process = _start_until_recorded(command, tmp_path, out, rows=6)
         process.send_signal(signal.SIGKILL)
         process.wait()
         before = len(out.read_text().splitlines())
@@ -143,13 +153,7 @@ def test_sigterm_stops_every_child_process_and_marks_the_run_killed(tmp_path):
     examples = load_dataset("multiarith", limit=20, seed=4)
     out = tmp_path / "preds.jsonl"
     with ScriptedTeacher({e.question: e.answer for e in examples}, faults=["slow"] * 1000, slow_s=0.1) as server:
-        command = [sys.executable, "-m", "kpdd", "eval", "--program", "pot", "--lm", f"openai/s-{uuid.uuid4().hex}",
-                   "--api-base", server.url, "--datasets", "multiarith", "--limit", "20", "--seed", "4",
-                   "--threads", "2", "--out", str(out), "--trace-sample-rate", "0"]
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
-            time.sleep(0.05)
+        process = _start_until_recorded(_eval_command("pot", examples, server, out, seed=4), tmp_path, out, rows=2)
         children = _descendants(process.pid)
         assert children, "the PoT program runs its programs in sandbox worker processes"
         process.send_signal(signal.SIGTERM)
