@@ -158,11 +158,6 @@ def read_predictions(path: str | Path) -> list[dict]:
     return list(latest.values())
 
 
-def lm_failures(scores: dict[str, DatasetScore]) -> int:
-    """Questions whose LM call failed: they count as wrong until a rerun retries them."""
-    return sum(score.errors[LM_ERROR] for score in scores.values())
-
-
 def score_records(records: list[dict]) -> dict[str, DatasetScore]:
     """Accuracy and error counts per dataset from predictions records."""
     scores: dict[str, DatasetScore] = {}

@@ -68,12 +68,10 @@ class TransformersEngine(BatchingEngine):
         ).to(base.model.device)
         eos_ids = _eos_ids(base)
         per_row = {}
-        if base.adapters and len(set(adapters)) > 1:
-            per_row = {"adapter_names": adapters}  # PEFT's mixed-batch path: correct, ~10 % slower
-        elif base.adapters and adapters[0] != "__base__":
-            base.model.set_adapter(adapters[0])
+        if base.adapters and len(set(adapters)) == 1 and adapters[0] != "__base__":
+            base.model.set_adapter(adapters[0])  # one adapter for the whole batch: PEFT's fast path
         elif base.adapters:
-            per_row = {"adapter_names": adapters}  # the bare base, on a model that holds adapters
+            per_row = {"adapter_names": adapters}  # mixed adapters, or the bare base: per row, ~10 % slower
         with torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)  # generate() takes no generator: seed the global one

@@ -122,9 +122,11 @@ class VLLMEngine(BatchingEngine):
         lora_rank = 0
         if adapter_rank or self.enable_lora:
             lora_rank = min(rank for rank in LORA_RANKS if rank >= max(adapter_rank, self.max_lora_rank))
+        if (base, lora_rank) in self._start_error:
+            raise EngineError(self._start_error[base, lora_rank])
         if running is not None:
             logger.info("restarting vLLM for %s with LoRA rank %d", base, lora_rank)
-            running.llm.llm_engine.engine_core.shutdown()
+            self._running.pop(base).llm.llm_engine.engine_core.shutdown()
         from vllm import LLM
         from vllm.platforms import current_platform
 
@@ -134,8 +136,6 @@ class VLLMEngine(BatchingEngine):
                 f"{current_platform.device_type!r}; pass device='auto' or install the matching vLLM build."
             )
         lora = {"enable_lora": True, "max_lora_rank": lora_rank, "max_loras": self.max_loras} if lora_rank else {}
-        if (base, lora_rank) in self._start_error:
-            raise EngineError(self._start_error[base, lora_rank])
         try:
             self._running[base] = _Running(LLM(model=str(base), **self.llm_options, **lora), lora_rank)
         except Exception as e:

@@ -239,19 +239,14 @@ def student_lm(student: str | Path | StudentRef = DEFAULT_BASE, engine: Any = "t
     import dspy
 
     from kpdd.finetune.engines import shared_engine
+    from kpdd.finetune.provider import KpddProvider
 
     ref = read_student(student)
     engine = shared_engine(engine) if isinstance(engine, str) else engine
     engine.register(ref.model_id, ref)
     lm_kwargs = {"temperature": 0.0, "max_tokens": 512, **lm_kwargs}
-    provider = lm_kwargs.pop("provider", None) or _student_provider()  # e.g. a KpddProvider with its own defaults
+    provider = lm_kwargs.pop("provider", None) or KpddProvider()  # e.g. a KpddProvider with its own defaults
     return dspy.LM(f"local/{ref.model_id}", engine=engine, provider=provider, **lm_kwargs)
-
-
-def _student_provider():
-    from kpdd.finetune.provider import KpddProvider
-
-    return KpddProvider()
 
 
 def server_lm(url: str, model: str, api_key: str = "EMPTY", **lm_kwargs):
