@@ -28,6 +28,8 @@ class DemoConfig:
     max_length: int = option(512, "tokens per packed row")
     learning_rate: float = option(2e-3, "peak learning rate (LoRA)")
     lora: bool = option(True, "LoRA (else full fine-tuning)")
+    prompt_format: str = option("student", "the students' prompt format: student (compact) or chat (DSPy's)")
+    student_calls: str = option("one", "one: one student call writes every stage; per-stage: a call per stage")
     student: str = option("smollm2-135m", "student base model")
     device: str = option("auto", "auto, cpu or cuda")
     engine: str = option("transformers", "inference engine: transformers or vllm")
@@ -53,8 +55,8 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
             program=program, teacher="gold", limit=config.train_size or None, seed=config.seed,
             student=config.student, lora=config.lora, max_steps=config.steps, epochs=config.epochs,
             batch_size=config.batch_size, grad_accum=1, packing=True, max_length=config.max_length,
-            learning_rate=config.learning_rate,
-            device=config.device, eval_steps=max(config.steps, 1) if config.steps > 0 else 200,
+            learning_rate=config.learning_rate, prompt_format=config.prompt_format,
+            student_calls=config.student_calls, device=config.device, eval_steps=max(config.steps, 1) if config.steps > 0 else 200,
             save_steps=max(config.steps, 1) if config.steps > 0 else 200,
             logging_steps=1 if 0 < config.steps <= 50 else 10, out=str(out / program))
         tags = {METHOD: program, TEACHER: "gold", STUDENT: config.student}

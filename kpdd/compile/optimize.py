@@ -15,6 +15,7 @@ import dspy
 from kpdd.errors import ConfigError, unknown_name
 from kpdd.modules import answer_metric, build_program
 from kpdd.modules.metric import answer_feedback_metric
+from kpdd.modules.one_call import ONE, PER_STAGE, STUDENT_CALLS, OneCallProgram
 
 
 def _bootstrap(metric, **kw):
@@ -65,8 +66,19 @@ def optimize(program: dspy.Module, teacher: dspy.LM, trainset: list[dspy.Example
 MANIFEST = "kpdd-program.json"
 
 
+def build_student_program(name: str, student_calls: str = PER_STAGE, repeated: list[str] | tuple = ()) -> dspy.Module:
+    """A fresh registry program as a student runs it: per stage, or (multi-stage programs) in one call."""
+    program = build_program(name)
+    if student_calls not in STUDENT_CALLS:
+        raise ConfigError(f"student calls {student_calls!r}: expected {' or '.join(STUDENT_CALLS)}")
+    if student_calls == ONE and len(program.named_predictors()) > 1:
+        return OneCallProgram(program, repeated)
+    return program
+
+
 def save_program(program: dspy.Module, directory: str | Path, name: str, **meta) -> Path:
-    """Save a program's DSPy state (demos, instructions) and which registry program it is."""
+    """Save a program's DSPy state (demos, instructions) and which registry program it is; ``meta`` goes into the
+    manifest (the students, and for compiled students their prompt format, call mode and repeated predictors)."""
     from kpdd.modules import program_name
 
     if name != program_name(program):
@@ -93,11 +105,14 @@ def load_program(path: str | Path, name: str | None = None) -> dspy.Module:
         if name and manifest["program"] != name:
             raise ConfigError(f"{path} holds a {manifest['program']!r} program, not {name!r}")
         name, path = manifest["program"], path / manifest["state"]
+        calls, repeated = manifest.get("student_calls", PER_STAGE), manifest.get("repeated", [])
+    else:
+        calls, repeated = PER_STAGE, []
     if not path.is_file():
         raise ConfigError(f"saved program {path} does not exist")
     if name is None:
         raise ConfigError(f"{path}: a bare program state needs the program name (e.g. --program kpdd-pot)")
-    program = build_program(name)
+    program = build_student_program(name, calls, repeated)
     program.load_state(json.loads(path.read_text()))
     return program
 

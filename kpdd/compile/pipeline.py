@@ -38,6 +38,10 @@ class CompileConfig(TrainConfig):
     temperature: float = option(0.7, "teacher sampling temperature when samples > 1")
     threads: int = option(8, "questions traced in parallel")
     multitask: bool = option(True, "one student for every stage (else one per stage)")
+    prompt_format: str = option("student", "the students' prompt format: student (kpdd's compact format) or chat "
+                                           "(DSPy's ChatAdapter, for comparison)")
+    student_calls: str = option("one", "one: the student writes every stage in one completion; per-stage: one "
+                                       "call per stage, as the teacher ran it")
     out: str = option("", "output directory (default kpdd-runs/compile/<program>-<teacher>)")
 
     def out_dir(self) -> Path:
@@ -92,7 +96,8 @@ def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
         log_traces(stats)
     train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
     finetune_config = FinetuneConfig(**train_fields, traces=[str(out / "traces.jsonl")], program=config.program,
-                                     multitask=config.multitask, out=str(out / "compiled"))
+                                     multitask=config.multitask, prompt_format=config.prompt_format,
+                                     student_calls=config.student_calls, out=str(out / "compiled"))
     with maybe_stage("finetune", **train_fields):
         trained = run_finetune(finetune_config, progress=progress, on_log=metrics_logger())
         log_finetune(trained)

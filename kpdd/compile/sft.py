@@ -1,9 +1,10 @@
 """Traces → fine-tuning data, in the exact chat messages the DSPy adapter will send at inference.
 
-Each stage call of a trace becomes one ``{"messages": [system, user, assistant]}`` record, formatted by
-``ChatAdapter.format_finetune_data`` with the student program's own signature for that predictor, so the
-student is trained on precisely the prompts it will see. The train/validation split is by question, so no
-question's stages leak across it.
+Each stage call of a trace becomes one ``{"messages": [system, user, assistant]}`` record, formatted by the
+students' adapter's ``format_finetune_data`` (kpdd's compact format by default, DSPy's ``ChatAdapter`` for
+comparison) with the student program's own signature for that predictor, so the student is trained on precisely
+the prompts it will see; a one-call student gets one record per trace instead. The train/validation split is by
+question, so no question's stages leak across it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ from typing import Any
 import dspy
 
 from kpdd.errors import DataError
+from kpdd.modules.one_call import (
+    ONE,
+    ONE_CALL_PREDICTOR,
+    PER_STAGE,
+    STUDENT_CALLS,
+    one_call_example,
+    one_call_signature,
+    repeated_predictors,
+)
+from kpdd.modules.student_format import STUDENT, adapter_for
 
 
-def student_adapter() -> dspy.ChatAdapter:
-    """The adapter students run with: no JSON fallback (a second call with a prompt never trained on)."""
-    return dspy.ChatAdapter(use_json_adapter_fallback=False)
+def student_adapter(prompt_format: str = STUDENT) -> dspy.ChatAdapter:
+    """The adapter students run with (never a JSON fallback: a second call with a prompt never trained on)."""
+    return adapter_for(prompt_format)
 
 
 def is_validation(question_id: str, val_fraction: float, seed: int = 0) -> bool:
@@ -37,13 +48,19 @@ def format_stage(signature: type[dspy.Signature], stage: dict[str, Any], adapter
 
 
 def build_sft_data(traces: Iterable[dict], program: dspy.Module, val_fraction: float = 0.1, seed: int = 0,
-                   predictors: list[str] | None = None) -> dict[str, dict[str, list[dict]]]:
+                   predictors: list[str] | None = None, prompt_format: str = STUDENT,
+                   student_calls: str = PER_STAGE) -> dict[str, dict[str, list[dict]]]:
     """``{predictor: {"train": [...], "validation": [...]}}`` for the program's predictors (or a chosen few).
 
     Multitask training concatenates every predictor's records (:func:`merge_tasks`); per-stage training uses
-    one entry each.
+    one entry each. ``student_calls="one"`` gives one record per trace under ``one_call``: every stage's outputs
+    in one completion (:mod:`kpdd.modules.one_call`).
     """
-    adapter = student_adapter()
+    adapter = student_adapter(prompt_format)
+    if student_calls == ONE:
+        return _one_call_data(list(traces), program, adapter, val_fraction, seed)
+    if student_calls != PER_STAGE:
+        raise DataError(f"student calls {student_calls!r}: expected {' or '.join(STUDENT_CALLS)}")
     signatures = {name: predictor.signature for name, predictor in program.named_predictors()}
     wanted = predictors or list(signatures)
     unknown = [p for p in wanted if p not in signatures]
@@ -60,6 +77,18 @@ def build_sft_data(traces: Iterable[dict], program: dspy.Module, val_fraction: f
             if name in data:
                 data[name][side].append(format_stage(signatures[name], stage, adapter))
     return data
+
+
+def _one_call_data(traces: list[dict], program: dspy.Module, adapter: dspy.ChatAdapter, val_fraction: float,
+                   seed: int) -> dict[str, dict[str, list[dict]]]:
+    repeated = repeated_predictors(traces)
+    signature = one_call_signature(program, repeated)
+    data = {"train": [], "validation": []}
+    for trace in traces:
+        inputs, outputs = one_call_example(trace, signature, repeated)
+        side = "validation" if is_validation(trace["question_id"], val_fraction, seed) else "train"
+        data[side].append(format_stage(signature, {"inputs": inputs, "outputs": outputs}, adapter))
+    return {ONE_CALL_PREDICTOR: data}
 
 
 def merge_tasks(data: dict[str, dict[str, list[dict]]]) -> dict[str, list[dict]]:

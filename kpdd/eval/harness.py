@@ -29,6 +29,7 @@ from kpdd.eval.taxonomy import LM_ERROR, PARSE, classify
 
 STAGE_FIELDS = ("core_question", "key_points", "reasoning", "raw_answer", "program", "execution",
                 "sub_questions", "sub_answers")
+RAW_OUTPUT = "raw_output"  # a stage whose output did not parse: the LM's text, so a reader sees what it wrote
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -60,10 +61,14 @@ class DatasetScore:
 def _run_once(program: dspy.Module, question: str, settings: dict) -> dict[str, Any]:
     """One run of the program; stage outputs, or the error that stopped it."""
     try:
-        with dspy.context(**settings):
-            prediction = program(question=question)
-    except dspy.utils.exceptions.AdapterParseError as e:
-        return {"answer": None, "error": parse_error(e)}
+        with dspy.context(**settings, trace=[]):
+            try:
+                prediction = program(question=question)
+            except dspy.utils.exceptions.AdapterParseError as e:
+                # The stages that did answer (from DSPy's trace and the partial parse), and what the LM wrote.
+                done = {k: v for _, _, outputs in dspy.settings.trace for k, v in outputs.items()}
+                return {"answer": None, "error": parse_error(e), **done, **(e.parsed_result or {}),
+                        RAW_OUTPUT: e.lm_response}
     except dspy.utils.exceptions.LMError as e:
         return {"answer": None, "error": LM_ERROR, "detail": f"{type(e).__name__}: {str(e)[:200]}"}
     return {k: prediction.get(k) for k in ("answer", *STAGE_FIELDS) if prediction.get(k) is not None}

@@ -25,6 +25,9 @@ class EvalConfig:
     engine: str = option("transformers", "local engine for local models: transformers or vllm")
     device: str = option("auto", "device for the local engine: auto, cpu or cuda")
     datasets: list[str] = option(["all"], "datasets: gsm8k, svamp, asdiv, multiarith, 'all', or JSON/JSONL files")
+    split: str | None = option(None, "dataset split (default: each dataset's test split)")
+    holdout: float = option(0.0, "only the questions a fine-tune with this --val-fraction and the same --seed held "
+                                 "out for validation (with --split train: a held-out part of train; 0: all)")
     limit: int | None = option(None, "evaluate a seeded random subset of this many questions per dataset")
     seed: int = option(0, "seed for the subsets and sampling")
     samples: int = option(1, "self-consistency: sample k runs per question and take the majority answer")
@@ -65,17 +68,16 @@ def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str, bool]:
 
             program = load_compiled(source, engine=engine_spec(config), **lm_kwargs)
             return program, manifest_program(source), True
-    program = build_program(config.program)
     if "/" in config.lm and not Path(config.lm).exists():
+        program = build_program(config.program)
         from kpdd.compile.teachers import teacher_lm
 
         lm = teacher_lm(config.lm, api_base=config.api_base, api_key=os.environ.get(config.api_key_env), **lm_kwargs)
         program.set_lm(lm)
         return program, config.program, False
-    from kpdd.finetune.student import student_lm
+    from kpdd.finetune.compiled import program_with_student
 
-    program.set_lm(student_lm(config.lm, engine=engine_spec(config), **lm_kwargs))
-    return program, config.program, True
+    return program_with_student(config.program, config.lm, engine=engine_spec(config), **lm_kwargs), config.program, True
 
 
 def engine_spec(config: EvalConfig) -> Any:
@@ -85,10 +87,21 @@ def engine_spec(config: EvalConfig) -> Any:
     return shared_engine(config.engine, device=config.device)
 
 
+def held_out(examples: list[dspy.Example], config: EvalConfig) -> list[dspy.Example]:
+    """The seeded subset to evaluate: with ``holdout``, only questions no fine-tune with that split trained on."""
+    from kpdd.compile.sft import is_validation
+    from kpdd.data.records import sample_records
+
+    if config.holdout:
+        examples = [e for e in examples if is_validation(e.id, config.holdout, config.seed)]
+    return sample_records(examples, config.limit, config.seed)
+
+
 def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dict[str, Any]:
     """Evaluate and (when an MLflow run is active) log accuracy, intervals, errors and predictions."""
     from kpdd.compile.sft import student_adapter
     from kpdd.data import load_dataset
+    from kpdd.modules.student_format import CHAT
     from kpdd.eval.harness import evaluate, format_report
     from kpdd.tracking import dspy_tracing
     from kpdd.tracking.results import log_eval, mlflow_active
@@ -98,10 +111,11 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     names = config.dataset_names()
     if not names:
         raise ConfigError("no datasets to evaluate: pass --datasets gsm8k,svamp,... or all")
-    examples = [e for name in names for e in load_dataset(name, limit=config.limit, seed=config.seed)]
+    examples = [e for name in names for e in held_out(load_dataset(name, split=config.split), config)]
     program, program_name, local = load_program_and_lm(config)
-    # A local student runs without the JSON fallback (a second call with a prompt it never saw); an API LM keeps it.
-    adapter = student_adapter() if local else None
+    # A trained student's program carries its own prompt format; a bare local model reads DSPy's chat format
+    # without the JSON fallback (a second call it was never asked for); an API LM keeps DSPy's defaults.
+    adapter = student_adapter(CHAT) if local else None
     path = config.predictions_path()
     with dspy_tracing(config.trace_sample_rate if log and mlflow_active() else 0.0):
         scores = evaluate(program, examples, path, threads=config.threads, samples=config.samples,

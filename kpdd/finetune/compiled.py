@@ -19,9 +19,11 @@ from typing import Any
 
 import dspy
 
-from kpdd.compile.optimize import MANIFEST, load_program, save_program
+from kpdd.compile.optimize import MANIFEST, build_student_program, load_program, save_program
 from kpdd.errors import ConfigError
 from kpdd.finetune.student import STUDENT_FILE, read_student, student_lm
+from kpdd.modules.one_call import ONE, PER_STAGE, OneCallProgram
+from kpdd.modules.student_format import adapter_for
 
 STUDENTS = "students"
 
@@ -38,6 +40,7 @@ def save_compiled(program: dspy.Module, directory: str | Path, name: str) -> Pat
     """Save ``program`` (a registry program whose predictors run local students) with copies of its students."""
     directory = Path(directory)
     students: dict[str, str] = {}
+    formats: set[str] = set()
     for predictor_name, predictor in program.named_predictors():
         ref = _student_of(predictor.lm or dspy.settings.lm, predictor_name)
         target = directory / STUDENTS / ref.model_id
@@ -47,7 +50,12 @@ def save_compiled(program: dspy.Module, directory: str | Path, name: str) -> Pat
             shutil.copytree(ref.root, target, ignore=shutil.ignore_patterns("checkpoints"), dirs_exist_ok=True)
             _rebase(target, ref)
         students[predictor_name] = f"{STUDENTS}/{ref.model_id}"
-    return save_program(program, directory, name, students=students)
+        formats.add(ref.prompt_format)
+    if len(formats) > 1:
+        raise ConfigError(f"the program's students were trained on different prompt formats ({sorted(formats)})")
+    return save_program(program, directory, name, students=students, prompt_format=formats.pop(),
+                        student_calls=ONE if isinstance(program, OneCallProgram) else PER_STAGE,
+                        repeated=getattr(program, "repeated", []))
 
 
 def _rebase(target: Path, ref) -> None:
@@ -67,20 +75,24 @@ def load_compiled(directory: str | Path, engine: Any = "transformers", **lm_kwar
     manifest = json.loads(manifest_path.read_text())
     program = load_program(directory)
     lms: dict[str, dspy.LM] = {}
+    formats = set()
     for predictor_name, predictor in program.named_predictors():
         relative = manifest.get("students", {}).get(predictor_name)
         if relative is None:
             raise ConfigError(f"{manifest_path}: no student for predictor {predictor_name!r}")
         if relative not in lms:
             lms[relative] = student_lm(directory / relative, engine=engine, **lm_kwargs)
+            formats.add(read_student(directory / relative).prompt_format)
         predictor.lm = lms[relative]
+    program.prompt_adapter = adapter_for(manifest.get("prompt_format") or formats.pop())
     return program
 
 
 def program_with_student(name: str, student: str | Path, engine: str = "transformers", **lm_kwargs) -> dspy.Module:
     """A fresh registry program whose every predictor runs one student (a multitask student, or a base model)."""
-    from kpdd.modules import build_program
-
-    program = build_program(name)
-    program.set_lm(student_lm(read_student(student), engine=engine, **lm_kwargs))
+    ref = read_student(student)
+    program = build_student_program(name, ref.student_calls, ref.repeated)
+    program.set_lm(student_lm(ref, engine=engine, **lm_kwargs))
+    if ref.root is not None:  # a trained student speaks its format; a bare base model takes the caller's
+        program.prompt_adapter = adapter_for(ref.prompt_format)
     return program

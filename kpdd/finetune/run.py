@@ -27,6 +27,10 @@ class FinetuneConfig(TrainConfig):
     traces: list[str] = option([], "trace store file(s) written by `kpdd traces`")
     program: str = option("kpdd-pot", "the program the traces belong to (registry name)")
     multitask: bool = option(True, "one student for every stage (else one student per stage)")
+    prompt_format: str = option("student", "the students' prompt format: student (kpdd's compact format) or chat "
+                                           "(DSPy's ChatAdapter, for comparison)")
+    student_calls: str = option("one", "one: the student writes every stage in one completion; per-stage: one "
+                                       "call per stage, as the teacher ran it")
     stages: list[str] = option([], "train only these predictors (default: all of the program's)")
     max_traces: int | None = option(None, "use at most this many traces (a seeded subset of questions)")
     out: str = option("", "output directory (default kpdd-runs/finetune/<program>)")
@@ -64,28 +68,31 @@ def load_traces(paths: list[str], program: str, max_traces: int | None = None, s
 def run_finetune(config: FinetuneConfig, progress: bool = True,
                  on_log: Callable[[dict, int], None] | None = None) -> dict[str, Any]:
     """Train the student(s) and write the compiled program; returns its directory and each student's figures."""
-    from kpdd.compile.optimize import save_program
+    from kpdd.compile.optimize import build_student_program, save_program
     from kpdd.compile.sft import build_sft_data, merge_tasks
     from kpdd.finetune.trainer import train_student
-    from kpdd.modules import build_program
+    from kpdd.modules.one_call import OneCallProgram, repeated_predictors
 
-    program = build_program(config.program)
     traces = load_traces(config.traces, config.program, config.max_traces, config.seed)
-    data = build_sft_data(traces, program, val_fraction=config.val_fraction, seed=config.seed,
-                          predictors=config.stages or None)
+    program = build_student_program(config.program, config.student_calls, repeated_predictors(traces))
+    data = build_sft_data(traces, program.program if isinstance(program, OneCallProgram) else program,
+                          val_fraction=config.val_fraction, seed=config.seed, predictors=config.stages or None,
+                          prompt_format=config.prompt_format, student_calls=config.student_calls)
     tasks = {ALL_STAGES: merge_tasks(data)} if config.multitask else data
     out = config.out_dir()
+    meta = {"prompt_format": config.prompt_format, "student_calls": config.student_calls,
+            "repeated": getattr(program, "repeated", [])}
     results: dict[str, TrainResult] = {}
     for task, split in tasks.items():
         logger.info("training student %r on %d records (%d for validation)", task, len(split["train"]),
                     len(split["validation"]))
         results[task] = train_student(config.train_config(), split["train"], split["validation"],
                                       out / "students" / task, program=config.program, resume=config.resume,
-                                      progress=progress, on_log=on_log)
+                                      progress=progress, on_log=on_log, student_meta=meta)
     students = {name: f"students/{ALL_STAGES if config.multitask else name}"
                 for name, _ in program.named_predictors() if config.multitask or name in results}
     missing = [name for name, _ in program.named_predictors() if name not in students]
     if missing:
         raise ConfigError(f"stages {missing} got no student: train them too (drop --stages) to run the program")
-    save_program(program, out, config.program, students=students, traces=len(traces))
+    save_program(program, out, config.program, students=students, traces=len(traces), **meta)
     return {"out": str(out), "traces": len(traces), "students": results}

@@ -27,6 +27,10 @@ STUDENT_FORMAT = "kpdd-student/1"
 KEY_FORMAT, KEY_BASE, KEY_ADAPTER, KEY_PROGRAM, KEY_MODEL_ID, KEY_TRAIN = (
     "format", "base", "adapter", "program", "model_id", "train",
 )
+# The prompt format the student was trained on (kpdd.modules.student_format), and how the program calls it
+# (kpdd.modules.one_call). Students written before these keys existed were trained on DSPy's ChatAdapter.
+KEY_PROMPT_FORMAT, KEY_STUDENT_CALLS, KEY_REPEATED = "prompt_format", "student_calls", "repeated"
+LEGACY_PROMPT_FORMAT, DEFAULT_STUDENT_CALLS = "chat", "per-stage"
 DEFAULT_BASE = "smollm2-135m"
 
 
@@ -125,6 +129,9 @@ class StudentRef:
     program: str | None = None
     train: dict[str, Any] = field(default_factory=dict, compare=False)
     root: Path | None = None  # the student directory; None for a bare alias
+    prompt_format: str = LEGACY_PROMPT_FORMAT
+    student_calls: str = DEFAULT_STUDENT_CALLS
+    repeated: tuple[str, ...] = ()  # predictors a one-call student answers several times (lists in its output)
 
     @property
     def base_path(self) -> Path:
@@ -151,6 +158,9 @@ def write_student(
     program: str | None,
     model_id: str,
     train: dict[str, Any],
+    prompt_format: str = LEGACY_PROMPT_FORMAT,
+    student_calls: str = DEFAULT_STUDENT_CALLS,
+    repeated: list[str] | tuple[str, ...] = (),
 ) -> Path:
     """Write `kpdd.json` into a student directory and return that file's path.
 
@@ -170,6 +180,9 @@ def write_student(
         KEY_PROGRAM: program,
         KEY_MODEL_ID: model_id,
         KEY_TRAIN: train,
+        KEY_PROMPT_FORMAT: prompt_format,
+        KEY_STUDENT_CALLS: student_calls,
+        KEY_REPEATED: list(repeated),
     }
     path = directory / STUDENT_FILE
     tmp = path.with_suffix(".json.tmp")
@@ -222,6 +235,9 @@ def _parse_student(manifest: Path) -> StudentRef:
         program=record.get(KEY_PROGRAM),
         train=record.get(KEY_TRAIN) or {},
         root=manifest.parent,
+        prompt_format=record.get(KEY_PROMPT_FORMAT, LEGACY_PROMPT_FORMAT),
+        student_calls=record.get(KEY_STUDENT_CALLS, DEFAULT_STUDENT_CALLS),
+        repeated=tuple(record.get(KEY_REPEATED) or ()),
     )
 
 

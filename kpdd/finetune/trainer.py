@@ -27,6 +27,7 @@ from kpdd.config import option
 from kpdd.errors import ConfigError, DataError
 from kpdd.finetune.hardware import fast_bf16, resolve_device
 from kpdd.finetune.student import STUDENT_FILE
+from kpdd.modules.student_format import detect_format
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,13 @@ class TrainConfig:
     max_length: int = option(1024, "tokens per packed row / longest sequence")
     packing: bool | None = option(None, "best-fit-decreasing packing, padding-free (default: on GPU, off on CPU)")
     val_fraction: float = option(0.05, "fraction of questions held out for validation loss")
+    val_limit: int = option(0, "compute the validation loss on at most this many held-out records, a seeded "
+                               "subset (0: all); the held-out questions stay out of training either way")
     eval_steps: int = option(50, "validation loss every N steps")
     save_steps: int = option(50, "checkpoint every N steps (resume picks up the latest)")
+    time_budget_s: float = option(0.0, "stop training after this many seconds of training (0: no limit); with a "
+                                       "budget the learning rate stays constant after warm-up, since the step "
+                                       "count is not known in advance")
     logging_steps: int = option(5, "log loss every N steps")
     seed: int = option(0, "seed for data order and initialisation")
     device: str = option("auto", "auto, cpu or cuda")
@@ -154,7 +160,8 @@ def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bo
         num_train_epochs=config.epochs, max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr(),
-        lr_scheduler_type="cosine", warmup_steps=config.warmup_ratio, weight_decay=0.0,
+        lr_scheduler_type="constant_with_warmup" if config.time_budget_s else "cosine",
+        warmup_steps=config.warmup_ratio, weight_decay=0.0,
         max_length=config.max_length, packing=config.packing, packing_strategy="bfd",
         completion_only_loss=True, gradient_checkpointing=False,
         bf16=use_bf16(config.precision, device), use_cpu=device == "cpu",
@@ -173,10 +180,13 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
 
 def train_student(config: TrainConfig, train: list[dict], validation: list[dict], out_dir: str | Path,
                   program: str | None = None, model_id: str | None = None, resume: bool = True,
-                  progress: bool = True, on_log: Callable[[dict, int], None] | None = None) -> TrainResult:
+                  progress: bool = True, on_log: Callable[[dict, int], None] | None = None,
+                  student_meta: dict[str, Any] | None = None) -> TrainResult:
     """Fine-tune ``config.student`` on chat records and write a student directory at ``out_dir``.
 
     A rerun with the same ``out_dir`` resumes from the latest checkpoint (``resume=False`` starts over).
+    ``student_meta`` goes into ``kpdd.json`` beside the figures: the prompt format, the call mode (default: the
+    format detected from the records, per-stage calls).
     """
     import torch
     from datasets import Dataset
@@ -208,12 +218,16 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
     result = TrainResult(student_dir=out_dir, model_id=model_id or new_model_id(out_dir.name))
+    if config.val_limit and len(validation) > config.val_limit:
+        import random
+
+        validation = random.Random(config.seed).sample(validation, config.val_limit)
     trainer = SFTTrainer(
         model=model, processing_class=tokenizer, peft_config=peft_config,
         args=_sft_config(config, checkpoints, device, bool(validation), progress),
         train_dataset=Dataset.from_list(to_prompt_completion(train)),
         eval_dataset=Dataset.from_list(to_prompt_completion(validation)) if validation else None,
-        callbacks=[_Recorder(result, on_log)],
+        callbacks=[_Recorder(result, on_log)] + ([_TimeBudget(config.time_budget_s)] if config.time_budget_s else []),
     )
     checkpoint = latest_checkpoint(checkpoints) if resume else None
     if checkpoint:
@@ -228,10 +242,29 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
         result.val_loss = trainer.evaluate()["eval_loss"]  # the last periodic evaluation missed the final step
     _save(trainer, tokenizer, out_dir, config)
     base_ref = config.student if config.lora else out_dir / WEIGHTS  # a full fine-tune is its own base
+    meta = {"prompt_format": detect_format(train[0]["messages"]), **(student_meta or {})}
     write_student(out_dir, base=base_ref, adapter_subdir=ADAPTER if config.lora else None, program=program,
                   model_id=result.model_id, train={"config": asdict(config), **result.figures(),
-                                                   "records": {"train": len(train), "validation": len(validation)}})
+                                                   "records": {"train": len(train), "validation": len(validation)}},
+                  **meta)
     return result
+
+
+class _TimeBudget:
+    """A ``TrainerCallback`` that ends training (with a checkpoint) once ``seconds`` of training have passed."""
+
+    def __new__(cls, seconds: float):
+        from transformers import TrainerCallback
+
+        class TimeBudget(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                self.start = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if time.perf_counter() - self.start >= seconds:
+                    control.should_training_stop = control.should_save = True
+
+        return TimeBudget()
 
 
 def finished_result(student_dir: Path) -> TrainResult:

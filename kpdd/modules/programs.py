@@ -34,6 +34,28 @@ def run_program(program: str) -> dict:
     return {"execution": result.value if result.error is None else result.error, "answer": result.value}
 
 
+class KpddProgram(dspy.Module):
+    """A reasoning program that may carry the prompt format its student was trained on.
+
+    DSPy takes the adapter from ``dspy.settings`` only; a compiled student's program sets ``prompt_adapter`` so it
+    speaks its student's format wherever it runs, without the caller being told (it wins over the context's).
+    """
+
+    prompt_adapter: dspy.Adapter | None = None
+
+    def __call__(self, *args, **kwargs):
+        if self.prompt_adapter is None:
+            return super().__call__(*args, **kwargs)
+        with dspy.context(adapter=self.prompt_adapter):
+            return super().__call__(*args, **kwargs)
+
+    async def acall(self, *args, **kwargs):
+        if self.prompt_adapter is None:
+            return await super().acall(*args, **kwargs)
+        with dspy.context(adapter=self.prompt_adapter):
+            return await super().acall(*args, **kwargs)
+
+
 def format_previous(steps: list[tuple[str, str]]) -> str:
     return "\n".join(f"Q: {q} A: {a}" for q, a in steps)
 
@@ -52,7 +74,7 @@ class KeyPoints(dspy.Module):
         return dspy.Prediction(core_question=core_question, key_points=key_points)
 
 
-class KPDDCoT(dspy.Module):
+class KPDDCoT(KpddProgram):
     """Key-point-driven distillation, chain of thought: core question → key points → step-by-step solution."""
 
     def __init__(self):
@@ -67,7 +89,7 @@ class KPDDCoT(dspy.Module):
                                answer=extract_answer(solved.answer))
 
 
-class KPDDPoT(dspy.Module):
+class KPDDPoT(KpddProgram):
     """Key-point-driven distillation, program of thought: core question → key points → a Python
     program, executed in the sandbox."""
 
@@ -82,7 +104,7 @@ class KPDDPoT(dspy.Module):
         return dspy.Prediction(**kp, program=program, **run_program(program))
 
 
-class SocraticCoT(dspy.Module):
+class SocraticCoT(KpddProgram):
     """Socratic CoT: a decomposer writes sub-questions, a sub-problem solver answers them in turn;
     the last sub-answer is the answer."""
 
@@ -104,7 +126,7 @@ class SocraticCoT(dspy.Module):
         return dspy.Prediction(sub_questions=sub_questions, sub_answers=sub_answers, answer=answer)
 
 
-class ChainOfThoughtBaseline(dspy.Module):
+class ChainOfThoughtBaseline(KpddProgram):
     """Plain chain of thought: reasoning, then the answer."""
 
     def __init__(self):
@@ -117,7 +139,7 @@ class ChainOfThoughtBaseline(dspy.Module):
                                answer=extract_answer(solved.answer))
 
 
-class ProgramOfThoughtBaseline(dspy.Module):
+class ProgramOfThoughtBaseline(KpddProgram):
     """Plain program of thought: a Python program, executed in the sandbox."""
 
     def __init__(self):
@@ -129,7 +151,7 @@ class ProgramOfThoughtBaseline(dspy.Module):
         return dspy.Prediction(program=program, **run_program(program))
 
 
-class DirectAnswer(dspy.Module):
+class DirectAnswer(KpddProgram):
     """The answer with no rationale."""
 
     def __init__(self):

@@ -34,7 +34,11 @@ def build_program(name: str) -> dspy.Module:
 
 
 def program_name(program: dspy.Module) -> str:
-    """The registry name of a program instance (its class must be registered)."""
+    """The registry name of a program instance (its class must be registered; a one-call program: its stages')."""
+    from kpdd.modules.one_call import OneCallProgram
+
+    if isinstance(program, OneCallProgram):
+        return program_name(program.program)
     for name, cls in PROGRAMS.items():
         if type(program) is cls:
             return name
