@@ -48,7 +48,7 @@ class EvalConfig:
 
 
 def is_compiled(path: str) -> bool:
-    from kpdd.compile.optimize import MANIFEST
+    from kpdd.modules.saved import MANIFEST
 
     return (Path(path) / MANIFEST).is_file()
 
@@ -60,19 +60,19 @@ def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str, bool]:
     lm_kwargs = {"max_tokens": config.max_tokens}
     for source in (config.program, config.lm):
         if is_compiled(source):
-            from kpdd.finetune.compiled import load_compiled
-            from kpdd.compile.optimize import manifest_program
+            from kpdd.engines.compiled import load_compiled
+            from kpdd.modules.saved import manifest_program
 
             program = load_compiled(source, engine=engine_spec(config), **lm_kwargs)
             return program, manifest_program(source), True
     program = build_program(config.program)
     if "/" in config.lm and not Path(config.lm).exists():
-        from kpdd.compile.teachers import teacher_lm
+        from kpdd.engines.lm import teacher_lm
 
         lm = teacher_lm(config.lm, api_base=config.api_base, api_key=os.environ.get(config.api_key_env), **lm_kwargs)
         program.set_lm(lm)
         return program, config.program, False
-    from kpdd.finetune.student import student_lm
+    from kpdd.engines.lm import student_lm
 
     program.set_lm(student_lm(config.lm, engine=engine_spec(config), **lm_kwargs))
     return program, config.program, True
@@ -80,16 +80,16 @@ def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str, bool]:
 
 def engine_spec(config: EvalConfig) -> Any:
     """The shared local engine a config asks for (kind + device)."""
-    from kpdd.finetune.engines import shared_engine
+    from kpdd.engines.batching import shared_engine
 
     return shared_engine(config.engine, device=config.device)
 
 
 def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dict[str, Any]:
     """Evaluate and (when an MLflow run is active) log accuracy, intervals, errors and predictions."""
-    from kpdd.compile.sft import student_adapter
     from kpdd.data import load_dataset
     from kpdd.eval.harness import evaluate, format_report
+    from kpdd.modules.saved import student_adapter
     from kpdd.tracking import dspy_tracing
     from kpdd.tracking.results import log_eval, mlflow_active
 

@@ -17,11 +17,7 @@ from typing import Any
 import dspy
 
 from kpdd.errors import DataError
-
-
-def student_adapter() -> dspy.ChatAdapter:
-    """The adapter students run with: no JSON fallback (a second call with a prompt never trained on)."""
-    return dspy.ChatAdapter(use_json_adapter_fallback=False)
+from kpdd.modules.saved import student_adapter
 
 
 def is_validation(question_id: str, val_fraction: float, seed: int = 0) -> bool:

@@ -5,10 +5,11 @@ import pytest
 from dspy.utils import DummyLM
 
 from kpdd.compile.gold import GoldTeacher
-from kpdd.compile.sft import build_sft_data, merge_tasks, read_jsonl, student_adapter, write_jsonl
 from kpdd.data import load_dataset
 from kpdd.errors import DataError
+from kpdd.finetune.sft import build_sft_data, merge_tasks, read_jsonl, write_jsonl
 from kpdd.modules import build_program
+from kpdd.modules.saved import student_adapter
 
 EXAMPLES = load_dataset("gsm8k", "train", limit=30, seed=11)
 

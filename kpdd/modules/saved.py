@@ -1,0 +1,64 @@
+"""Saved programs and the adapter students run with.
+
+A saved program is its DSPy JSON state (demos, instructions; no LMs, no pickle) beside a small manifest naming
+the registry program, so :func:`load_program` can rebuild it. :func:`save_program` and :func:`load_program`
+share ``MANIFEST``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dspy
+
+from kpdd.errors import ConfigError
+from kpdd.modules.registry import build_program, program_name
+
+
+def student_adapter() -> dspy.ChatAdapter:
+    """The adapter students run with: no JSON fallback (a second call with a prompt never trained on)."""
+    return dspy.ChatAdapter(use_json_adapter_fallback=False)
+
+
+MANIFEST = "kpdd-program.json"
+
+
+def save_program(program: dspy.Module, directory: str | Path, name: str, **meta) -> Path:
+    """Save a program's DSPy state (demos, instructions) and which registry program it is."""
+    if name != program_name(program):
+        raise ConfigError(f"program is a {program_name(program)!r}, not {name!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = program.dump_state()
+    for predictor_state in state.values():  # LMs travel separately (kpdd.engines.compiled): no engine paths here
+        if isinstance(predictor_state, dict):
+            predictor_state["lm"] = None
+    (directory / "program.json").write_text(json.dumps(state, indent=2, ensure_ascii=False))
+    (directory / MANIFEST).write_text(json.dumps({"program": name, "state": "program.json", **meta}, indent=2))
+    return directory
+
+
+def load_program(path: str | Path, name: str | None = None) -> dspy.Module:
+    """Rebuild a program saved by :func:`save_program` (a directory), or load a bare state JSON into ``name``."""
+    path = Path(path)
+    if path.is_dir():
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise ConfigError(f"{path}: not a saved kpdd program (no {MANIFEST})")
+        manifest = json.loads(manifest_path.read_text())
+        if name and manifest["program"] != name:
+            raise ConfigError(f"{path} holds a {manifest['program']!r} program, not {name!r}")
+        name, path = manifest["program"], path / manifest["state"]
+    if not path.is_file():
+        raise ConfigError(f"saved program {path} does not exist")
+    if name is None:
+        raise ConfigError(f"{path}: a bare program state needs the program name (e.g. --program kpdd-pot)")
+    program = build_program(name)
+    program.load_state(json.loads(path.read_text()))
+    return program
+
+
+def manifest_program(directory: str | Path) -> str:
+    """The registry name of the program saved in ``directory``."""
+    return json.loads((Path(directory) / MANIFEST).read_text())["program"]
