@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from kpdd.data import resolve_data_dir
-from kpdd.eval.executor import ExecutorPool
+from kpdd.sandbox.executor import ExecutorPool
 
 _ANNOTATION = re.compile(r"<<([^=<>]+)=[^<>]*>>")
 

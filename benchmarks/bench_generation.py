@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from kpdd.finetune.engine_hf import TransformersEngine
-    from kpdd.finetune.engine_vllm import VLLMEngine
+    from kpdd.engines.hf import TransformersEngine
+    from kpdd.engines.vllm import VLLMEngine
     from kpdd.finetune.student import ensure_base_model
 
     if args.threads:

@@ -16,8 +16,8 @@ import time
 from collections import Counter
 
 from kpdd.compile.gold import GoldTeacher
-from kpdd.compile.gold_calculations import line_calculations, rationale_lines
-from kpdd.compile.gold_language import core_question_and_key_points, sub_question
+from kpdd.compile.gold.calculations import line_calculations, rationale_lines
+from kpdd.compile.gold.language import core_question_and_key_points, sub_question
 from kpdd.data import load_dataset
 from kpdd.eval.answers import is_correct
 from kpdd.modules.registry import PROGRAMS

@@ -99,8 +99,17 @@ def run_untracked(program, examples, lm, args) -> float:
 def run_tracked(program, examples, lm, args) -> float:
     import mlflow
 
-    from kpdd.tracking import (METHOD, STUDENT, accuracy_key, command_run, dspy_tracing, error_key,
-                               log_dataset_input, log_records_table, stage_run)
+    from kpdd.tracking import (
+        METHOD,
+        STUDENT,
+        accuracy_key,
+        command_run,
+        dspy_tracing,
+        error_key,
+        log_dataset_input,
+        log_records_table,
+        stage_run,
+    )
 
     start = time.perf_counter()
     config = {"program": "key-points", "examples": len(examples), "threads": args.threads}

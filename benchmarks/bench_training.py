@@ -17,8 +17,8 @@ from pathlib import Path
 
 def records(questions: int, program: str) -> list[dict]:
     from kpdd.compile.gold import GoldTeacher
-    from kpdd.compile.sft import build_sft_data, merge_tasks
     from kpdd.data import load_dataset
+    from kpdd.finetune.sft import build_sft_data, merge_tasks
     from kpdd.modules import build_program
 
     teacher, traces = GoldTeacher(program), []

@@ -14,22 +14,8 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(
-    name="kpdd",
-    help="Distil maths reasoning pipelines written as DSPy modules into a small model's weights.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-@app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
-    if debug:
-        os.environ["KPDD_DEBUG"] = "1"
-
-
-from kpdd.cli import commands  # noqa: E402,F401  (registers the subcommands)
+from kpdd.cli import commands  # noqa: F401  (registers the subcommands)
+from kpdd.cli.root import app
 
 
 def _descendants(pid: int) -> list[int]:

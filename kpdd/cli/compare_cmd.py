@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from kpdd.cli import app
+from kpdd.cli.root import app
 
 
 @app.command("compare")

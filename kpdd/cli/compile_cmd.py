@@ -2,15 +2,15 @@
 
 import typer
 
-from kpdd.cli import app
 from kpdd.cli.options import config_command
-from kpdd.compile.pipeline import CompileConfig
+from kpdd.cli.root import app
+from kpdd.run.compile import CompileConfig
 
 
 @config_command(app, "compile", CompileConfig)
 def compile_command(config: CompileConfig, experiment=None, tracking_uri=None):
     """Compile a program into a fine-tuned student: teacher optimisation, verified traces, SFT (rerun to resume)."""
-    from kpdd.compile.pipeline import run_compile
+    from kpdd.run.compile import run_compile
     from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
 
     tags = {METHOD: config.program, TEACHER: config.teacher, STUDENT: config.student}

@@ -2,9 +2,9 @@
 
 import typer
 
-from kpdd.cli import app
 from kpdd.cli.options import config_command
-from kpdd.demo import DemoConfig
+from kpdd.cli.root import app
+from kpdd.run.demo import DemoConfig
 
 
 @config_command(app, "demo", DemoConfig)
@@ -13,7 +13,7 @@ def demo_command(config: DemoConfig, experiment=None, tracking_uri=None):
     import time
 
     from kpdd.cli.compare_cmd import ui_command
-    from kpdd.demo import run_demo
+    from kpdd.run.demo import run_demo
     from kpdd.tracking import command_run, compare
 
     start = time.perf_counter()

@@ -2,15 +2,15 @@
 
 import typer
 
-from kpdd.cli import app
 from kpdd.cli.options import config_command
-from kpdd.eval.run import EvalConfig
+from kpdd.cli.root import app
+from kpdd.run.eval import EvalConfig
 
 
 @config_command(app, "eval", EvalConfig)
 def eval_command(config: EvalConfig, experiment=None, tracking_uri=None):
     """Evaluate: accuracy per dataset with 95 % intervals, the error taxonomy, per-example predictions."""
-    from kpdd.eval.run import run_eval
+    from kpdd.run.eval import run_eval
     from kpdd.tracking import METHOD, STUDENT, command_run
 
     with command_run("eval", config, tags={METHOD: config.program, STUDENT: config.lm},

@@ -2,15 +2,15 @@
 
 import typer
 
-from kpdd.cli import app
 from kpdd.cli.options import config_command
-from kpdd.finetune.run import FinetuneConfig
+from kpdd.cli.root import app
+from kpdd.run.finetune import FinetuneConfig
 
 
 @config_command(app, "finetune", FinetuneConfig)
 def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None):
     """Fine-tune a student (LoRA or full, multitask or per stage) on trace stores; writes a compiled program."""
-    from kpdd.finetune.run import run_finetune
+    from kpdd.run.finetune import run_finetune
     from kpdd.tracking import METHOD, STUDENT, command_run
     from kpdd.tracking.results import log_finetune, metrics_logger
 

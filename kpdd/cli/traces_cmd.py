@@ -2,15 +2,15 @@
 
 import typer
 
-from kpdd.cli import app
 from kpdd.cli.options import config_command
-from kpdd.compile.traces import TracesConfig
+from kpdd.cli.root import app
+from kpdd.run.traces import TracesConfig
 
 
 @config_command(app, "traces", TracesConfig)
 def traces_command(config: TracesConfig, experiment=None, tracking_uri=None):
     """Run a program on a teacher over training questions; keep the traces whose answer is correct."""
-    from kpdd.compile.traces import run_traces
+    from kpdd.run.traces import run_traces
     from kpdd.tracking import METHOD, TEACHER, command_run
     from kpdd.tracking.results import log_traces
 

@@ -4,9 +4,7 @@
   answer is correct (for PoT: the sandbox executed the program and its value matched).
 - ``kpdd.compile.gold.GoldTeacher`` builds traces from the datasets' own annotations, with no LM.
 
-:func:`teacher_lm` turns one string into a ``dspy.LM``: a LiteLLM model (``openai/gpt-4o-mini``, key from the
-environment), an OpenAI-compatible server (``openai/<served-name>`` with ``api_base``, e.g. ``vllm serve``), or a
-local Hugging Face model through our engine (``local:<student dir, checkpoint or alias>``).
+The teacher's ``dspy.LM`` comes from :func:`kpdd.engines.lm.teacher_lm`.
 """
 
 from __future__ import annotations
@@ -17,27 +15,8 @@ from typing import Any
 import dspy
 
 from kpdd.compile.store import QuestionResult, trace_id
-from kpdd.eval.harness import parse_error
-from kpdd.errors import ConfigError
+from kpdd.eval.taxonomy import parse_error
 from kpdd.modules.metric import answer_metric
-
-
-def teacher_lm(spec: str, api_base: str | None = None, api_key: str | None = None, temperature: float = 0.0,
-               max_tokens: int = 1024, num_retries: int = 6, **kwargs) -> dspy.LM:
-    """A ``dspy.LM`` from one string (see the module docstring). An explicit provider is always passed."""
-    if spec.startswith("local:"):
-        from kpdd.finetune.student import student_lm
-
-        return student_lm(spec.removeprefix("local:"), temperature=temperature, max_tokens=max_tokens, **kwargs)
-    if "/" not in spec:
-        raise ConfigError(f"teacher {spec!r}: expected 'gold', 'local:<path>', or a model string such as "
-                          "'openai/gpt-4o-mini' (with --api-base for an OpenAI-compatible server)")
-    from dspy.clients.openai import OpenAIProvider
-
-    provider = OpenAIProvider() if spec.startswith("openai/") else dspy.Provider()
-    connection = {"api_base": api_base, "api_key": api_key or ("EMPTY" if api_base else None)}
-    return dspy.LM(spec, temperature=temperature, max_tokens=max_tokens, num_retries=num_retries,
-                   provider=provider, **{k: v for k, v in connection.items() if v is not None}, **kwargs)
 
 
 def predictor_names(program: dspy.Module) -> dict[int, str]:

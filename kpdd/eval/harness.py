@@ -25,7 +25,7 @@ import dspy
 
 from kpdd import jsonl
 from kpdd.eval.answers import is_correct
-from kpdd.eval.taxonomy import LM_ERROR, PARSE, classify
+from kpdd.eval.taxonomy import LM_ERROR, classify, parse_error
 
 STAGE_FIELDS = ("core_question", "key_points", "reasoning", "raw_answer", "program", "execution",
                 "sub_questions", "sub_answers")
@@ -72,11 +72,6 @@ def _run_once(program: dspy.Module, question: str, settings: dict) -> dict[str, 
     except dspy.utils.exceptions.LMError as e:
         return {"answer": None, "error": LM_ERROR, "detail": f"{type(e).__name__}: {str(e)[:200]}"}
     return {k: prediction.get(k) for k in ("answer", *STAGE_FIELDS) if prediction.get(k) is not None}
-
-
-def parse_error(error: dspy.utils.exceptions.AdapterParseError) -> str:
-    """'parse: <the stage's output fields>' — fields name the stage (signatures may be renamed copies)."""
-    return f"{PARSE}: {', '.join(error.signature.output_fields)}"
 
 
 def majority(answers: list[float | None]) -> float | None:

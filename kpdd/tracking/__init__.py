@@ -4,8 +4,9 @@ and ``compare``.
 Importing this package imports neither mlflow nor torch (dspy, yes); mlflow loads on the first call.
 """
 
-from kpdd.tracking.compare import CompareResult, CompareRow, compare
+from kpdd.tracking.compare import CompareResult, compare
 from kpdd.tracking.dspy_traces import dspy_tracing
+from kpdd.tracking.rows import CompareRow
 from kpdd.tracking.runs import (
     ACCURACY_PREFIX,
     COMMAND,

@@ -17,11 +17,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 from kpdd.errors import ConfigError, KpddError
 from kpdd.tracking.plots import render_all
+from kpdd.tracking.rows import CompareRow
 from kpdd.tracking.runs import (
     ACCURACY_PREFIX,
     COMMAND,
@@ -42,28 +42,6 @@ from kpdd.tracking.runs import (
 
 PARENT = "mlflow.parentRunId"
 IDENTITY = (METHOD, STUDENT, TEACHER)
-
-
-@dataclass(frozen=True)
-class CompareRow:
-    """One evaluated method × student × teacher; ``accuracy`` maps dataset → fraction correct."""
-
-    run_id: str
-    method: str | None
-    student: str | None
-    teacher: str | None
-    accuracy: dict[str, float]
-    traces: int | None = None
-    train_time_s: float | None = None
-    curve_run_id: str | None = None  # the run whose train/loss history is this row's training curve
-
-    @property
-    def average(self) -> float:
-        return fmean(self.accuracy.values())
-
-    @property
-    def label(self) -> str:
-        return " · ".join(part for part in (self.method, self.student) if part) or self.run_id[:8]
 
 
 @dataclass(frozen=True)

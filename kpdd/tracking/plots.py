@@ -15,7 +15,7 @@ from kpdd.tracking.runs import TRAIN_LOSS, VAL_LOSS
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from kpdd.tracking.compare import CompareRow
+    from kpdd.tracking.rows import CompareRow
 
 DPI = 150
 ACCURACY_PLOT = "accuracy_by_dataset.png"

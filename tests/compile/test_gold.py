@@ -6,16 +6,16 @@ import pytest
 from dspy.utils import DummyLM
 
 from kpdd.compile.gold import GoldTeacher
-from kpdd.compile.gold_calculations import format_number, strip_annotations
-from kpdd.compile.gold_language import core_question_and_key_points, sub_answer, sub_question
-from kpdd.compile.gold_programs import equation_program, rationale_program
+from kpdd.compile.gold.calculations import format_number, strip_annotations
+from kpdd.compile.gold.language import core_question_and_key_points, sub_answer, sub_question
+from kpdd.compile.gold.programs import equation_program, rationale_program
 from kpdd.compile.store import TraceStore
 from kpdd.compile.teachers import stages_of
 from kpdd.data import load_dataset
 from kpdd.errors import RegistryError
-from kpdd.eval.executor import execute
 from kpdd.modules import PROGRAMS, build_program
 from kpdd.modules.programs import format_previous
+from kpdd.sandbox.executor import execute
 
 NATALIA = dspy.Example(
     id="natalia", answer=72.0,

@@ -5,12 +5,13 @@ import uuid
 import pytest
 from scripted_teacher import ScriptedTeacher
 
-from kpdd.compile.optimize import load_program, optimize, save_program
-from kpdd.compile.teachers import teacher_lm
-from kpdd.compile.traces import TracesConfig, run_traces
+from kpdd.compile.optimize import optimize
 from kpdd.data import load_dataset
+from kpdd.engines.lm import teacher_lm
 from kpdd.errors import ConfigError, RegistryError
 from kpdd.modules import build_program
+from kpdd.modules.saved import load_program, save_program
+from kpdd.run.traces import TracesConfig, run_traces
 
 EXAMPLES = load_dataset("gsm8k", "train", limit=8, seed=21)
 

@@ -12,11 +12,13 @@ import pytest
 from scripted_teacher import ScriptedTeacher
 
 from kpdd.compile.store import QuestionResult, TraceStore
-from kpdd.compile.teachers import LMTeacher, teacher_lm
-from kpdd.compile.traces import TracesConfig, generate_traces, run_traces
+from kpdd.compile.teachers import LMTeacher
+from kpdd.compile.traces import generate_traces
 from kpdd.data import load_dataset
+from kpdd.engines.lm import teacher_lm
 from kpdd.errors import ConfigError
 from kpdd.modules import build_program
+from kpdd.run.traces import TracesConfig, run_traces
 
 EXAMPLES = load_dataset("gsm8k", "train", limit=12, seed=5)
 ANSWERS = {e.question: e.answer for e in EXAMPLES}

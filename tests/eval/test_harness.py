@@ -8,7 +8,6 @@ import sys
 import time
 import uuid
 
-import dspy
 import pytest
 from scripted_teacher import ScriptedTeacher
 
@@ -27,7 +26,7 @@ def scripted_lm():
     answers = {e.question: e.answer for e in EXAMPLES}
     wrong = {EXAMPLES[0].question}
     with ScriptedTeacher(answers, wrong=wrong) as server:
-        from kpdd.compile.teachers import teacher_lm
+        from kpdd.engines.lm import teacher_lm
 
         yield teacher_lm("openai/scripted-eval", api_base=server.url, cache=False), server
 
@@ -119,7 +118,7 @@ def test_eval_killed_mid_run_resumes_without_repeating(tmp_path):
 
 def test_questions_that_failed_on_the_lm_are_retried_on_resume(tmp_path):
     """A server failure is recorded (not lost) and counts as wrong, and the rerun asks those questions again."""
-    from kpdd.compile.teachers import teacher_lm
+    from kpdd.engines.lm import teacher_lm
     from kpdd.eval.harness import read_predictions
 
     examples = EXAMPLES[:4]

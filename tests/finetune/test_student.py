@@ -11,6 +11,7 @@ from pathlib import Path
 import dspy
 import pytest
 
+from kpdd.engines.lm import server_lm, student_lm
 from kpdd.errors import KpddError
 from kpdd.finetune import student as student_module
 from kpdd.finetune.student import (
@@ -19,8 +20,6 @@ from kpdd.finetune.student import (
     StudentRef,
     ensure_base_model,
     read_student,
-    server_lm,
-    student_lm,
     write_student,
 )
 

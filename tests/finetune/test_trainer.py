@@ -8,11 +8,12 @@ import pytest
 from dspy.utils import DummyLM
 
 from kpdd.compile.gold import GoldTeacher
-from kpdd.compile.sft import build_sft_data, merge_tasks
 from kpdd.data import load_dataset
-from kpdd.finetune.compiled import load_compiled, save_compiled
+from kpdd.engines.compiled import load_compiled, save_compiled
+from kpdd.engines.lm import student_lm
 from kpdd.finetune.provider import BootstrapFinetune, KpddProvider
-from kpdd.finetune.student import read_student, student_lm
+from kpdd.finetune.sft import build_sft_data, merge_tasks
+from kpdd.finetune.student import read_student
 from kpdd.finetune.trainer import STUDENT_FILE, TrainConfig, train_student
 from kpdd.modules import answer_metric, build_program
 
@@ -113,7 +114,7 @@ def test_better_together_runs_prompt_then_weight_optimisation(tmp_path, caplog):
 
     from scripted_teacher import ScriptedTeacher
 
-    from kpdd.compile.teachers import teacher_lm
+    from kpdd.engines.lm import teacher_lm
 
     trainset = load_dataset("gsm8k", "train", limit=8, seed=7)
     with ScriptedTeacher({e.question: e.answer for e in trainset}) as server:

@@ -5,15 +5,15 @@
 the trace store, the SFT data and fine-tuning cannot tell its traces from an LM teacher's. It is deterministic:
 at most one trace per question, kept only when verified; otherwise the question gets one countable reason.
 
-Where each method's outputs come from (the text heuristics are documented in ``kpdd.compile.gold_calculations``,
-``gold_programs`` and ``gold_language``):
+Where each method's outputs come from (the text heuristics are documented in ``kpdd.compile.gold.calculations``,
+``programs`` and ``language`` beside it):
 
 =================  ==========================================================================================
 ``direct``         the gold answer as text ('72').
 ``cot``            reasoning = the GSM8K rationale without its calculator annotations (for SVAMP / ASDiv /
                    MultiArith: '76 - 25 = 51' from the equation); answer = the gold answer as text.
 ``pot``            a program with named variables written from the rationale's calculations (or the equation),
-                   executed in the sandbox (``kpdd.eval.executor``); kept only when its ``ans`` equals the gold.
+                   executed in the sandbox (``kpdd.sandbox.executor``); kept only when its ``ans`` equals the gold.
 ``kpdd-cot/-pot``  core question and key points from the question's sentences, then the ``cot`` / ``pot`` solution.
 ``socratic``       one sub-question per rationale line, the last being the problem's core question; each
                    sub-answer is its line without annotations, ending with the line's result (the last line:
@@ -33,13 +33,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kpdd.compile import gold_language, gold_programs
-from kpdd.compile.gold_calculations import HEURISTICS, NoTrace, format_number, rationale_lines, strip_annotations
+from kpdd.compile.gold import language as gold_language
+from kpdd.compile.gold import programs as gold_programs
+from kpdd.compile.gold.calculations import HEURISTICS, NoTrace, format_number, rationale_lines, strip_annotations
 from kpdd.compile.store import QuestionResult
 from kpdd.eval.answers import extract_answer, is_correct
-from kpdd.eval.executor import ExecutionResult, execute, execute_many
 from kpdd.modules.programs import format_previous
 from kpdd.modules.registry import build_program
+from kpdd.sandbox.executor import ExecutionResult, execute, execute_many
 
 __all__ = ["GoldTeacher", "HEURISTICS"]
 

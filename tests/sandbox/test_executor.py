@@ -16,8 +16,8 @@ import threading
 import pytest
 
 from kpdd.errors import ConfigError, KpddError
-from kpdd.eval import executor
-from kpdd.eval.executor import ERROR_TYPES, ExecutionResult, ExecutorPool, execute
+from kpdd.sandbox import executor
+from kpdd.sandbox.executor import ERROR_TYPES, ExecutionResult, ExecutorPool, execute
 
 FULL_ISOLATION_EXPECTED = sys.platform == "linux" and os.geteuid() == 0
 SECRET = "kpdd-test-secret-4b1d"
@@ -304,7 +304,7 @@ def test_falls_back_to_a_weaker_level_with_one_warning(monkeypatch, caplog):
         pytest.skip("simulates losing full isolation as root")
     monkeypatch.setattr(executor, "_sandbox_uid", lambda: None)  # no uid to switch to: "full" fails
     monkeypatch.setattr(executor, "_warned", False)
-    with caplog.at_level(logging.WARNING, logger="kpdd.eval.executor"):
+    with caplog.at_level(logging.WARNING, logger="kpdd.sandbox.executor"):
         with ExecutorPool(workers=1) as weaker:
             assert weaker.isolation in ("userns", "rlimits")
             assert weaker.execute("ans = 3 * 3").value == 9

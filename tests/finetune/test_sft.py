@@ -4,10 +4,11 @@ import dspy
 import pytest
 
 from kpdd.compile.gold import GoldTeacher
-from kpdd.compile.sft import build_sft_data, merge_tasks, read_jsonl, student_adapter, write_jsonl
 from kpdd.data import load_dataset
 from kpdd.errors import DataError
+from kpdd.finetune.sft import build_sft_data, merge_tasks, read_jsonl, write_jsonl
 from kpdd.modules import build_program
+from kpdd.modules.saved import student_adapter
 from recording_lm import RecordingLM
 
 EXAMPLES = load_dataset("gsm8k", "train", limit=30, seed=11)

@@ -54,10 +54,11 @@ def optimized_teacher_program(config: CompileConfig) -> Path | None:
     """Optimise the program on the teacher LM once; later runs reuse the saved program."""
     import os
 
-    from kpdd.compile.optimize import MANIFEST, optimize, save_program
-    from kpdd.compile.teachers import teacher_lm
+    from kpdd.compile.optimize import optimize
     from kpdd.data import load_dataset
+    from kpdd.engines.lm import teacher_lm
     from kpdd.modules import build_program
+    from kpdd.modules.saved import MANIFEST, save_program
     from kpdd.tracking.results import maybe_stage
 
     if config.optimizer == NO_OPTIMIZER:
@@ -79,8 +80,8 @@ def optimized_teacher_program(config: CompileConfig) -> Path | None:
 
 def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
     """The whole compile: returns the compiled program's directory, the trace stats and the training figures."""
-    from kpdd.compile.traces import TracesConfig, run_traces
-    from kpdd.finetune.run import FinetuneConfig, run_finetune
+    from kpdd.run.finetune import FinetuneConfig, run_finetune
+    from kpdd.run.traces import TracesConfig, run_traces
     from kpdd.tracking.results import log_finetune, log_traces, maybe_stage, metrics_logger
 
     out = config.out_dir()

@@ -1,6 +1,6 @@
-"""The sandbox worker behind `kpdd.eval.executor`, and the framing both sides speak.
+"""The sandbox worker behind `kpdd.sandbox.executor`, and the framing both sides speak.
 
-The parent starts this file as a script (`python -I -S _sandbox.py CONFIG`), so a worker imports
+The parent starts this file as a script (`python -I -S _worker.py CONFIG`), so a worker imports
 only the standard library, never kpdd. Once at start a worker leaves the host's world at the
 isolation level it was asked for, then serves requests from fd 0 and replies on fd 1:
 

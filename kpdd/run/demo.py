@@ -41,9 +41,9 @@ class DemoConfig:
 
 def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str, Any]:
     """Run the demo under the active MLflow run; returns each program's compiled directory and scores."""
-    from kpdd.compile.pipeline import CompileConfig, run_compile
     from kpdd.eval.harness import format_report
-    from kpdd.eval.run import EvalConfig, run_eval
+    from kpdd.run.compile import CompileConfig, run_compile
+    from kpdd.run.eval import EvalConfig, run_eval
     from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
     from kpdd.tracking.results import maybe_stage
 

@@ -1,6 +1,6 @@
 """``kpdd finetune``: traces → chat-format SFT data → one multitask student, or one student per stage.
 
-The output is a compiled-program directory (:mod:`kpdd.finetune.compiled`): the program's state and its
+The output is a compiled-program directory (:mod:`kpdd.engines.compiled`): the program's state and its
 students, ready for ``kpdd eval --lm <out>``. Rerunning the same command resumes each student's training from
 its latest checkpoint; a student that already finished is kept.
 """
@@ -68,10 +68,10 @@ def load_traces(paths: list[str], program: str, max_traces: int | None = None, s
 def run_finetune(config: FinetuneConfig, progress: bool = True,
                  on_log: Callable[[dict, int], None] | None = None) -> dict[str, Any]:
     """Train the student(s) and write the compiled program; returns its directory and each student's figures."""
-    from kpdd.compile.optimize import build_student_program, save_program
-    from kpdd.compile.sft import build_sft_data, merge_tasks
+    from kpdd.finetune.sft import build_sft_data, merge_tasks
     from kpdd.finetune.trainer import train_student
     from kpdd.modules.one_call import OneCallProgram, repeated_predictors
+    from kpdd.modules.saved import build_student_program, save_program
 
     traces = load_traces(config.traces, config.program, config.max_traces, config.seed)
     program = build_student_program(config.program, config.student_calls, repeated_predictors(traces))

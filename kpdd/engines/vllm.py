@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kpdd.engines.batching import BatchingEngine, Generation, Job
 from kpdd.errors import ConfigError, EngineError
-from kpdd.finetune.engines import BatchingEngine, Generation, Job, registered_student
+from kpdd.finetune.registry import registered_student
 from kpdd.finetune.student import StudentRef
 
 logger = logging.getLogger(__name__)

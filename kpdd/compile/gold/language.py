@@ -1,7 +1,7 @@
 """Question language of the gold teacher: core question, key points, Socratic sub-questions and sub-answers.
 
 Deterministic string work only, from a GSM8K problem and its rationale lines. The calculations come from
-:mod:`kpdd.compile.gold_calculations`, whose ``HEURISTICS`` version covers this module.
+:mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS`` version covers this module.
 
 - **Core question and key points** (:func:`core_question_and_key_points`, :func:`split_facts`): see there.
 - **Sub-questions** (:func:`sub_question`): the question a rationale line answers, built from its last
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from kpdd.compile.gold_calculations import (
+from kpdd.compile.gold.calculations import (
     TIMES_SIGN,
     WRITTEN_NUMBER,
     format_number,
@@ -29,7 +29,6 @@ from kpdd.compile.gold_calculations import (
     written_value,
 )
 from kpdd.eval.answers import is_correct
-
 
 # Core question and key points ---------------------------------------------------------------------------
 

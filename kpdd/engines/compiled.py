@@ -19,17 +19,18 @@ from typing import Any
 
 import dspy
 
-from kpdd.compile.optimize import MANIFEST, build_student_program, load_program, save_program
+from kpdd.engines.lm import student_lm
 from kpdd.errors import ConfigError
-from kpdd.finetune.student import STUDENT_FILE, read_student, student_lm
+from kpdd.finetune.student import STUDENT_FILE, read_student
 from kpdd.modules.one_call import ONE, PER_STAGE, OneCallProgram
+from kpdd.modules.saved import MANIFEST, build_student_program, load_program, save_program
 from kpdd.modules.student_format import adapter_for
 
 STUDENTS = "students"
 
 
 def _student_of(lm: dspy.LM | None, predictor: str):
-    from kpdd.finetune.engines import registered_student
+    from kpdd.finetune.registry import registered_student
 
     if lm is None or not lm.model.startswith("local/"):
         raise ConfigError(f"predictor {predictor!r} has no local student LM to save (got {getattr(lm, 'model', None)!r})")

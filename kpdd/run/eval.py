@@ -51,7 +51,7 @@ class EvalConfig:
 
 
 def is_compiled(path: str) -> bool:
-    from kpdd.compile.optimize import MANIFEST
+    from kpdd.modules.saved import MANIFEST
 
     return (Path(path) / MANIFEST).is_file()
 
@@ -63,34 +63,35 @@ def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str, bool]:
     lm_kwargs = {"max_tokens": config.max_tokens}
     for source in (config.program, config.lm):
         if is_compiled(source):
-            from kpdd.finetune.compiled import load_compiled
-            from kpdd.compile.optimize import manifest_program
+            from kpdd.engines.compiled import load_compiled
+            from kpdd.modules.saved import manifest_program
 
             program = load_compiled(source, engine=engine_spec(config), **lm_kwargs)
             return program, manifest_program(source), True
     if "/" in config.lm and not Path(config.lm).exists():
+        from kpdd.engines.lm import teacher_lm
+
         program = build_program(config.program)
-        from kpdd.compile.teachers import teacher_lm
 
         lm = teacher_lm(config.lm, api_base=config.api_base, api_key=os.environ.get(config.api_key_env), **lm_kwargs)
         program.set_lm(lm)
         return program, config.program, False
-    from kpdd.finetune.compiled import program_with_student
+    from kpdd.engines.compiled import program_with_student
 
     return program_with_student(config.program, config.lm, engine=engine_spec(config), **lm_kwargs), config.program, True
 
 
 def engine_spec(config: EvalConfig) -> Any:
     """The shared local engine a config asks for (kind + device)."""
-    from kpdd.finetune.engines import shared_engine
+    from kpdd.engines.batching import shared_engine
 
     return shared_engine(config.engine, device=config.device)
 
 
 def held_out(examples: list[dspy.Example], config: EvalConfig) -> list[dspy.Example]:
     """The seeded subset to evaluate: with ``holdout``, only questions no fine-tune with that split trained on."""
-    from kpdd.compile.sft import is_validation
     from kpdd.data.records import sample_records
+    from kpdd.finetune.sft import is_validation
 
     if config.holdout:
         examples = [e for e in examples if is_validation(e.id, config.holdout, config.seed)]
@@ -99,10 +100,10 @@ def held_out(examples: list[dspy.Example], config: EvalConfig) -> list[dspy.Exam
 
 def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dict[str, Any]:
     """Evaluate and (when an MLflow run is active) log accuracy, intervals, errors and predictions."""
-    from kpdd.compile.sft import student_adapter
     from kpdd.data import load_dataset
-    from kpdd.modules.student_format import CHAT
     from kpdd.eval.harness import evaluate, format_report
+    from kpdd.modules.saved import student_adapter
+    from kpdd.modules.student_format import CHAT
     from kpdd.tracking import dspy_tracing
     from kpdd.tracking.results import log_eval, mlflow_active
 

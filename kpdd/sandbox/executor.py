@@ -2,7 +2,7 @@
 
 `execute(program)` uses a process-wide pool started on first use; `ExecutorPool` gives control
 over its size and limits. Each pool worker is a separate interpreter that has left our world
-(see `kpdd.eval._sandbox` and docs/ARCHITECTURE.md, "Isolation"): as root on Linux it has no
+(see `kpdd.sandbox._worker` and docs/ARCHITECTURE.md, "Isolation"): as root on Linux it has no
 network, no view of the host's files, no environment and an unprivileged uid of its own, and
 every program runs in a fresh fork of it under a memory, CPU, file-size and process limit.
 Without root it falls back to a user namespace, then to resource limits alone, with a warning.
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kpdd.errors import ConfigError, KpddError
-from kpdd.eval._sandbox import ERROR_TYPES, ISOLATION_LEVELS, read_frame, write_frame
+from kpdd.sandbox._worker import ERROR_TYPES, ISOLATION_LEVELS, read_frame, write_frame
 
 __all__ = ["ERROR_TYPES", "ISOLATION_LEVELS", "ExecutionResult", "ExecutorPool", "default_pool",
            "execute", "execute_many"]
@@ -36,7 +36,7 @@ DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 DEFAULT_MEMORY_MB = 256
 START_TIMEOUT = 10.0  # seconds for a worker to report ready
 REPLY_SLACK = 2.0  # the parent's backstop: a worker silent this long past a program's timeout is replaced
-_SANDBOX_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox.py")
+_SANDBOX_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,8 @@ from kpdd.modules.one_call import (
     one_call_signature,
     repeated_predictors,
 )
-from kpdd.modules.student_format import STUDENT, adapter_for
-
-
-def student_adapter(prompt_format: str = STUDENT) -> dspy.ChatAdapter:
-    """The adapter students run with (never a JSON fallback: a second call with a prompt never trained on)."""
-    return adapter_for(prompt_format)
+from kpdd.modules.saved import student_adapter
+from kpdd.modules.student_format import STUDENT
 
 
 def is_validation(question_id: str, val_fraction: float, seed: int = 0) -> bool:

@@ -1,12 +1,12 @@
-"""Local inference engines for `dspy.LM`: the shared batching machinery, the student registry, the engine pool.
+"""Local inference engines for `dspy.LM`: the shared batching machinery and the engine pool.
 
 DSPy sends one request per call, from many threads at once. An engine here puts each request on a queue; one
 background thread takes what has arrived within `batch_wait_s` (up to `max_batch_size` requests) and runs it
-as one batched generation, then hands each caller its answer. Subclasses (`engine_hf.TransformersEngine`,
-`engine_vllm.VLLMEngine`) implement `_generate(jobs)` for a group of jobs that can share one call, `_unload`,
+as one batched generation, then hands each caller its answer. Subclasses (`hf.TransformersEngine`,
+`vllm.VLLMEngine`) implement `_generate(jobs)` for a group of jobs that can share one call, `_unload`,
 and, to widen what shares a call, `_group_key`.
 
-Students are registered process-wide by model id (`register_student`), and an engine routes each request by
+Students are registered process-wide by model id (`kpdd.finetune.registry`), and an engine routes each request by
 `request.model` ("local/<model_id>"). The trainer registers a freshly trained student the same way, so the
 `lm.copy(model=...)` that DSPy's `BootstrapFinetune` makes is served by the engine the LM already holds.
 
@@ -30,18 +30,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kpdd.errors import ConfigError, KpddError, unknown_name
-from kpdd.finetune.student import StudentRef, read_student
+from kpdd.finetune.registry import LOCAL_PREFIX, register_student, registered_student, registered_students
+from kpdd.finetune.student import StudentRef
 
 logger = logging.getLogger(__name__)
 
-LOCAL_PREFIX = "local/"
 ENGINE_KINDS = {
-    "transformers": "kpdd.finetune.engine_hf:TransformersEngine",
-    "vllm": "kpdd.finetune.engine_vllm:VLLMEngine",
+    "transformers": "kpdd.engines.hf:TransformersEngine",
+    "vllm": "kpdd.engines.vllm:VLLMEngine",
 }
 
-_students: dict[str, StudentRef] = {}
-_students_lock = threading.Lock()
 _engines: dict[tuple, BatchingEngine] = {}
 _engines_lock = threading.Lock()
 _live_engines: weakref.WeakSet[BatchingEngine] = weakref.WeakSet()
@@ -54,31 +52,6 @@ def _close_engines() -> None:
     for engine in list(_live_engines):
         with contextlib.suppress(Exception):
             engine.close()
-
-
-def register_student(model_id: str, student: str | StudentRef) -> StudentRef:
-    """Make `local/<model_id>` servable by every local engine in this process."""
-    ref = read_student(student)
-    with _students_lock:
-        known = _students.get(model_id)
-        if known is not None and known.location != ref.location and known.train == ref.train:
-            return known  # a copy of the same trained student (e.g. saved with a compiled program): same weights
-        if known is not None and known.location != ref.location:
-            raise KpddError(
-                f"model id {model_id!r} is already registered for {known.location}; "
-                f"give the student at {ref.location} its own id (kpdd.finetune.student.new_model_id)."
-            )
-        _students[model_id] = ref
-    return ref
-
-
-def registered_student(model_id: str) -> StudentRef:
-    """The student served as `local/<model_id>` (RegistryError, with close matches, if none is)."""
-    with _students_lock:
-        ref = _students.get(model_id)
-    if ref is None:
-        raise unknown_name("local model id", model_id, _students) from None
-    return ref
 
 
 def engine_class(kind: str) -> type[BatchingEngine]:
@@ -191,8 +164,7 @@ class BatchingEngine:
             self._unload()
 
     def dump_state(self) -> dict[str, Any]:
-        with _students_lock:
-            students = {model_id: ref.location for model_id, ref in _students.items()}
+        students = {model_id: ref.location for model_id, ref in registered_students().items()}
         return {"options": self.options(), "students": students}
 
     @classmethod

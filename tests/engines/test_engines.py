@@ -7,10 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 import dspy
 import pytest
 
+from kpdd.engines.batching import shared_engine
+from kpdd.engines.hf import TransformersEngine
+from kpdd.engines.lm import student_lm
 from kpdd.errors import ConfigError, EngineError, RegistryError
-from kpdd.finetune.engine_hf import TransformersEngine
-from kpdd.finetune.engines import registered_student, shared_engine
-from kpdd.finetune.student import DEFAULT_BASE, ensure_base_model, student_lm, write_student
+from kpdd.finetune.registry import registered_student
+from kpdd.finetune.student import DEFAULT_BASE, ensure_base_model, write_student
 
 QUESTIONS = [
     "Tom has 3 apples and buys 5 more. How many apples does he have?",
@@ -210,7 +212,7 @@ def test_vllm_engine_serves_dspy_calls_and_a_lora_adapter(engine, lora_student, 
         lora_id = vllm.register(f"lora-{lora_student.name}", lora_student).model_id
         lora_lm = base_lm.copy(model=f"local/{lora_id}")
         calls_before = vllm.generate_calls
-        with caplog.at_level("INFO", logger="kpdd.finetune.engine_vllm"):
+        with caplog.at_level("INFO", logger="kpdd.engines.vllm"):
             work = [(base_lm, q) for q in QUESTIONS[:3]] + [(lora_lm, q) for q in QUESTIONS[:3]]
             replies = run_concurrently(ask, work)
         assert "restarting vLLM" in caplog.text

@@ -1,7 +1,7 @@
 """Programs of the gold teacher: GSM8K rationales and benchmark equations → named-variable Python programs.
 
 Deterministic string work only; nothing here is executed (the teacher verifies programs in the sandbox). The
-calculations come from :mod:`kpdd.compile.gold_calculations`, whose ``HEURISTICS`` version covers this module.
+calculations come from :mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS`` version covers this module.
 
 - **Quantities** (:func:`question_quantities`): the problem's digits (``$1,200``, ``80%``, ``2.5``) and number
   words (``three``, ``twenty-five``, ``twice``, ``dozen``); parts of fractions, times and ordinals are skipped.
@@ -27,7 +27,7 @@ import keyword
 import re
 from dataclasses import dataclass
 
-from kpdd.compile.gold_calculations import (
+from kpdd.compile.gold.calculations import (
     OPERATORS,
     WRITTEN_NUMBER,
     Calculation,
@@ -41,7 +41,6 @@ from kpdd.compile.gold_calculations import (
     written_value,
 )
 from kpdd.eval.answers import is_correct
-
 
 # Quantities and names -----------------------------------------------------------------------------------
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kpdd.engines.batching import BatchingEngine, Generation, Job, Sampling
 from kpdd.errors import ConfigError
 from kpdd.finetune.hardware import fast_bf16, resolve_device
-from kpdd.finetune.engines import BatchingEngine, Generation, Job, Sampling, registered_student
+from kpdd.finetune.registry import registered_student
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Calculations in gold annotations, shared by the gold teacher's text heuristics.
 
 The text heuristics of the gold teacher turn GSM8K rationales and benchmark equations into stage outputs:
-this module reads rationale lines and their calculations; :mod:`kpdd.compile.gold_programs` writes programs
-from them and :mod:`kpdd.compile.gold_language` writes the question language (core question, key points,
+this module reads rationale lines and their calculations; :mod:`kpdd.compile.gold.programs` writes programs
+from them and :mod:`kpdd.compile.gold.language` writes the question language (core question, key points,
 Socratic sub-questions). Deterministic string work only; nothing here is executed (the teacher verifies
 programs in the sandbox). ``HEURISTICS`` names this version of all three modules in every trace's meta: bump it
 when any output changes.

@@ -1,0 +1,21 @@
+"""The ``kpdd`` Typer app and its root options; each command module registers itself on ``app``."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+app = typer.Typer(
+    name="kpdd",
+    help="Distil maths reasoning pipelines written as DSPy modules into a small model's weights.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    if debug:
+        os.environ["KPDD_DEBUG"] = "1"

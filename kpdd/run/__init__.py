@@ -1,0 +1,4 @@
+"""The drivers: one module per ``kpdd`` command that chains the stages (traces, finetune, compile, eval, demo).
+
+The stage packages never import a driver; the CLI parses options into a driver's config and calls it.
+"""
