@@ -16,6 +16,7 @@ from kpdd.finetune.sft import build_sft_data, merge_tasks
 from kpdd.finetune.student import read_student
 from kpdd.finetune.trainer import STUDENT_FILE, TrainConfig, train_student
 from kpdd.modules import answer_metric, build_program
+from kpdd.modules.student_format import StudentAdapter
 
 pytestmark = pytest.mark.slow
 TINY = dict(batch_size=1, grad_accum=1, max_length=384, learning_rate=2e-3, logging_steps=1, eval_steps=100, save_steps=2,
@@ -76,7 +77,9 @@ def test_training_resumes_from_the_latest_checkpoint(tmp_path):
     assert [h["step"] for h in resumed.history if "train/loss" in h] == [3, 4]  # steps 1-2 were not redone
 
 
-def test_bootstrap_finetune_with_our_provider_end_to_end(tmp_path):
+def test_bootstrap_finetune_with_our_provider_uses_the_students_format_end_to_end(tmp_path):
+    """BootstrapFinetune(adapter=StudentAdapter()) trains on the students' format; the student records it, and
+    the saved-and-loaded program speaks it with no adapter configured by the caller."""
     trainset = load_dataset("gsm8k", "train", limit=6, seed=7)
     teacher = build_program("direct")
     teacher.set_lm(DummyLM([{"answer": f"{e.answer:g}"} for e in trainset]))
@@ -84,27 +87,29 @@ def test_bootstrap_finetune_with_our_provider_end_to_end(tmp_path):
     provider = KpddProvider(root=tmp_path / "students", defaults=TrainConfig(max_steps=2, **TINY), progress=False)
     base_lm = student_lm("smollm2-135m", max_tokens=16)
     student.set_lm(dspy.LM(base_lm.model, engine=base_lm.engine, provider=provider, max_tokens=16, temperature=0.0))
-    optimizer = BootstrapFinetune(metric=answer_metric, num_threads=1)
-    with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
-        compiled = optimizer.compile(student, trainset=trainset, teacher=teacher)
+    optimizer = BootstrapFinetune(metric=answer_metric, num_threads=1, adapter=StudentAdapter())
+    compiled = optimizer.compile(student, trainset=trainset, teacher=teacher)
     lm = compiled.solve.lm
     assert lm.model.startswith("local/smollm2-135m-ft-") and lm.engine is base_lm.engine
     ref = read_student(next((tmp_path / "students").iterdir()))
     assert ref.adapter_path.is_dir() and ref.train["records"]["train"] + ref.train["records"]["validation"] == 6
+    assert ref.prompt_format == "student"  # detected from the records DSPy handed the Provider
 
-    with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
+    with dspy.context(adapter=StudentAdapter()):
         try:
             before = compiled(question=trainset[0].question).answer
         except dspy.utils.exceptions.AdapterParseError:
             before = "unparsed"
     save_compiled(compiled, tmp_path / "program", "direct")
+    assert json.loads((tmp_path / "program" / "kpdd-program.json").read_text())["prompt_format"] == "student"
     loaded = load_compiled(tmp_path / "program", max_tokens=16)
     assert loaded.solve.lm.model == lm.model  # the same weights, found through the saved directory
-    with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
-        try:
-            after = loaded(question=trainset[0].question).answer
-        except dspy.utils.exceptions.AdapterParseError:
-            after = "unparsed"
+    try:  # no adapter in the context: the program carries its student's
+        after = loaded(question=trainset[0].question).answer
+    except dspy.utils.exceptions.AdapterParseError:
+        after = "unparsed"
+    sent = loaded.solve.lm.history[-1]["messages"]
+    assert sent[0] == {"role": "system", "content": "answer"} and "[[ ##" not in str(sent)
     assert after == before  # greedy decoding of the same student
 
 
