@@ -1,4 +1,5 @@
-"""Append-only JSONL files that survive a kill: whole-block appends and repair of a torn last line."""
+"""The one JSONL reader, and append-only JSONL files that survive a kill: whole-block appends, repair of a torn
+last line."""
 
 from __future__ import annotations
 
@@ -37,17 +38,27 @@ def append(path: str | Path, records: Iterable[dict]) -> None:
 
 
 def read(path: str | Path) -> Iterator[dict]:
-    """Every complete line; a torn last line is skipped, a malformed complete line is an error naming it."""
+    """Every complete line of an append-only file; a torn last line (a kill mid-write) is skipped."""
+    for _, record in numbered(path):
+        yield record
+
+
+def numbered(path: str | Path, skip_torn: bool = True) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for every non-blank line; a malformed line is an error naming it.
+
+    ``skip_torn`` drops a last line without its newline (what a kill leaves in an append-only file); for a file
+    written by hand, pass False, so that its last line counts whether or not it ends the file with a newline.
+    """
     path = Path(path)
     if not path.exists():
         return
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            if not line.endswith("\n"):
+            if skip_torn and not line.endswith("\n"):
                 return
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from kpdd import jsonl
 from kpdd.data.records import LoadedSplit, Record, sample_records
 from kpdd.errors import DataError, unknown_name
 
@@ -65,14 +66,8 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
     if not path.is_file():
         raise DataError(f"dataset file {path} does not exist")
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield f"{path} line {lineno}", json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
+        for lineno, row in jsonl.numbered(path, skip_torn=False):
+            yield f"{path} line {lineno}", row
         return
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))

@@ -21,6 +21,7 @@ import dspy
 
 from kpdd.engines.lm import student_lm
 from kpdd.errors import ConfigError
+from kpdd.finetune.registry import LOCAL_PREFIX, registered_student
 from kpdd.finetune.student import STUDENT_FILE, read_student
 from kpdd.modules.one_call import ONE, PER_STAGE, OneCallProgram
 from kpdd.modules.saved import MANIFEST, build_student_program, load_program, save_program
@@ -30,11 +31,10 @@ STUDENTS = "students"
 
 
 def _student_of(lm: dspy.LM | None, predictor: str):
-    from kpdd.finetune.registry import registered_student
 
-    if lm is None or not lm.model.startswith("local/"):
+    if lm is None or not lm.model.startswith(LOCAL_PREFIX):
         raise ConfigError(f"predictor {predictor!r} has no local student LM to save (got {getattr(lm, 'model', None)!r})")
-    return registered_student(lm.model.removeprefix("local/"))
+    return registered_student(lm.model.removeprefix(LOCAL_PREFIX))
 
 
 def save_compiled(program: dspy.Module, directory: str | Path, name: str) -> Path:

@@ -11,7 +11,6 @@ given to the KV cache, and `enforce_eager` skips torch.compile (which needs Trit
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,4 +163,6 @@ class VLLMEngine(BatchingEngine):
 def _lora_rank(ref: StudentRef) -> int:
     if ref.adapter_path is None:
         return 0
-    return int(json.loads((ref.adapter_path / "adapter_config.json").read_text()).get("r", 0))
+    from peft import PeftConfig
+
+    return int(getattr(PeftConfig.from_pretrained(str(ref.adapter_path)), "r", 0) or 0)

@@ -79,6 +79,11 @@ def extract_answer(text, strict: bool = False) -> float | None:
     return parse_number(numbers[-1]) if numbers else None
 
 
+def numbers_in(text: str) -> list[float]:
+    """Every number token in a text, in order ('$1,200' → 1200.0, '3/4' → 0.75, '45%' → 45.0)."""
+    return [v for v in (parse_number(m) for m in _NUMBER.findall(text or "")) if v is not None]
+
+
 def is_correct(prediction, gold, rel_tol: float = 1e-4, abs_tol: float = 1e-6) -> bool:
     """True when ``prediction`` (number or text) equals the numeric ``gold`` within tolerance.
 
@@ -109,10 +114,9 @@ def score_answers(predictions: Iterable, golds: Iterable, strict: bool = False,
 
 def score_file(path, prediction_field: str = "answer", gold_field: str = "gold", strict: bool = False) -> list[bool]:
     """Score every row of a predictions JSONL file (the harness's format by default)."""
-    import json
-    from pathlib import Path
+    from kpdd import jsonl
 
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = [row for _, row in jsonl.numbered(path, skip_torn=False)]  # a file by hand may lack the last newline
     return score_answers([r.get(prediction_field) for r in rows], [r.get(gold_field) for r in rows], strict)
 
 

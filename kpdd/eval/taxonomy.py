@@ -19,12 +19,11 @@ import operator
 import re
 from typing import TYPE_CHECKING, Any
 
-from kpdd.eval.answers import parse_number
+from kpdd.eval.answers import numbers_in
 
 if TYPE_CHECKING:
     from dspy.utils.exceptions import AdapterParseError
 
-_QUANTITY = re.compile(r"(?<![\w.])\$?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])\$?\d+(?:\.\d+)?")
 # 'expression = result' with only numbers and + - * / x ( ) in the expression.
 _CALCULATION = re.compile(r"((?:[-+*/x×÷().\s$]|\d[\d,]*(?:\.\d+)?)+?)=\s*\$?\s*(-?[\d,]*\.?\d+)")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
@@ -40,7 +39,7 @@ def parse_error(error: AdapterParseError) -> str:
 
 def quantities(text: str) -> set[float]:
     """The numbers stated in a text ('$1,200' → 1200.0)."""
-    return {v for v in (parse_number(m) for m in _QUANTITY.findall(text or "")) if v is not None}
+    return set(numbers_in(text))
 
 
 def _arithmetic(node: ast.AST) -> float:

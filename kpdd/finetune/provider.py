@@ -11,7 +11,6 @@ score -1 in DSPy 3.4 (truthy, so they pass the metric filter) and crash compile;
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -23,6 +22,7 @@ from dspy.clients.provider import TrainingJob
 
 from kpdd.config import build_config
 from kpdd.finetune.registry import LOCAL_PREFIX, register_student, registered_student
+from kpdd.finetune.sft import is_validation
 from kpdd.finetune.student import new_model_id
 from kpdd.finetune.trainer import TrainConfig
 
@@ -88,8 +88,8 @@ def split_records(records: list[dict], val_fraction: float) -> tuple[list[dict],
     """A stable split by content hash (DSPy's records carry no question id)."""
     train, validation = [], []
     for record in records:
-        digest = hashlib.sha256(json.dumps(record["messages"], sort_keys=True).encode()).digest()
-        (validation if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else train).append(record)
+        key = json.dumps(record["messages"], sort_keys=True)
+        (validation if is_validation(key, val_fraction) else train).append(record)
     return (train, validation) if train else (validation, [])
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import dspy
 
+from kpdd import jsonl
 from kpdd.errors import DataError
 from kpdd.modules.one_call import (
     ONE,
@@ -31,9 +32,10 @@ from kpdd.modules.saved import student_adapter
 from kpdd.modules.student_format import STUDENT
 
 
-def is_validation(question_id: str, val_fraction: float, seed: int = 0) -> bool:
-    """A stable, seeded per-question coin: the same question always lands on the same side."""
-    digest = hashlib.sha256(f"{seed}:{question_id}".encode()).digest()
+def is_validation(key: str, val_fraction: float, seed: int = 0) -> bool:
+    """The one validation split: a stable, seeded coin per key (a question id; for DSPy's records, which carry
+    none, their messages), so the same question always lands on the same side."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
@@ -102,13 +104,7 @@ def write_jsonl(records: list[dict], path: str | Path) -> Path:
 def read_jsonl(path: str | Path) -> list[dict]:
     """Chat records from a JSONL file; a line without a 'messages' list is an error naming the line."""
     records = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
+    for lineno, record in jsonl.numbered(path, skip_torn=False):
         if not isinstance(record.get("messages"), list) or record["messages"][-1].get("role") != "assistant":
             raise DataError(f"{path} line {lineno}: field 'messages': expected a list ending with an assistant message")
         records.append(record)

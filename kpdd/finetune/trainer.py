@@ -15,7 +15,6 @@ What we add to TRL's defaults, and why:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -172,11 +171,6 @@ def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bo
     )
 
 
-def latest_checkpoint(checkpoints: Path) -> Path | None:
-    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
-    return found[-1] if found else None
-
-
 def train_student(config: TrainConfig, train: list[dict], validation: list[dict], out_dir: str | Path,
                   program: str | None = None, model_id: str | None = None, resume: bool = True,
                   progress: bool = True, on_log: Callable[[dict, int], None] | None = None,
@@ -190,6 +184,7 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
     from kpdd.finetune.student import ensure_base_model, new_model_id, write_student
@@ -228,11 +223,11 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
         eval_dataset=Dataset.from_list(to_prompt_completion(validation)) if validation else None,
         callbacks=[_Recorder(result, on_log)] + ([_TimeBudget(config.time_budget_s)] if config.time_budget_s else []),
     )
-    checkpoint = latest_checkpoint(checkpoints) if resume else None
+    checkpoint = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.train(resume_from_checkpoint=checkpoint)
     result.train_time_s = time.perf_counter() - start
     result.steps = trainer.state.global_step
     seen_before = _tokens_seen(checkpoint)
@@ -278,11 +273,14 @@ def finished_result(student_dir: Path) -> TrainResult:
                        train_time_s=figures.get("time_s", 0.0))
 
 
-def _tokens_seen(checkpoint: Path | None) -> int:
+def _tokens_seen(checkpoint: str | None) -> int:
     """Tokens counted before a resume (the trainer's count continues from its saved state)."""
-    if checkpoint is None or not (checkpoint / "trainer_state.json").is_file():
+    from transformers import TrainerState
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    if checkpoint is None or not (Path(checkpoint) / TRAINER_STATE_NAME).is_file():
         return 0
-    return int(json.loads((checkpoint / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0))
+    return int(TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME)).num_input_tokens_seen or 0)
 
 
 def _save(trainer, tokenizer, out_dir: Path, config: TrainConfig) -> None:

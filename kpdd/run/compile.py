@@ -15,6 +15,7 @@ from typing import Any
 from kpdd.config import option
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
+from kpdd.run.paths import default_out, slug
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class CompileConfig(TrainConfig):
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        return Path("kpdd-runs") / "compile" / f"{self.program}-{self.teacher.replace('/', '_').replace(':', '_')}"
+        return default_out("compile", f"{self.program}-{slug(self.teacher)}")
 
 
 def optimized_teacher_program(config: CompileConfig) -> Path | None:

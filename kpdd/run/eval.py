@@ -11,6 +11,7 @@ import dspy
 
 from kpdd.config import option
 from kpdd.errors import ConfigError
+from kpdd.run.paths import default_out, slug
 
 ALL = "all"
 
@@ -45,9 +46,9 @@ class EvalConfig:
     def predictions_path(self) -> Path:
         if self.out:
             return Path(self.out)
-        stem = "-".join(Path(part).name.replace("/", "_").replace(":", "_") for part in (self.program, self.lm))
+        stem = "-".join(slug(Path(part).name) for part in (self.program, self.lm))
         suffix = f"-k{self.samples}" if self.samples > 1 else ""
-        return Path("kpdd-runs") / "eval" / f"{stem}{suffix}.jsonl"
+        return default_out("eval", f"{stem}{suffix}.jsonl")
 
 
 def is_compiled(path: str) -> bool:

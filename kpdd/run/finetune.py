@@ -16,6 +16,7 @@ from typing import Any
 from kpdd.config import option
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig, TrainResult
+from kpdd.run.paths import default_out
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class FinetuneConfig(TrainConfig):
     resume: bool = option(True, "resume from the latest checkpoint in the output directory")
 
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("kpdd-runs") / "finetune" / self.program
+        return Path(self.out) if self.out else default_out("finetune", self.program)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})

@@ -13,6 +13,7 @@ from kpdd.compile.store import TraceStore
 from kpdd.compile.traces import Teacher, generate_traces
 from kpdd.config import option
 from kpdd.errors import ConfigError
+from kpdd.run.paths import default_out, slug
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class TracesConfig:
     def store_path(self) -> Path:
         if self.out:
             return Path(self.out)
-        teacher = self.teacher.replace("/", "_").replace(":", "_")
-        return Path("kpdd-runs") / "traces" / f"{self.program}-{teacher}-{Path(self.dataset).stem}-{self.split}.jsonl"
+        name = f"{self.program}-{slug(self.teacher)}-{Path(self.dataset).stem}-{self.split}.jsonl"
+        return default_out("traces", name)
 
 
 def build_teacher(config: TracesConfig, program: dspy.Module) -> Teacher:

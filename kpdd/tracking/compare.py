@@ -13,6 +13,7 @@ The plots are written to ``out_dir`` and logged, with the table, to a new ``comp
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -214,22 +215,25 @@ def dataset_columns(rows: list[CompareRow]) -> list[str]:
 
 
 def format_table(rows: list[CompareRow], datasets: list[str]) -> str:
-    """A plain-text table: one line per row, accuracy in percent, '-' where a figure was not logged."""
-    header = ["run", "method", "student", "teacher", "traces", "train time", *datasets, "average"]
-    lines = [[row.run_id[:8], row.method or "-", row.student or "-", row.teacher or "-",
-              "-" if row.traces is None else str(row.traces), format_duration(row.train_time_s),
-              *(_percent(row.accuracy.get(d)) for d in datasets), _percent(row.average)] for row in rows]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
-    numeric = set(range(4, len(header)))
+    """A plain-text table (rich, no colour): one line per row, accuracy in percent, '-' where a figure was not
+    logged."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
 
-    def render(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-
-    text = [render(header), "  ".join("-" * w for w in widths), *(render(line) for line in lines)]
-    if any(len(row.accuracy) < len(datasets) for row in rows):
-        text.append("average: over the datasets each run evaluated")
-    return "\n".join(text)
+    caption = ("average: over the datasets each run evaluated"
+               if any(len(row.accuracy) < len(datasets) for row in rows) else None)
+    table = Table(box=box.SIMPLE_HEAD, caption=caption, caption_justify="left", pad_edge=False, show_edge=False)
+    for index, name in enumerate(["run", "method", "student", "teacher", "traces", "train time", *datasets,
+                                  "average"]):
+        table.add_column(name, justify="right" if index >= 4 else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(row.run_id[:8], row.method or "-", row.student or "-", row.teacher or "-",
+                      "-" if row.traces is None else str(row.traces), format_duration(row.train_time_s),
+                      *(_percent(row.accuracy.get(d)) for d in datasets), _percent(row.average))
+    console = Console(width=10_000, color_system=None, force_terminal=False, record=True, file=io.StringIO())
+    console.print(table)
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines() if line.strip())
 
 
 def format_duration(seconds: float | None) -> str:
