@@ -88,4 +88,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from kpdd.config import use_offline_defaults
+
+    use_offline_defaults()  # before any library that reads them is imported
     main()

@@ -126,4 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":  # vLLM starts worker processes, which re-import this file
+    from kpdd.config import use_offline_defaults
+
+    use_offline_defaults()  # before any library that reads them is imported
     main()

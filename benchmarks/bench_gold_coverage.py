@@ -15,12 +15,16 @@ import re
 import time
 from collections import Counter
 
-from kpdd.compile.gold import GoldTeacher
-from kpdd.compile.gold.calculations import line_calculations, rationale_lines
-from kpdd.compile.gold.language import core_question_and_key_points, sub_question
-from kpdd.data import load_dataset
-from kpdd.eval.answers import is_correct
-from kpdd.modules.registry import PROGRAMS
+from kpdd.config import use_offline_defaults
+
+use_offline_defaults()  # before dspy, litellm and mlflow read them at import
+
+from kpdd.compile.gold import GoldTeacher  # noqa: E402
+from kpdd.compile.gold.calculations import line_calculations, rationale_lines  # noqa: E402
+from kpdd.compile.gold.language import core_question_and_key_points, sub_question  # noqa: E402
+from kpdd.data import load_dataset  # noqa: E402
+from kpdd.eval.answers import is_correct  # noqa: E402
+from kpdd.modules.registry import PROGRAMS  # noqa: E402
 
 
 def last_annotation_reaches_gold(example) -> bool:

@@ -7,8 +7,12 @@ import argparse
 import json
 import time
 
-from kpdd.data import resolve_data_dir
-from kpdd.eval.answers import is_correct, score_answers
+from kpdd.config import use_offline_defaults
+
+use_offline_defaults()  # before dspy, litellm and mlflow read them at import
+
+from kpdd.data import resolve_data_dir  # noqa: E402
+from kpdd.eval.answers import is_correct, score_answers  # noqa: E402
 
 
 def main() -> None:

@@ -27,9 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import dspy
-from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
-from dspy.utils.parallelizer import ParallelExecutor
+from kpdd.config import use_offline_defaults
+
+use_offline_defaults()  # before dspy, litellm and mlflow read them at import
+
+import dspy  # noqa: E402
+from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events  # noqa: E402
+from dspy.utils.parallelizer import ParallelExecutor  # noqa: E402
 
 
 class SlowFakeEngine:

@@ -93,4 +93,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from kpdd.config import use_offline_defaults
+
+    use_offline_defaults()  # before any library that reads them is imported
     main()

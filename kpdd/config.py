@@ -17,6 +17,25 @@ from kpdd.errors import ConfigError
 
 C = TypeVar("C")
 
+# No hub downloads and no telemetry. Hugging Face, MLflow, LiteLLM and vLLM read these when they are imported.
+OFFLINE_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def use_offline_defaults() -> None:
+    """Set :data:`OFFLINE_DEFAULTS` where the environment has no value of its own; the CLI and the scripts call
+    this before they import those libraries (importing kpdd sets nothing)."""
+    import os
+
+    for name, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
 
 def option(default: Any, help: str, **kwargs) -> Any:
     """A config field with a default and a one-line help text."""
@@ -114,6 +133,27 @@ def config_to_dict(config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def save_config(config, path: str | Path) -> None:
-    """Store a config as JSON next to the output it produced, so a run can be rebuilt from its output."""
-    Path(path).write_text(json.dumps({"type": type(config).__name__, **config_to_dict(config)}, indent=2))
+CONFIG_FILE = "config.json"
+
+
+def config_document(config: Any) -> dict[str, Any]:
+    """A config as it is stored: its type name, then every field (a plain dict is stored as it is)."""
+    if isinstance(config, dict):
+        return dict(config)
+    return {"type": type(config).__name__, **config_to_dict(config)}
+
+
+def config_path(output: str | Path) -> Path:
+    """Where the config of an output goes: ``<dir>/config.json`` for a directory, ``<name>.config.json`` beside
+    a file (a path with a suffix)."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.{CONFIG_FILE}") if output.suffix else output / CONFIG_FILE
+
+
+def save_config(config: Any, output: str | Path) -> Path:
+    """Store a config as JSON beside the output it produced (:func:`config_path`), so a run can be rebuilt from
+    its output; returns the JSON file's path."""
+    path = config_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config_document(config), indent=2, default=str) + "\n")
+    return path

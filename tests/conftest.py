@@ -2,10 +2,14 @@
 
 import shutil
 
-import dspy
-import mlflow
-import mlflow.tracking.fluent
-import pytest
+from kpdd.config import use_offline_defaults
+
+use_offline_defaults()  # before dspy, litellm and mlflow are imported, as the CLI does
+
+import dspy  # noqa: E402
+import mlflow  # noqa: E402
+import mlflow.tracking.fluent  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

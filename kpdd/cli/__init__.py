@@ -13,8 +13,8 @@ import sys
 
 import typer
 
-from kpdd.cli import commands  # noqa: F401  (registers the subcommands)
 from kpdd.cli.root import app
+from kpdd.config import use_offline_defaults
 
 
 def _descendants(pid: int) -> list[int]:
@@ -46,6 +46,8 @@ def _terminated(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: our own errors print as one line (``--debug`` shows the traceback)."""
+    use_offline_defaults()  # before the commands import dspy, litellm and mlflow
+    from kpdd.cli import commands  # noqa: F401  (registers the subcommands)
     from kpdd.errors import KpddError
 
     signal.signal(signal.SIGTERM, _terminated)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 app = typer.Typer(
@@ -17,5 +15,4 @@ app = typer.Typer(
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
-    if debug:
-        os.environ["KPDD_DEBUG"] = "1"
+    """Declares ``--debug`` for ``--help``; :func:`kpdd.cli.main` reads it before parsing."""

@@ -101,9 +101,6 @@ class TraceStore:
     def traces(self) -> list[dict]:
         return self._scan()[0]
 
-    def trace_ids(self) -> set[str]:
-        return {t["id"] for t in self.traces()}
-
     def done(self) -> set[str]:
         """Question ids that need no more work: their latest block closed without failing."""
         return {qid for qid, line in self._scan()[1].items() if not line.get("failed")}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kpdd.config import option
+from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.run.paths import default_out, slug
@@ -86,6 +86,7 @@ def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
     from kpdd.tracking.results import log_finetune, log_traces, maybe_stage, metrics_logger
 
     out = config.out_dir()
+    save_config(config, out)
     teacher_program = optimized_teacher_program(config)
     traces_config = TracesConfig(program=config.program, teacher=config.teacher, api_base=config.api_base,
                                  api_key_env=config.api_key_env,

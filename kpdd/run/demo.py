@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kpdd.config import option
+from kpdd.config import option, save_config
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
     from kpdd.tracking.results import maybe_stage
 
     out = Path(config.out)
+    save_config(config, out)
     results = {}
     for program in config.programs:
         echo(f"\n== {program}: gold traces → LoRA fine-tune of {config.student} → evaluation ==")

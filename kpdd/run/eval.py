@@ -9,7 +9,7 @@ from typing import Any
 
 import dspy
 
-from kpdd.config import option
+from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.run.paths import default_out, slug
 
@@ -119,6 +119,7 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     # without the JSON fallback (a second call it was never asked for); an API LM keeps DSPy's defaults.
     adapter = student_adapter(CHAT) if local else None
     path = config.predictions_path()
+    save_config(config, path)
     with dspy_tracing(config.trace_sample_rate if log and mlflow_active() else 0.0):
         scores = evaluate(program, examples, path, threads=config.threads, samples=config.samples,
                           temperature=config.temperature, adapter=adapter, progress=progress)

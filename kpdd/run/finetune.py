@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kpdd.config import option
+from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig, TrainResult
 from kpdd.run.paths import default_out
@@ -81,6 +81,7 @@ def run_finetune(config: FinetuneConfig, progress: bool = True,
                           prompt_format=config.prompt_format, student_calls=config.student_calls)
     tasks = {ALL_STAGES: merge_tasks(data)} if config.multitask else data
     out = config.out_dir()
+    save_config(config, out)
     meta = {"prompt_format": config.prompt_format, "student_calls": config.student_calls,
             "repeated": getattr(program, "repeated", [])}
     results: dict[str, TrainResult] = {}

@@ -11,7 +11,7 @@ import dspy
 
 from kpdd.compile.store import TraceStore
 from kpdd.compile.traces import Teacher, generate_traces
-from kpdd.config import option
+from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.run.paths import default_out, slug
 
@@ -73,5 +73,6 @@ def run_traces(config: TracesConfig, progress: bool = True) -> dict[str, Any]:
               "split": config.split, "meta": {"samples": config.samples, "temperature": config.temperature,
                                               "teacher_program": config.teacher_program}}
     store = TraceStore(config.store_path())
+    save_config(config, store.path)
     stats = generate_traces(teacher, examples, store, header, config.samples, config.threads, progress)
     return {"path": str(store.path), **stats}

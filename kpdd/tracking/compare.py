@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kpdd.config import save_config
 from kpdd.errors import ConfigError, KpddError
 from kpdd.tracking.plots import render_all
 from kpdd.tracking.rows import CompareRow
 from kpdd.tracking.runs import (
     ACCURACY_PREFIX,
+    CI_HIGH_PREFIX,
+    CI_LOW_PREFIX,
     COMMAND,
     DEFAULT_EXPERIMENT,
     METHOD,
@@ -82,6 +85,7 @@ def compare(experiment: str = DEFAULT_EXPERIMENT, run_ids: list[str] | None = No
     plots = render_all(rows, datasets, curves, out_dir)
 
     config = {"experiment": experiment, "run_ids": run_ids or [], "out_dir": str(out_dir)}
+    save_config(config, out_dir)
     with command_run("compare", config, experiment=experiment, tracking_uri=uri) as run:
         mlflow.log_param("compared_runs", ",".join(row.run_id for row in rows)[: PARAM_LIMIT])
         mlflow.log_text(table, "comparison.txt")
@@ -145,10 +149,14 @@ class RunTree:
 
     def _row(self, command_id: str, identity: tuple, members: list[str]) -> CompareRow:
         accuracy: dict[str, float] = {}
+        intervals: dict[str, tuple[float, float]] = {}
         for run_id in sorted(members, key=lambda r: self.runs[r].info.start_time or 0):  # the latest value wins
             metrics = self.runs[run_id].data.metrics
             accuracy |= {k.removeprefix(ACCURACY_PREFIX): v for k, v in metrics.items()
                          if k.startswith(ACCURACY_PREFIX)}
+            intervals |= {dataset: (metrics[CI_LOW_PREFIX + dataset], metrics[CI_HIGH_PREFIX + dataset])
+                          for dataset in accuracy if CI_LOW_PREFIX + dataset in metrics
+                          and CI_HIGH_PREFIX + dataset in metrics}
         related = self._related(command_id, identity, members)
         traces = self._first(related, metric=TRACES_COUNT)
         if traces is None:
@@ -159,6 +167,7 @@ class RunTree:
             traces=None if traces is None else int(traces),
             train_time_s=self._first(related, metric=TRAIN_TIME),
             curve_run_id=next((r for r in related if TRAIN_LOSS in self.runs[r].data.metrics), None),
+            intervals=intervals,
         )
 
     def _lowest_common_run(self, run_ids: list[str]) -> str:

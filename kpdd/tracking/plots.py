@@ -6,6 +6,7 @@ A row keeps one colour in every plot.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,7 +76,7 @@ def row_colours(rows: list[CompareRow]) -> list[tuple[float, float, float]]:
 
 
 def accuracy_bars(rows, datasets, labels, colours) -> Figure:
-    """Grouped bars: one group per dataset (and the average), one bar per row."""
+    """Grouped bars: one group per dataset (and the average), one bar per row, each with its 95 % interval."""
     from matplotlib.figure import Figure
 
     groups = [*datasets, "average"]
@@ -85,13 +86,19 @@ def accuracy_bars(rows, datasets, labels, colours) -> Figure:
     axes = figure.add_subplot()
     for index, (row, label, colour) in enumerate(zip(rows, labels, colours, strict=True)):
         values = [row.accuracy.get(d) for d in datasets] + [row.average]
-        xs = [g + (index - (len(rows) - 1) / 2) * width for g, v in enumerate(values) if v is not None]
-        heights = [100 * v for v in values if v is not None]
-        bars = axes.bar(xs, heights, width * 0.92, label=label, color=colour)
+        bounds = [row.intervals.get(d) for d in datasets] + [None]  # the average of datasets has no one interval
+        drawn = [(g, v, b) for g, (v, b) in enumerate(zip(values, bounds, strict=True)) if v is not None]
+        xs = [g + (index - (len(rows) - 1) / 2) * width for g, _, _ in drawn]
+        heights = [100 * v for _, v, _ in drawn]
+        # Error bars from the 95 % (Wilson) interval logged with each accuracy; none where it was not logged.
+        below = [100 * (v - b[0]) if b else math.nan for _, v, b in drawn]
+        above = [100 * (b[1] - v) if b else math.nan for _, v, b in drawn]
+        bars = axes.bar(xs, heights, width * 0.92, label=label, color=colour, yerr=[below, above], capsize=3,
+                        error_kw={"elinewidth": 1.0, "ecolor": "0.25"})
         if len(rows) * len(groups) <= 40:  # beyond that the numbers overlap; the table has them
             axes.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
     axes.set_xticks(range(len(groups)), groups, fontsize=10)
-    top = max(100 * max(row.accuracy.values()) for row in rows)
+    top = max(100 * max([*row.accuracy.values(), *(high for _, high in row.intervals.values())]) for row in rows)
     axes.set_ylim(0, min(105.0, top * 1.2 + 5))
     _finish(axes, "Accuracy by dataset", "", "accuracy (%)", len(rows))
     axes.grid(axis="x", visible=False)

@@ -96,7 +96,7 @@ def log_eval(scores: dict, predictions_path: str | Path, examples: list) -> None
     for dataset, score in scores.items():
         low, high = score.interval
         metrics[runs.accuracy_key(dataset)] = score.accuracy
-        metrics[f"accuracy_ci_low/{dataset}"], metrics[f"accuracy_ci_high/{dataset}"] = low, high
+        metrics[f"{runs.CI_LOW_PREFIX}{dataset}"], metrics[f"{runs.CI_HIGH_PREFIX}{dataset}"] = low, high
         metrics[f"eval/n/{dataset}"] = score.total
         for error, count in score.errors.items():
             metrics[_metric_name(f"{runs.error_key(error)}/{dataset}")] = count

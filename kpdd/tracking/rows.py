@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import fmean
 
 
@@ -18,6 +18,7 @@ class CompareRow:
     traces: int | None = None
     train_time_s: float | None = None
     curve_run_id: str | None = None  # the run whose train/loss history is this row's training curve
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # dataset → 95 % interval (fractions)
 
     @property
     def average(self) -> float:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from kpdd.config import config_document
 from kpdd.errors import ConfigError
 
 DEFAULT_EXPERIMENT = "kpdd"
@@ -46,6 +47,7 @@ INHERITED_TAGS = (METHOD, TEACHER, STUDENT)  # stage runs copy these from their 
 
 # Metrics.
 ACCURACY_PREFIX = "accuracy/"  # accuracy/<dataset>, a fraction in [0, 1]
+CI_LOW_PREFIX, CI_HIGH_PREFIX = "accuracy_ci_low/", "accuracy_ci_high/"  # <prefix><dataset>: its 95 % interval
 TRAIN_LOSS = "train/loss"
 VAL_LOSS = "train/val_loss"
 TOKENS_PER_S = "train/tokens_per_s"
@@ -124,13 +126,6 @@ def config_params(config: Any) -> dict[str, str]:
     for name, value in values.items():
         add(name, value)
     return params
-
-
-def config_document(config: Any) -> dict[str, Any]:
-    """The config as ``kpdd.config.save_config`` stores it: its type name, then every field."""
-    if isinstance(config, dict):
-        return dict(config)
-    return {"type": type(config).__name__, **dataclasses.asdict(config)}
 
 
 def environment_tags() -> dict[str, str]:

@@ -114,6 +114,8 @@ def test_eval_killed_mid_run_resumes_without_repeating(tmp_path):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["question_id"] for r in records) == sorted(e.id for e in examples)
     assert "multiarith" in done.stdout and "100.0%" in done.stdout
+    saved = json.loads((tmp_path / "preds.config.json").read_text())  # the resolved config, beside its output
+    assert saved["type"] == "EvalConfig" and saved["out"] == str(out) and saved["datasets"] == ["multiarith"]
 
 
 def test_questions_that_failed_on_the_lm_are_retried_on_resume(tmp_path):

@@ -53,10 +53,13 @@ def mean_loss(student_dir, records):
     return sum(losses) / len(losses)
 
 
-def test_lora_finetune_lowers_the_loss_and_the_adapter_round_trips(tmp_path):
+def test_lora_finetune_lowers_the_loss_and_the_adapter_round_trips(tmp_path, capfd):
     records = chat_records()
-    result = train_student(TrainConfig(max_steps=4, **TINY), records, records[:2], tmp_path / "s", program="direct",
-                           progress=False)
+    result = train_student(TrainConfig(max_steps=4, **TINY), records, records[:2], tmp_path / "s", program="direct")
+    shown = capfd.readouterr()
+    # One bar with the loss and tokens/s; the trainer's log dictionaries are not printed.
+    assert "train s" in shown.err and "tok/s" in shown.err and "loss=" in shown.err
+    assert "{'loss'" not in shown.out + shown.err and "'eval_loss'" not in shown.out + shown.err
     ref = read_student(tmp_path / "s")
     assert ref.model_id == result.model_id and ref.program == "direct" and ref.adapter_path.is_dir()
     assert (ref.adapter_path / "adapter_config.json").is_file()

@@ -5,6 +5,7 @@ import re
 import mlflow
 import pytest
 from matplotlib import colormaps
+from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from kpdd.cli import main
@@ -162,3 +163,19 @@ def test_compare_command_prints_table_plots_and_how_to_browse(tmp_path, capsys):
 
 def test_format_duration_picks_a_readable_unit():
     assert [format_duration(s) for s in (None, 42.4, 300, 9000)] == ["-", "42 s", "5.0 min", "2.5 h"]
+
+
+def test_compare_accuracy_bars_draw_each_logged_95_percent_interval(tmp_path):
+    from kpdd.tracking.plots import accuracy_bars
+    from kpdd.tracking.runs import CI_HIGH_PREFIX, CI_LOW_PREFIX
+
+    with command_run("eval", tags={METHOD: "cot", STUDENT: "smollm2-135m"}):
+        mlflow.log_metrics({accuracy_key("gsm8k"): 0.5, f"{CI_LOW_PREFIX}gsm8k": 0.3, f"{CI_HIGH_PREFIX}gsm8k": 0.7,
+                            accuracy_key("svamp"): 0.25})  # svamp logged without its interval
+    row = compare(out_dir=tmp_path).rows[0]
+    assert row.intervals == {"gsm8k": (0.3, 0.7)}
+    figure = accuracy_bars([row], ["gsm8k", "svamp"], ["cot"], [(0.1, 0.2, 0.3)])
+    errorbars = next(c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer))
+    # One vertical segment per bar, (x, low) → (x, high); svamp and the average have no interval, so none.
+    segments = [segment for segment in errorbars.lines[2][0].get_segments() if len(segment)]
+    assert [value for (_, low), (_, high) in segments for value in (low, high)] == pytest.approx([30.0, 70.0])
