@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kpdd.config import option
 from kpdd.errors import ConfigError, DataError
@@ -236,7 +237,12 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     """
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        PrinterCallback,
+        set_seed,
+    )
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
