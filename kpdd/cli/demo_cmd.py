@@ -23,6 +23,11 @@ def demo_command(config: DemoConfig, experiment=None, tracking_uri=None):
                      out_dir=f"{config.out}/compare")
     typer.echo(f"\n== comparison (demo run {run.info.run_id[:8]}, {time.perf_counter() - start:.0f} s) ==")
     typer.echo(result.table)
+    if config.steps > 0:  # say what the figures are, so nobody reads a smoke run as a result
+        typer.echo(f"\nThese rows are smoke-sized: {config.steps} optimizer steps on {config.train_size} questions, "
+                   f"{config.eval_size} per set; they show the loop and the error taxonomy, not accuracy. A real run: "
+                   "`kpdd demo --config configs/gsm8k-full.toml` (GPU), or `kpdd finetune --time-budget-s 2400` "
+                   "on CPU (docs/RESULTS.md).")
     typer.echo("")
     for plot in result.plots:
         typer.echo(f"plot: {plot}")
