@@ -35,6 +35,8 @@ class EvalConfig:
     temperature: float = option(0.7, "sampling temperature when samples > 1")
     max_tokens: int = option(512, "max new tokens per LM call")
     threads: int = option(16, "questions in flight at once (a local engine batches them)")
+    engine_batch: int | None = option(None, "most requests a local engine generates as one batch (default: the "
+                                            "engine's own; raise it on a GPU)")
     trace_sample_rate: float = option(0.02, "share of questions whose DSPy calls are traced to MLflow (0: none)")
     out: str = option("", "predictions file (default kpdd-runs/eval/<program>-<lm>.jsonl); rerun to resume")
 
@@ -86,7 +88,8 @@ def engine_spec(config: EvalConfig) -> Any:
     """The shared local engine a config asks for (kind + device)."""
     from kpdd.engines.batching import shared_engine
 
-    return shared_engine(config.engine, device=config.device)
+    batch = {"max_batch_size": config.engine_batch} if config.engine_batch else {}
+    return shared_engine(config.engine, device=config.device, **batch)
 
 
 def held_out(examples: list[dspy.Example], config: EvalConfig) -> list[dspy.Example]:

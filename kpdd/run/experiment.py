@@ -1,0 +1,401 @@
+"""The full experiment in one time-boxed call: gold traces → full fine-tune → evaluation, method by method.
+
+    python -m kpdd.run.experiment --out DIR [--budget-s 540] [--dry-run]   (what scripts/gpu-experiment runs)
+
+Runs go in priority order (:mod:`kpdd.run.experiment_plan`) while the budget lasts; each is estimated first and
+starts only if it fits, so it finishes whole or not at all. After the KPDD-PoT runs, the best KPDD-PoT recipe is
+trained again as a LoRA student (the shipped student), and TRL's ``SFTTrainer`` defaults are timed against kpdd's
+trainer on the same records. Everything lands in ``--out`` as at most 8 files (see :mod:`kpdd.run.experiment_report`).
+``--dry-run`` is the same path on CPU at a tiny size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kpdd.config import option
+from kpdd.errors import ConfigError
+from kpdd.run.experiment_plan import METHOD_ORDER, Rates, Recipe, Workload, mfu, plan_recipes
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    out: str = option("", "output folder: at most 8 files (MLflow store, results, predictions, student, log)")
+    work: str = option("", "folder for traces, students and predictions (default <out>/../kpdd-experiment-work)")
+    budget_s: float = option(540.0, "seconds for the whole call, counted from $KPDD_EXPERIMENT_T0 (else from start)")
+    reserve_s: float = option(25.0, "seconds kept for writing the outputs at the end")
+    device: str = option("cuda", "cuda or cpu")
+    gguf: str | None = option(None, "the student's GGUF file, converted into the kpdd cache when it is not there")
+    train_size: int = option(0, "GSM8K train questions traced (0: all 7,473)")
+    eval_size: int = option(0, "questions per evaluation set (0: the full sets)")
+    epochs: float = option(1.0, "epochs per full fine-tune")
+    max_steps: int = option(-1, "optimizer steps per student (-1: epochs)")
+    batch_size: int = option(16, "packed rows per optimizer step")
+    grad_accum: int = option(1, "gradient accumulation")
+    max_length: int = option(2048, "tokens per packed row")
+    learning_rate: float = option(1e-4, "peak learning rate, full fine-tuning")
+    lora_learning_rate: float = option(1e-3, "peak learning rate, the LoRA student")
+    max_tokens: int = option(256, "cap on new tokens per student call (lowered per program to 2x its longest gold "
+                                  "completion)")
+    threads: int = option(512, "questions in flight during evaluation")
+    engine_batch: int = option(512, "requests per generation batch")
+    trl_records: int = option(512, "SFT records for the TRL-defaults timing (0: skip it)")
+    methods: list[str] = option(list(METHOD_ORDER), "programs to run, a subset of the plan's (its order is kept)")
+    seed: int = option(0, "seed")
+
+    @classmethod
+    def dry(cls, **overrides: Any) -> ExperimentConfig:
+        """The same path on a 2-core CPU in about two minutes: a few questions, one step, one question per set."""
+        tiny = dict(budget_s=3600.0, reserve_s=10.0, device="cpu", train_size=4, eval_size=1, max_steps=1,
+                    batch_size=1, grad_accum=1, max_length=512, max_tokens=48, threads=4, engine_batch=4,
+                    trl_records=2, methods=["kpdd-pot"])
+        return cls(**{**tiny, **overrides})
+
+
+class Clock:
+    """Seconds used and left of the call's budget."""
+
+    def __init__(self, budget_s: float, reserve_s: float, start: float | None = None):
+        self.start = start if start is not None else time.time()
+        self.budget_s, self.reserve_s = budget_s, reserve_s
+
+    def used(self) -> float:
+        return time.time() - self.start
+
+    def left(self) -> float:
+        return self.budget_s - self.reserve_s - self.used()
+
+
+def detect_features() -> dict[str, Any]:
+    """Options that other work adds to kpdd: `kpdd augment` (program-checked variants) and the students' format
+    (`student_calls`, `prompt_format` on the fine-tune config). Each is used where present, noted where not."""
+    from kpdd.cli import app
+    from kpdd.finetune.run import FinetuneConfig
+
+    fields = FinetuneConfig.__dataclass_fields__
+    commands = {c.name or c.callback.__name__.removesuffix("_cmd") for c in app.registered_commands}
+    augment_help = ""
+    if "augment" in commands:  # its options are read from its help, since this script calls it as a command
+        done = subprocess.run([sys.executable, "-m", "kpdd", "augment", "--help"], capture_output=True, text=True,
+                              timeout=300)
+        augment_help = done.stdout if done.returncode == 0 else ""
+    return {"augment": all(opt in augment_help for opt in ("--traces", "--out")), "augment_help": augment_help,
+            "student_calls": "student_calls" in fields, "prompt_format": "prompt_format" in fields}
+
+
+class Experiment:
+    """One call's worth of runs; ``results`` is what the report is written from."""
+
+    def __init__(self, config: ExperimentConfig, clock: Clock):
+        self.config, self.clock = config, clock
+        self.work = Path(config.work) if config.work else Path(config.out).resolve().parent / "kpdd-experiment-work"
+        self.rates = Rates.assumed(config.device)
+        self.results: dict[str, Any] = {"config": dataclasses.asdict(config), "runs": [], "notes": [], "setup": {}}
+        self._traces: dict[tuple[str, bool], list[str]] = {}
+        self._tokenizer = None
+
+    def note(self, text: str) -> None:
+        logger.warning("%s", text)
+        self.results["notes"].append(text)
+
+    # ---- data -----------------------------------------------------------------------------------------------
+    def traces(self, program: str, variants: bool) -> list[str]:
+        """Trace stores for a program: gold (generated once), plus `kpdd augment`'s variants when asked for."""
+        from kpdd.compile.traces import TracesConfig, run_traces
+
+        if (program, False) not in self._traces:
+            start = time.time()
+            config = TracesConfig(program=program, teacher="gold", limit=self.config.train_size or None,
+                                  seed=self.config.seed, threads=8, out=str(self.work / "traces" / f"{program}.jsonl"))
+            stats = run_traces(config, progress=False)
+            self.results["setup"][f"traces/{program}"] = {"s": round(time.time() - start, 1),
+                                                          **{k: v for k, v in stats.items() if k != "path"}}
+            self._traces[(program, False)] = [stats["path"]]
+        if variants and (program, True) not in self._traces:
+            gold = self._traces[(program, False)][0]
+            target = self.work / "traces" / f"{program}-variants.jsonl"
+            done = subprocess.run([sys.executable, "-m", "kpdd", "augment", "--traces", gold, "--out", str(target)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"kpdd augment failed: {done.stderr.strip()[-500:]}")
+            self._traces[(program, True)] = [gold, str(target)]
+        return self._traces[(program, variants)]
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            from kpdd.finetune.student import ensure_base_model
+
+            self._tokenizer = AutoTokenizer.from_pretrained(ensure_base_model())
+        return self._tokenizer
+
+    def workload(self, recipe: Recipe, stores: list[str], eval_questions: int) -> tuple[Workload, dict]:
+        """The run's SFT tokens (a tokenized sample, scaled by characters) and evaluation calls."""
+        from kpdd.compile.sft import build_sft_data, merge_tasks
+        from kpdd.finetune.run import load_traces
+        from kpdd.modules import build_program
+
+        traces = load_traces(stores, recipe.program)
+        records = merge_tasks(build_sft_data(traces, build_program(recipe.program), val_fraction=0.0))["train"]
+        counts = sft_token_counts(records, self.tokenizer())
+        c = self.config
+        steps_cap = c.max_steps * c.batch_size * c.grad_accum * c.max_length if c.max_steps > 0 else None
+        tokens = counts["tokens"] if steps_cap is None else min(counts["tokens"], steps_cap)
+        calls_per_question = len(records) / max(len(traces), 1)
+        cap = min(c.max_tokens, max(32, 2 * counts["max_completion_tokens"]))
+        load = Workload(train_tokens=tokens, epochs=c.epochs if c.max_steps <= 0 else 1.0,
+                        eval_calls=round(eval_questions * calls_per_question), max_new_tokens=cap,
+                        engine_batch=c.engine_batch)
+        return load, {"traces": len(traces), "sft_records": len(records), **counts,
+                      "calls_per_question": round(calls_per_question, 2)}
+
+    # ---- one run ----------------------------------------------------------------------------------------------
+    def run(self, recipe: Recipe, eval_examples: list, features: dict) -> dict[str, Any]:
+        """Estimate, then train and evaluate the recipe if it fits the time left."""
+        entry: dict[str, Any] = {"name": recipe.name, **dataclasses.asdict(recipe)}
+        self.results["runs"].append(entry)
+        try:
+            stores = self.traces(recipe.program, recipe.variants)
+            load, data = self.workload(recipe, stores, len(eval_examples))
+        except Exception as exc:  # noqa: BLE001  (one broken run must not lose the call's other results)
+            entry["status"] = f"failed before training: {type(exc).__name__}: {exc}"
+            logger.exception("%s: preparing the run failed", recipe.name)
+            return entry
+        estimate = load.total_s(self.rates) + data["tokens"] / 1e6  # + TRL's tokenization, ~1M tokens/s
+        entry.update(data=data, estimate_s=round(estimate, 1), max_new_tokens=load.max_new_tokens,
+                     epochs=load.epochs)
+        if estimate > self.clock.left():
+            entry["status"] = f"skipped: needs ~{estimate:.0f} s, {max(self.clock.left(), 0):.0f} s left"
+            logger.warning("%s %s", recipe.name, entry["status"])
+            return entry
+        logger.warning("%s: starting (estimate %.0f s, %.0f s left)", recipe.name, estimate, self.clock.left())
+        start = time.time()
+        try:
+            entry.update(self.train_and_eval(recipe, stores, load, eval_examples, features))
+            entry["status"] = "done"
+        except Exception as exc:  # noqa: BLE001
+            entry["status"] = f"failed: {type(exc).__name__}: {exc}"
+            logger.exception("%s failed", recipe.name)
+        entry["wall_s"] = round(time.time() - start, 1)
+        return entry
+
+    def train_and_eval(self, recipe: Recipe, stores: list[str], load: Workload, eval_examples: list,
+                       features: dict) -> dict[str, Any]:
+        from kpdd.eval.run import EvalConfig, run_eval
+        from kpdd.finetune.run import FinetuneConfig, run_finetune
+        from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
+        from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
+
+        c, out = self.config, self.work / recipe.name
+        extra = {"student_calls": recipe.student_calls} if features["student_calls"] and recipe.student_calls else {}
+        finetune = FinetuneConfig(
+            traces=stores, program=recipe.program, lora=recipe.lora, epochs=c.epochs, max_steps=c.max_steps,
+            batch_size=c.batch_size, grad_accum=c.grad_accum, max_length=c.max_length, packing=True,
+            learning_rate=c.lora_learning_rate if recipe.lora else c.learning_rate, device=c.device, seed=c.seed,
+            val_fraction=0.02, eval_steps=100_000, save_steps=100_000, logging_steps=10, out=str(out / "compiled"),
+            **extra)
+        tags = {METHOD: recipe.program, TEACHER: "gold+variants" if recipe.variants else "gold",
+                STUDENT: "smollm2-135m" + ("+lora" if recipe.lora else "")}
+        with command_run("compile", finetune, tags=tags):
+            with maybe_stage("finetune", recipe=recipe.name):
+                trained = run_finetune(finetune, progress=False, on_log=metrics_logger())
+                log_finetune(trained)
+            evaluation = EvalConfig(program=trained["out"], lm=trained["out"], engine="transformers", device=c.device,
+                                    limit=c.eval_size or None, seed=c.seed, max_tokens=load.max_new_tokens,
+                                    threads=c.threads, engine_batch=c.engine_batch, trace_sample_rate=0.0,
+                                    out=str(out / "predictions.jsonl"))
+            with maybe_stage("eval", recipe=recipe.name):
+                eval_start = time.time()
+                evaluated = run_eval(evaluation, progress=False)
+                eval_s = time.time() - eval_start
+        return self.measure(trained, evaluated, eval_s, load)
+
+    def measure(self, trained: dict, evaluated: dict, eval_s: float, load: Workload) -> dict[str, Any]:
+        """Throughputs of this run; they replace the assumed rates for the runs after it."""
+        students = list(trained["students"].values())
+        tokens, train_s = sum(s.tokens for s in students), sum(s.train_time_s for s in students)
+        tokens_per_s = tokens / train_s if train_s else 0.0
+        new_tokens = output_tokens(evaluated["predictions"], self.tokenizer())
+        batches = -(-load.eval_calls // load.engine_batch)
+        if tokens_per_s:
+            self.rates.train_tokens_per_s, self.rates.measured["train"] = tokens_per_s, True
+        if batches and eval_s:
+            self.rates.decode_step_s, self.rates.measured["decode"] = eval_s / (batches * load.max_new_tokens), True
+        scores = evaluated["scores"]
+        accuracy = {name: score_dict(score) for name, score in scores.items()}
+        return {
+            "student_dir": str(Path(trained["out"]) / "students"),
+            "train": {"tokens": tokens, "s": round(train_s, 1), "tokens_per_s": round(tokens_per_s, 1),
+                      "mfu": round(mfu(tokens_per_s), 4) if self.config.device != "cpu" else None,
+                      "loss": students[0].train_loss, "first_loss": students[0].first_loss,
+                      "val_loss": students[0].val_loss, "steps": students[0].steps},
+            "eval": {"s": round(eval_s, 1), "output_tokens": new_tokens,
+                     "output_tokens_per_s": round(new_tokens / eval_s, 1) if eval_s else None,
+                     "predictions": evaluated["predictions"]},
+            "accuracy": accuracy,
+            "average": sum(a["accuracy"] for a in accuracy.values()) / len(accuracy) if accuracy else None,
+        }
+
+    # ---- TRL defaults, side by side ---------------------------------------------------------------------------
+    def trl_comparison(self, recipe: Recipe) -> None:
+        """kpdd's trainer vs TRL's SFTTrainer defaults on the same records (benchmarks/bench_training.py)."""
+        import importlib.util
+
+        from kpdd.compile.sft import build_sft_data, merge_tasks
+        from kpdd.finetune.run import load_traces
+        from kpdd.modules import build_program
+
+        bench = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_training.py"
+        if self.config.trl_records <= 0 or not bench.is_file():
+            self.note(f"TRL comparison skipped ({'--trl-records 0' if bench.is_file() else f'{bench} missing'})")
+            return
+        traces = load_traces(self.traces(recipe.program, False), recipe.program)
+        records = merge_tasks(build_sft_data(traces, build_program(recipe.program), val_fraction=0.0))["train"]
+        records = records[: self.config.trl_records]
+        tokens = sft_token_counts(records, self.tokenizer(), sample=len(records))["tokens"]
+        estimate = 2 * 30.0 + 3 * tokens / self.rates.train_tokens_per_s  # two model loads; TRL assumed 2x slower
+        if estimate > self.clock.left():
+            self.note(f"TRL comparison skipped: needs ~{estimate:.0f} s, {self.clock.left():.0f} s left")
+            return
+        spec = importlib.util.spec_from_file_location("bench_training", bench)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        trl_s = module.run_trl_defaults(records, self.config.device, False, self.work / "trl-defaults")
+        ours_s = module.run_kpdd(records, self.config.device, False, self.work / "trl-kpdd")
+        self.results["trl_comparison"] = {
+            "program": recipe.program, "records": len(records), "tokens": tokens, "full_fine_tune": True,
+            "trl_defaults_s": round(trl_s, 1), "kpdd_s": round(ours_s, 1),
+            "trl_defaults_tokens_per_s": round(tokens / trl_s, 1), "kpdd_tokens_per_s": round(tokens / ours_s, 1),
+            "speed_up": round(trl_s / ours_s, 2)}
+        logger.warning("TRL defaults vs kpdd: %s", self.results["trl_comparison"])
+
+
+def sft_token_counts(records: list[dict], tokenizer, sample: int = 400, seed: int = 0) -> dict[str, int]:
+    """SFT tokens of all records: a seeded sample is tokenized exactly and the rest scaled by characters
+    (tokenizing every record of a full method costs tens of seconds on the GPU machine's clock)."""
+    import random
+
+    if not records:
+        return {"tokens": 0, "completion_tokens": 0, "max_completion_tokens": 0, "sampled": 0}
+    chosen = records if len(records) <= sample else random.Random(seed).sample(records, sample)
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in chosen]
+    completions = [r["messages"][-1]["content"] for r in chosen]
+    full = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    done = [len(ids) for ids in tokenizer(completions, add_special_tokens=False)["input_ids"]]
+    scale = sum(len(tokenizer.apply_chat_template(r["messages"], tokenize=False)) for r in records) / sum(map(len, texts))
+    return {"tokens": round(sum(full) * scale), "completion_tokens": round(sum(done) * scale),
+            "max_completion_tokens": max(done), "sampled": len(chosen)}
+
+
+def output_tokens(predictions: str, tokenizer) -> int:
+    """Tokens the student wrote during evaluation, re-tokenized from every stage's outputs (approximate: the
+    field markers between outputs are not counted)."""
+    from kpdd.eval.harness import read_predictions
+
+    texts = [str(value) for record in read_predictions(predictions) for stage in (record.get("stages") or {}).values()
+             for value in (stage.values() if isinstance(stage, dict) else [stage])]
+    return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else 0
+
+
+def score_dict(score) -> dict[str, Any]:
+    low, high = score.interval
+    return {"n": score.total, "correct": score.correct, "accuracy": score.accuracy, "ci95": [low, high],
+            "errors": dict(score.errors)}
+
+
+def prepare_model(gguf: str | None) -> None:
+    """Convert a carried GGUF into the kpdd cache, where the shipped alias looks for it."""
+    if not gguf:
+        return
+    from kpdd.finetune.student import DEFAULT_BASE, SHIPPED_MODELS, _convert_gguf, cache_dir
+
+    target = cache_dir() / "models" / SHIPPED_MODELS[DEFAULT_BASE].name
+    if not (target / "config.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _convert_gguf(Path(gguf), target)
+
+
+def run_experiment(config: ExperimentConfig, clock: Clock) -> dict[str, Any]:
+    """Every run that fits, then the report; returns the results written to ``results.json``."""
+    from kpdd.data import EVAL_DATASETS, load_dataset
+    from kpdd.run.experiment_report import write_outputs
+    from kpdd.tracking import command_run
+
+    experiment = Experiment(config, clock)
+    experiment.work.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    prepare_model(config.gguf)
+    experiment.results["setup"]["model_s"] = round(time.time() - start, 1)
+    features = detect_features()
+    experiment.results["features"] = {k: v for k, v in features.items() if k != "augment_help"}
+    if not features["augment"]:
+        experiment.note("`kpdd augment` is not available (or lacks --traces/--out): every run uses gold traces only")
+    if not features["student_calls"]:
+        experiment.note("the students' format (student_calls) has not landed: one multitask student per method")
+    eval_examples = [e for name in EVAL_DATASETS for e in load_dataset(name, limit=config.eval_size or None,
+                                                                         seed=config.seed)]
+    recipes = [r for r in plan_recipes(features["augment"], features["student_calls"]) if r.program in config.methods]
+    if not any(r.program == "kpdd-pot" for r in recipes):
+        raise ConfigError("--methods must include kpdd-pot: the shipped LoRA student is a KPDD-PoT student")
+    last_kpdd_pot = max(i for i, r in enumerate(recipes) if r.program == "kpdd-pot")
+    with command_run("experiment", config, experiment="gpu-experiment",
+                     tracking_uri=f"sqlite:///{(experiment.work / 'mlflow.db').resolve()}"):
+        for index, recipe in enumerate(recipes):
+            experiment.run(recipe, eval_examples, features)
+            if index == 0:
+                experiment.trl_comparison(recipe)
+            if index == last_kpdd_pot:
+                experiment.run(best_kpdd_pot(experiment.results["runs"]), eval_examples, features)
+    experiment.results["rates"] = dataclasses.asdict(experiment.rates)
+    experiment.results["used_s"] = round(clock.used(), 1)
+    write_outputs(experiment.results, experiment.work, Path(config.out))
+    return experiment.results
+
+
+def best_kpdd_pot(runs: list[dict]) -> Recipe:
+    """The LoRA (shipped) student's recipe: the KPDD-PoT run with the best average accuracy so far."""
+    done = [r for r in runs if r["program"] == "kpdd-pot" and r.get("status") == "done" and not r["lora"]]
+    best = max(done, key=lambda r: r.get("average") or 0.0) if done else {"variants": False, "student_calls": None}
+    calls = "one" if best["student_calls"] == "per-stage" else best["student_calls"]  # one student ships
+    return Recipe("kpdd-pot", variants=best["variants"], student_calls=calls, lora=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="CPU, a few questions, one step")
+    for field in dataclasses.fields(ExperimentConfig):
+        kind = {"float": float, "int": int, "list[str]": lambda text: [p for p in text.split(",") if p]}.get(
+            str(field.type).split(" ")[0], str)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None, help=field.metadata.get("help"))
+    args = parser.parse_args(argv)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
+             if getattr(args, f.name) is not None}
+    if not given.get("out"):
+        parser.error("--out is required")
+    config = ExperimentConfig.dry(**given) if args.dry_run else ExperimentConfig(**given)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+    t0 = float(os.environ["KPDD_EXPERIMENT_T0"]) if os.environ.get("KPDD_EXPERIMENT_T0") else None
+    clock = Clock(config.budget_s, config.reserve_s, t0)
+    results = run_experiment(config, clock)
+    done = sum(r.get("status") == "done" for r in results["runs"])
+    print(f"experiment: {done} of {len(results['runs'])} runs done in {clock.used():.0f} s; outputs in {config.out}")
+    return 0
+
+
+__all__ = ["METHOD_ORDER", "ExperimentConfig", "run_experiment"]
+
+if __name__ == "__main__":
+    sys.exit(main())
