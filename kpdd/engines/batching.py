@@ -122,6 +122,7 @@ class BatchingEngine:
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self.generate_calls = 0  # batched generations run so far (each serves one or more requests)
+        self.output_tokens = 0  # tokens generated so far, over all requests (throughput figures)
         # Each batching thread owns its queue, so close() stops exactly the thread it means to.
         self._queue: queue.SimpleQueue[Job | None] | None = None
         self._worker: threading.Thread | None = None
@@ -269,6 +270,7 @@ class BatchingEngine:
             if not isinstance(exc, Exception):
                 raise
             return
+        self.output_tokens += sum(generation.output_tokens for generation in generations)
         for job, generation in zip(jobs, generations, strict=True):
             job.future.set_result(generation)
 

@@ -31,6 +31,9 @@ KEY_FORMAT, KEY_BASE, KEY_ADAPTER, KEY_PROGRAM, KEY_MODEL_ID, KEY_TRAIN = (
 KEY_PROMPT_FORMAT, KEY_STUDENT_CALLS, KEY_REPEATED = "prompt_format", "student_calls", "repeated"
 LEGACY_PROMPT_FORMAT, DEFAULT_STUDENT_CALLS = "chat", "per-stage"
 DEFAULT_BASE = "smollm2-135m"
+SHIPPED_PREFIX = "shipped:"
+# Trained students committed with the package (`shipped:<name>`), e.g. the GPU experiment's LoRA KPDD-PoT student.
+SHIPPED_STUDENTS_DIR = Path(__file__).resolve().parents[1] / "students"
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,8 @@ def read_student(student: str | Path | StudentRef) -> StudentRef:
     """Read a student directory, a plain Hugging Face checkpoint directory, or a shipped alias."""
     if isinstance(student, StudentRef):
         return student
+    if str(student).startswith(SHIPPED_PREFIX):
+        student = shipped_student(str(student).removeprefix(SHIPPED_PREFIX))
     if str(student) in SHIPPED_MODELS:
         return StudentRef(model_id=str(student), base=str(student))
     root = Path(student).expanduser().resolve()
@@ -214,6 +219,19 @@ def read_student(student: str | Path | StudentRef) -> StudentRef:
     raise KpddError(
         f"student {str(student)!r} is not a student directory (with {STUDENT_FILE}), a Hugging Face "
         f"checkpoint directory (with config.json), or a shipped alias ({', '.join(SHIPPED_MODELS)})."
+    )
+
+
+def shipped_student(name: str) -> Path:
+    """The directory of the trained student shipped as ``shipped:<name>`` (``kpdd/students/<name>``)."""
+    directory = SHIPPED_STUDENTS_DIR / name
+    if (directory / STUDENT_FILE).is_file():
+        return directory
+    shipped = sorted(manifest.parent.name for manifest in SHIPPED_STUDENTS_DIR.glob(f"*/{STUDENT_FILE}"))
+    raise KpddError(
+        f"no shipped student {name!r}: {directory / STUDENT_FILE} does not exist (shipped students: "
+        f"{', '.join(shipped) or 'none yet'}). The GPU experiment trains it: unpack its student-{name}.tar.gz "
+        f"into {SHIPPED_STUDENTS_DIR} (docs/RESULTS.md)."
     )
 
 

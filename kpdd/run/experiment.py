@@ -39,7 +39,10 @@ class ExperimentConfig:
     device: str = option("cuda", "cuda or cpu")
     gguf: str | None = option(None, "the student's GGUF file, converted into the kpdd cache when it is not there")
     train_size: int = option(0, "GSM8K train questions traced (0: all 7,473)")
-    eval_size: int = option(0, "questions per evaluation set (0: the full sets)")
+    eval_size: int = option(500, "questions per evaluation set, a seeded subset (0: the full sets); 500 fits the "
+                                 "9-minute plan (docs/RESULTS.md)")
+    augment_size: int = option(1000, "GSM8K train questions `kpdd augment` varies (0: all; all took 25 min on the "
+                                     "project's 2 CPU cores)")
     epochs: float = option(1.0, "epochs per full fine-tune")
     max_steps: int = option(-1, "optimizer steps per student (-1: epochs)")
     batch_size: int = option(16, "packed rows per optimizer step")
@@ -49,8 +52,8 @@ class ExperimentConfig:
     lora_learning_rate: float = option(1e-3, "peak learning rate, the LoRA student")
     max_tokens: int = option(256, "cap on new tokens per student call (lowered per program to 2x its longest gold "
                                   "completion)")
-    threads: int = option(512, "questions in flight during evaluation")
-    engine_batch: int = option(512, "requests per generation batch")
+    threads: int = option(1024, "questions in flight during evaluation")
+    engine_batch: int = option(1024, "requests per generation batch")
     trl_records: int = option(512, "SFT records for the TRL-defaults timing (0: skip it)")
     methods: list[str] = option(list(METHOD_ORDER), "programs to run, a subset of the plan's (its order is kept)")
     seed: int = option(0, "seed")
@@ -91,7 +94,7 @@ def detect_features() -> dict[str, Any]:
         done = subprocess.run([sys.executable, "-m", "kpdd", "augment", "--help"], capture_output=True, text=True,
                               timeout=300)
         augment_help = done.stdout if done.returncode == 0 else ""
-    return {"augment": all(opt in augment_help for opt in ("--traces", "--out")), "augment_help": augment_help,
+    return {"augment": all(opt in augment_help for opt in ("--program", "--out")), "augment_help": augment_help,
             "student_calls": "student_calls" in fields, "prompt_format": "prompt_format" in fields}
 
 
@@ -124,13 +127,17 @@ class Experiment:
                                                           **{k: v for k, v in stats.items() if k != "path"}}
             self._traces[(program, False)] = [stats["path"]]
         if variants and (program, True) not in self._traces:
-            gold = self._traces[(program, False)][0]
+            gold = self._traces[(program, False)]
             target = self.work / "traces" / f"{program}-variants.jsonl"
-            done = subprocess.run([sys.executable, "-m", "kpdd", "augment", "--traces", gold, "--out", str(target)],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"kpdd augment failed: {done.stderr.strip()[-500:]}")
-            self._traces[(program, True)] = [gold, str(target)]
+            size = min(filter(None, (self.config.train_size, self.config.augment_size)), default=0)
+            limit = ["--limit", str(size)] if size else []
+            done = subprocess.run([sys.executable, "-m", "kpdd", "augment", "--program", program, "--seed",
+                                   str(self.config.seed), *limit, "--out", str(target)], capture_output=True, text=True)
+            if done.returncode == 0 and target.is_file():
+                self._traces[(program, True)] = gold + [str(target)]
+            else:  # e.g. a program augment does not vary: train on the gold traces, and say so
+                self.note(f"kpdd augment --program {program} failed, gold traces only: {done.stderr.strip()[-300:]}")
+                self._traces[(program, True)] = gold
         return self._traces[(program, variants)]
 
     def tokenizer(self):
@@ -194,7 +201,7 @@ class Experiment:
 
     def train_and_eval(self, recipe: Recipe, stores: list[str], load: Workload, eval_examples: list,
                        features: dict) -> dict[str, Any]:
-        from kpdd.eval.run import EvalConfig, run_eval
+        from kpdd.eval.run import EvalConfig, engine_spec, run_eval
         from kpdd.finetune.run import FinetuneConfig, run_finetune
         from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
         from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
@@ -217,23 +224,27 @@ class Experiment:
                                     limit=c.eval_size or None, seed=c.seed, max_tokens=load.max_new_tokens,
                                     threads=c.threads, engine_batch=c.engine_batch, trace_sample_rate=0.0,
                                     out=str(out / "predictions.jsonl"))
+            engine = engine_spec(evaluation)  # the engine run_eval uses: its counters give the decoding figures
+            tokens_before, batches_before = engine.output_tokens, engine.generate_calls
             with maybe_stage("eval", recipe=recipe.name):
                 eval_start = time.time()
                 evaluated = run_eval(evaluation, progress=False)
                 eval_s = time.time() - eval_start
-        return self.measure(trained, evaluated, eval_s, load)
+            decoding = {"s": eval_s, "output_tokens": engine.output_tokens - tokens_before,
+                        "batches": engine.generate_calls - batches_before}
+        return self.measure(trained, evaluated, decoding, load)
 
-    def measure(self, trained: dict, evaluated: dict, eval_s: float, load: Workload) -> dict[str, Any]:
+    def measure(self, trained: dict, evaluated: dict, decoding: dict, load: Workload) -> dict[str, Any]:
         """Throughputs of this run; they replace the assumed rates for the runs after it."""
         students = list(trained["students"].values())
         tokens, train_s = sum(s.tokens for s in students), sum(s.train_time_s for s in students)
         tokens_per_s = tokens / train_s if train_s else 0.0
-        new_tokens = output_tokens(evaluated["predictions"], self.tokenizer())
-        batches = -(-load.eval_calls // load.engine_batch)
+        eval_s, new_tokens = decoding["s"], decoding["output_tokens"]
         if tokens_per_s:
             self.rates.train_tokens_per_s, self.rates.measured["train"] = tokens_per_s, True
-        if batches and eval_s:
-            self.rates.decode_step_s, self.rates.measured["decode"] = eval_s / (batches * load.max_new_tokens), True
+        if decoding["batches"] and eval_s:  # an upper bound per step: a batch may stop before the cap
+            self.rates.decode_step_s = eval_s / (decoding["batches"] * load.max_new_tokens)
+            self.rates.measured["decode"] = True
         scores = evaluated["scores"]
         accuracy = {name: score_dict(score) for name, score in scores.items()}
         return {
@@ -242,7 +253,7 @@ class Experiment:
                       "mfu": round(mfu(tokens_per_s), 4) if self.config.device != "cpu" else None,
                       "loss": students[0].train_loss, "first_loss": students[0].first_loss,
                       "val_loss": students[0].val_loss, "steps": students[0].steps},
-            "eval": {"s": round(eval_s, 1), "output_tokens": new_tokens,
+            "eval": {"s": round(eval_s, 1), "output_tokens": new_tokens, "batches": decoding["batches"],
                      "output_tokens_per_s": round(new_tokens / eval_s, 1) if eval_s else None,
                      "predictions": evaluated["predictions"]},
             "accuracy": accuracy,
@@ -300,16 +311,6 @@ def sft_token_counts(records: list[dict], tokenizer, sample: int = 400, seed: in
             "max_completion_tokens": max(done), "sampled": len(chosen)}
 
 
-def output_tokens(predictions: str, tokenizer) -> int:
-    """Tokens the student wrote during evaluation, re-tokenized from every stage's outputs (approximate: the
-    field markers between outputs are not counted)."""
-    from kpdd.eval.harness import read_predictions
-
-    texts = [str(value) for record in read_predictions(predictions) for stage in (record.get("stages") or {}).values()
-             for value in (stage.values() if isinstance(stage, dict) else [stage])]
-    return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else 0
-
-
 def score_dict(score) -> dict[str, Any]:
     low, high = score.interval
     return {"n": score.total, "correct": score.correct, "accuracy": score.accuracy, "ci95": [low, high],
@@ -334,6 +335,9 @@ def run_experiment(config: ExperimentConfig, clock: Clock) -> dict[str, Any]:
     from kpdd.run.experiment_report import write_outputs
     from kpdd.tracking import command_run
 
+    unknown = [m for m in config.methods if m not in METHOD_ORDER]
+    if unknown or not config.methods:
+        raise ConfigError(f"--methods {','.join(config.methods)}: expected some of {', '.join(METHOD_ORDER)}")
     experiment = Experiment(config, clock)
     experiment.work.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -342,22 +346,22 @@ def run_experiment(config: ExperimentConfig, clock: Clock) -> dict[str, Any]:
     features = detect_features()
     experiment.results["features"] = {k: v for k, v in features.items() if k != "augment_help"}
     if not features["augment"]:
-        experiment.note("`kpdd augment` is not available (or lacks --traces/--out): every run uses gold traces only")
+        experiment.note("`kpdd augment` is not available (or lacks --program/--out): every run uses gold traces only")
     if not features["student_calls"]:
         experiment.note("the students' format (student_calls) has not landed: one multitask student per method")
     eval_examples = [e for name in EVAL_DATASETS for e in load_dataset(name, limit=config.eval_size or None,
                                                                          seed=config.seed)]
     recipes = [r for r in plan_recipes(features["augment"], features["student_calls"]) if r.program in config.methods]
-    if not any(r.program == "kpdd-pot" for r in recipes):
-        raise ConfigError("--methods must include kpdd-pot: the shipped LoRA student is a KPDD-PoT student")
-    last_kpdd_pot = max(i for i, r in enumerate(recipes) if r.program == "kpdd-pot")
+    kpdd_pot = [i for i, r in enumerate(recipes) if r.program == "kpdd-pot"]
+    if not kpdd_pot:
+        experiment.note("no KPDD-PoT run in --methods: no LoRA student and no TRL comparison")
     with command_run("experiment", config, experiment="gpu-experiment",
                      tracking_uri=f"sqlite:///{(experiment.work / 'mlflow.db').resolve()}"):
         for index, recipe in enumerate(recipes):
             experiment.run(recipe, eval_examples, features)
-            if index == 0:
+            if kpdd_pot and index == kpdd_pot[0]:
                 experiment.trl_comparison(recipe)
-            if index == last_kpdd_pot:
+            if kpdd_pot and index == kpdd_pot[-1]:
                 experiment.run(best_kpdd_pot(experiment.results["runs"]), eval_examples, features)
     experiment.results["rates"] = dataclasses.asdict(experiment.rates)
     experiment.results["used_s"] = round(clock.used(), 1)

@@ -225,3 +225,20 @@ def test_server_lm_calls_an_openai_compatible_server():
     assert path == "/v1/chat/completions" and auth == "Bearer k"
     assert body["model"] == "my-student" and body["messages"][-1]["content"] == "2+2?"
     assert not lm.provider.finetunable
+
+
+def test_read_student_resolves_a_shipped_student(monkeypatch, tmp_path):
+    monkeypatch.setattr(student_module, "SHIPPED_STUDENTS_DIR", tmp_path)
+    (tmp_path / "kpdd-pot").mkdir()
+    write_student(tmp_path / "kpdd-pot", base="smollm2-135m", adapter_subdir=None, program="kpdd-pot",
+                  model_id="shipped-kpdd-pot", train={})
+    ref = read_student("shipped:kpdd-pot")
+    assert (ref.root, ref.model_id, ref.program) == (tmp_path / "kpdd-pot", "shipped-kpdd-pot", "kpdd-pot")
+
+
+def test_eval_of_a_student_not_shipped_yet_is_one_clear_error(monkeypatch, tmp_path):
+    from kpdd.eval.run import EvalConfig, load_program_and_lm
+
+    monkeypatch.setattr(student_module, "SHIPPED_STUDENTS_DIR", tmp_path)
+    with pytest.raises(KpddError, match=r"no shipped student 'kpdd-pot'.*shipped students: none yet.*student-kpdd-pot"):
+        load_program_and_lm(EvalConfig(program="kpdd-pot", lm="shipped:kpdd-pot"))
