@@ -74,6 +74,12 @@ def main() -> None:
               f"{counts['tokens'] / counts['traces']:>9.0f} {counts['completion']:>10,} {cap:>4} "
               f"{load.train_s(rates):>7.0f} {load.eval_s(rates):>6.0f} {run_s:>6.0f} {used:>6.0f}  "
               f"{'yes' if fits else 'no'}   ({time.perf_counter() - start:.0f} s to count)")
+        if method == "kpdd-pot":  # the experiment times TRL's defaults, then trains the LoRA student, here
+            trl_s = 2 * 15.0 + 3 * 512 * counts["tokens"] / counts["records"] / rates.train_tokens_per_s
+            for name, extra_s in (("TRL vs kpdd", trl_s), ("kpdd-pot LoRA", run_s)):
+                fits = used + extra_s <= args.budget_s - args.reserve_s
+                used += extra_s if fits else 0.0
+                print(f"{name:<65} {extra_s:>6.0f} {used:>6.0f}  {'yes' if fits else 'no'}")
     print(f"\nsetup {args.setup_s:.0f} s + runs that fit = {used:.0f} s of {args.budget_s - args.reserve_s:.0f} s")
 
 

@@ -277,7 +277,7 @@ class Experiment:
         records = merge_tasks(build_sft_data(traces, build_program(recipe.program), val_fraction=0.0))["train"]
         records = records[: self.config.trl_records]
         tokens = sft_token_counts(records, self.tokenizer(), sample=len(records))["tokens"]
-        estimate = 2 * 30.0 + 3 * tokens / self.rates.train_tokens_per_s  # two model loads; TRL assumed 2x slower
+        estimate = 2 * 15.0 + 3 * tokens / self.rates.train_tokens_per_s  # two model loads; TRL assumed 2x slower
         if estimate > self.clock.left():
             self.note(f"TRL comparison skipped: needs ~{estimate:.0f} s, {self.clock.left():.0f} s left")
             return
