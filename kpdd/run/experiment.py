@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any
 
 from kpdd.config import option
 from kpdd.errors import ConfigError
-from kpdd.run.experiment_plan import METHOD_ORDER, Rates, Recipe, Workload, mfu, plan_recipes
+from kpdd.run.experiment_plan import METHOD_ORDER, Rates, Recipe, Workload, mfu, new_tokens_cap, plan_recipes
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +49,8 @@ class ExperimentConfig:
     max_length: int = option(2048, "tokens per packed row")
     learning_rate: float = option(1e-4, "peak learning rate, full fine-tuning")
     lora_learning_rate: float = option(1e-3, "peak learning rate, the LoRA student")
-    max_tokens: int = option(256, "cap on new tokens per student call (lowered per program to 2x its longest gold "
-                                  "completion)")
+    max_tokens: int = option(512, "cap on new tokens per student call (lowered per program to 1.25x the 99th "
+                                  "percentile of its gold completions)")
     threads: int = option(1024, "questions in flight during evaluation")
     engine_batch: int = option(1024, "requests per generation batch")
     trl_records: int = option(512, "SFT records for the TRL-defaults timing (0: skip it)")
@@ -82,20 +81,31 @@ class Clock:
 
 
 def detect_features() -> dict[str, Any]:
-    """Options that other work adds to kpdd: `kpdd augment` (program-checked variants) and the students' format
-    (`student_calls`, `prompt_format` on the fine-tune config). Each is used where present, noted where not."""
-    from kpdd.cli import app
-    from kpdd.finetune.run import FinetuneConfig
+    """What other work adds to kpdd, used where present and noted where not: `kpdd augment`'s driver
+    (program-checked variants) and the students' format (`student_calls`, `prompt_format` on the fine-tune config)."""
+    import importlib.util
+
+    from kpdd.run.finetune import FinetuneConfig
 
     fields = FinetuneConfig.__dataclass_fields__
-    commands = {c.name or c.callback.__name__.removesuffix("_cmd") for c in app.registered_commands}
-    augment_help = ""
-    if "augment" in commands:  # its options are read from its help, since this script calls it as a command
-        done = subprocess.run([sys.executable, "-m", "kpdd", "augment", "--help"], capture_output=True, text=True,
-                              timeout=300)
-        augment_help = done.stdout if done.returncode == 0 else ""
-    return {"augment": all(opt in augment_help for opt in ("--program", "--out")), "augment_help": augment_help,
+    return {"augment": importlib.util.find_spec("kpdd.run.augment") is not None,
             "student_calls": "student_calls" in fields, "prompt_format": "prompt_format" in fields}
+
+
+def sft_records(traces: list[dict], program: str, student_calls: str | None) -> list[dict]:
+    """The training records of a run, built as `kpdd finetune` builds them (same program, format, calls)."""
+    from kpdd.finetune.sft import build_sft_data, merge_tasks
+    from kpdd.modules import build_program
+
+    if student_calls is None:  # before the students' format: one record per stage call
+        return merge_tasks(build_sft_data(traces, build_program(program), val_fraction=0.0))["train"]
+    from kpdd.modules.one_call import OneCallProgram, repeated_predictors
+    from kpdd.modules.saved import build_student_program
+
+    student = build_student_program(program, student_calls, repeated_predictors(traces))
+    data = build_sft_data(traces, student.program if isinstance(student, OneCallProgram) else student,
+                          val_fraction=0.0, student_calls=student_calls)
+    return merge_tasks(data)["train"]
 
 
 class Experiment:
@@ -116,7 +126,7 @@ class Experiment:
     # ---- data -----------------------------------------------------------------------------------------------
     def traces(self, program: str, variants: bool) -> list[str]:
         """Trace stores for a program: gold (generated once), plus `kpdd augment`'s variants when asked for."""
-        from kpdd.compile.traces import TracesConfig, run_traces
+        from kpdd.run.traces import TracesConfig, run_traces
 
         if (program, False) not in self._traces:
             start = time.time()
@@ -128,17 +138,26 @@ class Experiment:
             self._traces[(program, False)] = [stats["path"]]
         if variants and (program, True) not in self._traces:
             gold = self._traces[(program, False)]
-            target = self.work / "traces" / f"{program}-variants.jsonl"
-            size = min(filter(None, (self.config.train_size, self.config.augment_size)), default=0)
-            limit = ["--limit", str(size)] if size else []
-            done = subprocess.run([sys.executable, "-m", "kpdd", "augment", "--program", program, "--seed",
-                                   str(self.config.seed), *limit, "--out", str(target)], capture_output=True, text=True)
-            if done.returncode == 0 and target.is_file():
-                self._traces[(program, True)] = gold + [str(target)]
-            else:  # e.g. a program augment does not vary: train on the gold traces, and say so
-                self.note(f"kpdd augment --program {program} failed, gold traces only: {done.stderr.strip()[-300:]}")
-                self._traces[(program, True)] = gold
+            self._traces[(program, True)] = gold + self.variants(program)
         return self._traces[(program, variants)]
+
+    def variants(self, program: str) -> list[str]:
+        """`kpdd augment`'s program-checked variants of a seeded subset of questions (its driver, in process);
+        none, and a note, where it fails (e.g. a program it does not vary)."""
+        import importlib
+
+        size = min(filter(None, (self.config.train_size, self.config.augment_size)), default=0)
+        target = self.work / "traces" / f"{program}-variants.jsonl"
+        start = time.time()
+        try:
+            augment = importlib.import_module("kpdd.run.augment")
+            augment.run_augment(augment.AugmentConfig(program=program, limit=size or None, seed=self.config.seed,
+                                                      out=str(target)), progress=False)
+        except Exception as exc:  # noqa: BLE001  (the gold traces still make a run)
+            self.note(f"kpdd augment --program {program} failed, gold traces only: {type(exc).__name__}: {exc}")
+            return []
+        self.results["setup"][f"augment/{program}"] = {"s": round(time.time() - start, 1), "questions": size}
+        return [str(target)]
 
     def tokenizer(self):
         if self._tokenizer is None:
@@ -151,18 +170,16 @@ class Experiment:
 
     def workload(self, recipe: Recipe, stores: list[str], eval_questions: int) -> tuple[Workload, dict]:
         """The run's SFT tokens (a tokenized sample, scaled by characters) and evaluation calls."""
-        from kpdd.compile.sft import build_sft_data, merge_tasks
-        from kpdd.finetune.run import load_traces
-        from kpdd.modules import build_program
+        from kpdd.run.finetune import load_traces
 
         traces = load_traces(stores, recipe.program)
-        records = merge_tasks(build_sft_data(traces, build_program(recipe.program), val_fraction=0.0))["train"]
+        records = sft_records(traces, recipe.program, recipe.student_calls)
         counts = sft_token_counts(records, self.tokenizer())
         c = self.config
         steps_cap = c.max_steps * c.batch_size * c.grad_accum * c.max_length if c.max_steps > 0 else None
         tokens = counts["tokens"] if steps_cap is None else min(counts["tokens"], steps_cap)
         calls_per_question = len(records) / max(len(traces), 1)
-        cap = min(c.max_tokens, max(32, 2 * counts["max_completion_tokens"]))
+        cap = new_tokens_cap(counts["p99_completion_tokens"], c.max_tokens)
         load = Workload(train_tokens=tokens, epochs=c.epochs if c.max_steps <= 0 else 1.0,
                         eval_calls=round(eval_questions * calls_per_question), max_new_tokens=cap,
                         engine_batch=c.engine_batch)
@@ -201,8 +218,8 @@ class Experiment:
 
     def train_and_eval(self, recipe: Recipe, stores: list[str], load: Workload, eval_examples: list,
                        features: dict) -> dict[str, Any]:
-        from kpdd.eval.run import EvalConfig, engine_spec, run_eval
-        from kpdd.finetune.run import FinetuneConfig, run_finetune
+        from kpdd.run.eval import EvalConfig, engine_spec, run_eval
+        from kpdd.run.finetune import FinetuneConfig, run_finetune
         from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
         from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
 
@@ -265,17 +282,14 @@ class Experiment:
         """kpdd's trainer vs TRL's SFTTrainer defaults on the same records (benchmarks/bench_training.py)."""
         import importlib.util
 
-        from kpdd.compile.sft import build_sft_data, merge_tasks
-        from kpdd.finetune.run import load_traces
-        from kpdd.modules import build_program
+        from kpdd.run.finetune import load_traces
 
         bench = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_training.py"
         if self.config.trl_records <= 0 or not bench.is_file():
             self.note(f"TRL comparison skipped ({'--trl-records 0' if bench.is_file() else f'{bench} missing'})")
             return
         traces = load_traces(self.traces(recipe.program, False), recipe.program)
-        records = merge_tasks(build_sft_data(traces, build_program(recipe.program), val_fraction=0.0))["train"]
-        records = records[: self.config.trl_records]
+        records = sft_records(traces, recipe.program, recipe.student_calls)[: self.config.trl_records]
         tokens = sft_token_counts(records, self.tokenizer(), sample=len(records))["tokens"]
         estimate = 2 * 15.0 + 3 * tokens / self.rates.train_tokens_per_s  # two model loads; TRL assumed 2x slower
         if estimate > self.clock.left():
@@ -300,7 +314,8 @@ def sft_token_counts(records: list[dict], tokenizer, sample: int = 400, seed: in
     import random
 
     if not records:
-        return {"tokens": 0, "completion_tokens": 0, "max_completion_tokens": 0, "sampled": 0}
+        return {"tokens": 0, "completion_tokens": 0, "max_completion_tokens": 0, "p99_completion_tokens": 0,
+                "sampled": 0}
     chosen = records if len(records) <= sample else random.Random(seed).sample(records, sample)
     texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in chosen]
     completions = [r["messages"][-1]["content"] for r in chosen]
@@ -308,7 +323,8 @@ def sft_token_counts(records: list[dict], tokenizer, sample: int = 400, seed: in
     done = [len(ids) for ids in tokenizer(completions, add_special_tokens=False)["input_ids"]]
     scale = sum(len(tokenizer.apply_chat_template(r["messages"], tokenize=False)) for r in records) / sum(map(len, texts))
     return {"tokens": round(sum(full) * scale), "completion_tokens": round(sum(done) * scale),
-            "max_completion_tokens": max(done), "sampled": len(chosen)}
+            "max_completion_tokens": max(done), "p99_completion_tokens": sorted(done)[int(0.99 * (len(done) - 1))],
+            "sampled": len(chosen)}
 
 
 def score_dict(score) -> dict[str, Any]:
@@ -344,9 +360,9 @@ def run_experiment(config: ExperimentConfig, clock: Clock) -> dict[str, Any]:
     prepare_model(config.gguf)
     experiment.results["setup"]["model_s"] = round(time.time() - start, 1)
     features = detect_features()
-    experiment.results["features"] = {k: v for k, v in features.items() if k != "augment_help"}
+    experiment.results["features"] = features
     if not features["augment"]:
-        experiment.note("`kpdd augment` is not available (or lacks --program/--out): every run uses gold traces only")
+        experiment.note("`kpdd augment` (kpdd.run.augment) is not available: every run uses gold traces only")
     if not features["student_calls"]:
         experiment.note("the students' format (student_calls) has not landed: one multitask student per method")
     eval_examples = [e for name in EVAL_DATASETS for e in load_dataset(name, limit=config.eval_size or None,

@@ -94,6 +94,12 @@ class Workload:
         return self.train_s(rates) + self.eval_s(rates) + rates.fixed_s_per_run
 
 
+def new_tokens_cap(p99_completion_tokens: int, max_tokens: int) -> int:
+    """The per-call cap on new tokens: a batch decodes until its longest row stops, so a student that rambles
+    costs the cap; 1.25x the 99th percentile of the gold completions leaves room for any right answer."""
+    return min(max_tokens, max(32, round(1.25 * p99_completion_tokens)))
+
+
 def mfu(tokens_per_s: float, params: float = SMOLLM2_135M_PARAMS, peak: float = H200_BF16_PEAK_FLOPS) -> float:
     """Model FLOPs utilisation of training: 6 N FLOPs per token (forward + backward), attention left out."""
     return 6 * params * tokens_per_s / peak

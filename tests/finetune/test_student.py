@@ -237,7 +237,7 @@ def test_read_student_resolves_a_shipped_student(monkeypatch, tmp_path):
 
 
 def test_eval_of_a_student_not_shipped_yet_is_one_clear_error(monkeypatch, tmp_path):
-    from kpdd.eval.run import EvalConfig, load_program_and_lm
+    from kpdd.run.eval import EvalConfig, load_program_and_lm
 
     monkeypatch.setattr(student_module, "SHIPPED_STUDENTS_DIR", tmp_path)
     with pytest.raises(KpddError, match=r"no shipped student 'kpdd-pot'.*shipped students: none yet.*student-kpdd-pot"):

@@ -75,16 +75,18 @@ def test_gpu_experiment_dry_run_writes_every_output_file(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
     assert all(p.stat().st_size <= MAX_FILE_BYTES for p in out.iterdir())
     results = json.loads((out / "results.json").read_text())
-    runs = {r["name"]: r for r in results["runs"]}
-    for name in ("kpdd-pot_gold_full", "kpdd-pot_gold_lora"):
-        assert runs[name]["status"] == "done", runs[name]["status"]
-        assert set(runs[name]["accuracy"]) == set(DATASETS)
-        assert runs[name]["train"]["tokens"] > 0 and runs[name]["eval"]["output_tokens"] > 0
+    full = [r for r in results["runs"] if r["program"] == "kpdd-pot" and not r["lora"]]
+    shipped = [r for r in results["runs"] if r["lora"]]
+    for run in (full[0], *shipped):
+        assert run["status"] == "done", run["status"]
+        assert set(run["accuracy"]) == set(DATASETS)
+        assert run["train"]["tokens"] > 0 and run["eval"]["output_tokens"] > 0
+    assert len(shipped) == 1
     assert results["trl_comparison"]["speed_up"] > 0
-    assert "kpdd-pot_gold_full" in (out / "results.md").read_text()
+    assert full[0]["name"] in (out / "results.md").read_text()
 
     with tarfile.open(out / "predictions.tar.xz") as archive:
-        lines = archive.extractfile("kpdd-pot_gold_full.jsonl").read().decode().splitlines()
+        lines = archive.extractfile(f"{full[0]['name']}.jsonl").read().decode().splitlines()
     assert len(lines) == len(DATASETS)  # one question per set
     with tarfile.open(out / "student-kpdd-pot.tar.gz") as archive:
         archive.extractall(tmp_path / "shipped", filter="data")
