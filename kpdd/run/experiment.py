@@ -210,6 +210,11 @@ class Experiment:
         try:
             entry.update(self.train_and_eval(recipe, stores, load, eval_examples, features))
             entry["status"] = "done"
+            train, ev = entry["train"], entry["eval"]
+            logger.warning("%s done: training %s tokens/s (MFU %s), evaluation %s output tokens/s, average %.1f %%",
+                           recipe.name, train["tokens_per_s"],
+                           "n/a on CPU" if train["mfu"] is None else f"{100 * train['mfu']:.1f} %",
+                           ev["output_tokens_per_s"], 100 * (entry["average"] or 0.0))
         except Exception as exc:  # noqa: BLE001
             entry["status"] = f"failed: {type(exc).__name__}: {exc}"
             logger.exception("%s failed", recipe.name)
