@@ -64,12 +64,12 @@ def test_dry_config_is_tiny_and_on_cpu():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(2400)
 def test_gpu_experiment_dry_run_writes_every_output_file(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-experiment"), "--dry-run", "--out", str(out),
-                           "--work", str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=1150)
+                           "--work", str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=2350)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
