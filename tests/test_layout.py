@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1] / "kpdd"
 # tracking records what the stages produced; run holds the drivers that chain the stages; cli parses options
 # into a driver's config. A package's own __init__ counts as the package.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("kpdd", "kpdd.errors", "kpdd.config", "kpdd.jsonl"),
+    ("kpdd", "kpdd.errors", "kpdd.config", "kpdd.jsonl", "kpdd.distributed"),
     ("kpdd.data",),
     ("kpdd.sandbox",),
     ("kpdd.eval",),

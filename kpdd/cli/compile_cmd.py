@@ -4,6 +4,7 @@ import typer
 
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
+from kpdd.distributed import is_main_process
 from kpdd.run.compile import CompileConfig
 
 
@@ -16,6 +17,8 @@ def compile_command(config: CompileConfig, experiment=None, tracking_uri=None):
     tags = {METHOD: config.program, TEACHER: config.teacher, STUDENT: config.student}
     with command_run("compile", config, tags=tags, experiment=experiment, tracking_uri=tracking_uri):
         result = run_compile(config)
+    if not is_main_process():  # the main process of an `accelerate launch` reports for all
+        return
     stats = result["traces"]
     typer.echo(f"traces: {stats['traces']} for {stats['covered']} of {stats['questions']} questions "
                f"({stats['coverage']:.1%})")

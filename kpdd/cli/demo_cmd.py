@@ -4,6 +4,7 @@ import typer
 
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
+from kpdd.distributed import is_main_process
 from kpdd.run.demo import DemoConfig
 
 
@@ -19,6 +20,8 @@ def demo_command(config: DemoConfig, experiment=None, tracking_uri=None):
     start = time.perf_counter()
     with command_run("demo", config, experiment=experiment, tracking_uri=tracking_uri) as run:
         run_demo(config, echo=typer.echo)
+    if not is_main_process():  # the main process of an `accelerate launch` evaluates and compares
+        return
     result = compare(experiment=experiment or "kpdd", run_ids=[run.info.run_id], tracking_uri=tracking_uri,
                      out_dir=f"{config.out}/compare")
     typer.echo(f"\n== comparison (demo run {run.info.run_id[:8]}, {time.perf_counter() - start:.0f} s) ==")

@@ -4,6 +4,7 @@ import typer
 
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
+from kpdd.distributed import is_main_process
 from kpdd.run.finetune import FinetuneConfig
 
 
@@ -18,6 +19,8 @@ def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None)
                      experiment=experiment, tracking_uri=tracking_uri):
         result = run_finetune(config, on_log=metrics_logger())
         log_finetune(result)
+    if not is_main_process():  # the main process of an `accelerate launch` reports for all
+        return
     typer.echo(f"compiled program: {result['out']}  (evaluate: kpdd eval --lm {result['out']})")
     for task, trained in result["students"].items():
         typer.echo(f"  student {task}: {trained.steps} steps, loss {trained.first_loss} → {trained.train_loss}, "

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.config import option
+from kpdd.distributed import any_process, is_main_process
 from kpdd.errors import ConfigError, DataError
 from kpdd.finetune.hardware import fast_bf16, resolve_device
 from kpdd.finetune.student import STUDENT_FILE
@@ -299,7 +300,9 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     result.tokens = int(trainer.state.num_input_tokens_seen) - seen_before
     if validation and not any(h["step"] == result.steps and "train/val_loss" in h for h in result.history):
         result.val_loss = trainer.evaluate()["eval_loss"]  # the last periodic evaluation missed the final step
-    _save(trainer, tokenizer, out_dir, config)
+    _save(trainer, out_dir, config)
+    if not is_main_process():  # under `accelerate launch`, the main process writes the student
+        return result
     base_ref = config.student if config.lora else out_dir / WEIGHTS  # a full fine-tune is its own base
     meta = {"prompt_format": detect_format(train[0]["messages"]), **(student_meta or {})}
     write_student(out_dir, base=base_ref, adapter_subdir=ADAPTER if config.lora else None, program=program,
@@ -320,7 +323,9 @@ class _TimeBudget:
                 self.start = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kwargs):
-                if time.perf_counter() - self.start >= seconds:
+                # Under `accelerate launch` the processes must stop at the same step: one that went on alone
+                # would wait forever for the others' gradients.
+                if any_process(time.perf_counter() - self.start >= seconds):
                     control.should_training_stop = control.should_save = True
 
         return TimeBudget()
@@ -348,8 +353,13 @@ def _tokens_seen(checkpoint: str | None) -> int:
     return int(TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME)).num_input_tokens_seen or 0)
 
 
-def _save(trainer, tokenizer, out_dir: Path, config: TrainConfig) -> None:
-    """LoRA: the adapter alone (the base comes from ``config.student``). Full: a whole checkpoint."""
+def _save(trainer, out_dir: Path, config: TrainConfig) -> None:
+    """LoRA: the adapter alone (the base comes from ``config.student``). Full: a whole checkpoint. With the tokenizer.
+
+    Every process calls this: under FSDP the weights are gathered from all of them; only the main one writes.
+    """
+    from transformers.trainer import TRAINING_ARGS_NAME
+
     target = out_dir / (ADAPTER if config.lora else WEIGHTS)
-    trainer.model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    trainer.save_model(str(target))
+    (target / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle of the arguments: kpdd.json records them

@@ -2,7 +2,8 @@
 
 Each stage writes under ``out`` and is resumable, so rerunning the command continues where it stopped: the
 optimised teacher program is reused, the trace store resumes, training resumes from its last checkpoint.
-With MLflow active, each stage is a child run of the command's run.
+With MLflow active, each stage is a child run of the command's run. Under ``accelerate launch`` the main process
+runs the teacher while the others wait, then every process trains (data-parallel).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.config import option, save_config
+from kpdd.distributed import is_main_process, main_process_first
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.run.paths import default_out, slug
@@ -20,6 +22,7 @@ from kpdd.run.paths import default_out, slug
 logger = logging.getLogger(__name__)
 
 NO_OPTIMIZER = "none"
+TRACES = "traces.jsonl"
 
 
 @dataclass(frozen=True)
@@ -82,26 +85,45 @@ def optimized_teacher_program(config: CompileConfig) -> Path | None:
 def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
     """The whole compile: returns the compiled program's directory, the trace stats and the training figures."""
     from kpdd.run.finetune import FinetuneConfig, run_finetune
-    from kpdd.run.traces import TracesConfig, run_traces
-    from kpdd.tracking.results import log_finetune, log_traces, maybe_stage, metrics_logger
+    from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
 
     out = config.out_dir()
-    save_config(config, out)
-    teacher_program = optimized_teacher_program(config)
-    traces_config = TracesConfig(program=config.program, teacher=config.teacher, api_base=config.api_base,
-                                 api_key_env=config.api_key_env,
-                                 teacher_program=str(teacher_program) if teacher_program else None,
-                                 dataset=config.dataset, split=config.split, limit=config.limit, seed=config.seed,
-                                 samples=config.samples, temperature=config.temperature, threads=config.threads,
-                                 out=str(out / "traces.jsonl"))
-    with maybe_stage("traces", **traces_config.__dict__):
-        stats = run_traces(traces_config, progress=progress)
-        log_traces(stats)
+    if is_main_process():
+        save_config(config, out)
+    # Under `accelerate launch` the teacher runs once, in the main process; the others then read its store.
+    with main_process_first():
+        stats = teacher_traces(config, progress) if is_main_process() else written_traces(out / TRACES)
     train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
-    finetune_config = FinetuneConfig(**train_fields, traces=[str(out / "traces.jsonl")], program=config.program,
+    finetune_config = FinetuneConfig(**train_fields, traces=[str(out / TRACES)], program=config.program,
                                      multitask=config.multitask, prompt_format=config.prompt_format,
                                      student_calls=config.student_calls, out=str(out / "compiled"))
     with maybe_stage("finetune", **train_fields):
         trained = run_finetune(finetune_config, progress=progress, on_log=metrics_logger())
         log_finetune(trained)
     return {"compiled": trained["out"], "traces": stats, "students": trained["students"]}
+
+
+def teacher_traces(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
+    """The optimised teacher program (once) and its verified traces (resumable); returns the store's stats."""
+    from kpdd.run.traces import TracesConfig, run_traces
+    from kpdd.tracking.results import log_traces, maybe_stage
+
+    out = config.out_dir()
+    teacher_program = optimized_teacher_program(config)
+    traces_config = TracesConfig(program=config.program, teacher=config.teacher, api_base=config.api_base,
+                                 api_key_env=config.api_key_env,
+                                 teacher_program=str(teacher_program) if teacher_program else None,
+                                 dataset=config.dataset, split=config.split, limit=config.limit, seed=config.seed,
+                                 samples=config.samples, temperature=config.temperature, threads=config.threads,
+                                 out=str(out / TRACES))
+    with maybe_stage("traces", **traces_config.__dict__):
+        stats = run_traces(traces_config, progress=progress)
+        log_traces(stats)
+    return stats
+
+
+def written_traces(path: Path) -> dict[str, Any]:
+    """The stats of a trace store another process wrote."""
+    from kpdd.compile.store import TraceStore
+
+    return {"path": str(path), **TraceStore(path).stats()}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.config import option, save_config
+from kpdd.distributed import is_main_process
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
     from kpdd.tracking.results import maybe_stage
 
     out = Path(config.out)
-    save_config(config, out)
+    if is_main_process():  # under `accelerate launch`, one process writes
+        save_config(config, out)
     results = {}
     for program in config.programs:
         echo(f"\n== {program}: gold traces → LoRA fine-tune of {config.student} → evaluation ==")
@@ -63,6 +65,8 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
         tags = {METHOD: program, TEACHER: "gold", STUDENT: config.student}
         with command_run("compile", compile_config, tags=tags) as run:
             compiled = run_compile(compile_config, progress=progress)
+            if not is_main_process():  # under `accelerate launch` every process trains; the main one evaluates
+                continue
             eval_config = EvalConfig(program=compiled["compiled"], lm=compiled["compiled"], engine=config.engine,
                                      device=config.device, datasets=config.datasets, limit=config.eval_size or None,
                                      seed=config.seed, max_tokens=config.max_tokens, threads=config.threads,

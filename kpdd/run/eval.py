@@ -14,6 +14,7 @@ from kpdd.errors import ConfigError
 from kpdd.run.paths import default_out, slug
 
 ALL = "all"
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class EvalConfig:
     engine_batch: int | None = option(None, "most requests a local engine generates as one batch (default: the "
                                             "engine's own; raise it on a GPU)")
     trace_sample_rate: float = option(0.02, "share of questions whose DSPy calls are traced to MLflow (0: none)")
+    prompt_format: str = option(AUTO, "how the LM is prompted: auto (a compiled program's recorded format, local or "
+                                      "served; DSPy's defaults for other LMs), 'student' or 'chat' (override)")
     out: str = option("", "predictions file (default kpdd-runs/eval/<program>-<lm>.jsonl); rerun to resume")
 
     def dataset_names(self) -> list[str]:
@@ -62,26 +65,66 @@ def is_compiled(path: str) -> bool:
 def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str, bool]:
     """The program to evaluate with its LM(s) set, its registry name, and whether its LM is local."""
     from kpdd.modules import build_program
+    from kpdd.modules.saved import manifest_program
 
     lm_kwargs = {"max_tokens": config.max_tokens}
+    if is_compiled(config.program) and is_model_string(config.lm):
+        return served_compiled(config, lm_kwargs), manifest_program(config.program), False
     for source in (config.program, config.lm):
         if is_compiled(source):
             from kpdd.engines.compiled import load_compiled
-            from kpdd.modules.saved import manifest_program
 
             program = load_compiled(source, engine=engine_spec(config), **lm_kwargs)
             return program, manifest_program(source), True
-    if "/" in config.lm and not Path(config.lm).exists():
-        from kpdd.engines.lm import teacher_lm
-
+    if is_model_string(config.lm):
         program = build_program(config.program)
-
-        lm = teacher_lm(config.lm, api_base=config.api_base, api_key=os.environ.get(config.api_key_env), **lm_kwargs)
-        program.set_lm(lm)
+        program.set_lm(model_lm(config, lm_kwargs))
         return program, config.program, False
     from kpdd.engines.compiled import program_with_student
 
     return program_with_student(config.program, config.lm, engine=engine_spec(config), **lm_kwargs), config.program, True
+
+
+def is_model_string(lm: str) -> bool:
+    """'openai/<name>' and other LiteLLM model strings, as opposed to a local directory or the shipped alias."""
+    return "/" in lm and not Path(lm).exists()
+
+
+def model_lm(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.LM:
+    from kpdd.engines.lm import teacher_lm
+
+    return teacher_lm(config.lm, api_base=config.api_base, api_key=os.environ.get(config.api_key_env), **lm_kwargs)
+
+
+def served_compiled(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.Module:
+    """A compiled (or exported) program whose student runs behind a server, e.g. ``vllm serve`` of ``kpdd export``:
+    the program's state, the served model as every predictor's LM, and the prompt format the student was trained on.
+    """
+    import json
+
+    from kpdd.finetune.student import read_student
+    from kpdd.modules.saved import MANIFEST, load_program
+    from kpdd.modules.student_format import adapter_for
+
+    manifest = json.loads((Path(config.program) / MANIFEST).read_text())
+    students = sorted(set(manifest.get("students", {}).values()))
+    if len(students) != 1:
+        raise ConfigError(f"{config.program} has {len(students)} students (one per stage) but --lm names one served "
+                          "model: evaluate a multitask student, or the compiled program with its local students")
+    program = load_program(config.program)
+    program.set_lm(model_lm(config, lm_kwargs))
+    student_dir = Path(config.program) / students[0]
+    program.prompt_adapter = adapter_for(manifest.get("prompt_format") or read_student(student_dir).prompt_format)
+    return program
+
+
+def with_prompt_format(program: dspy.Module, prompt_format: str) -> dspy.Module:
+    """``--prompt-format``: ``auto`` keeps the format the program carries; ``student`` or ``chat`` overrides it."""
+    from kpdd.modules.student_format import adapter_for
+
+    if prompt_format != AUTO:
+        program.prompt_adapter = adapter_for(prompt_format)
+    return program
 
 
 def engine_spec(config: EvalConfig) -> Any:
@@ -121,6 +164,7 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     # A trained student's program carries its own prompt format; a bare local model reads DSPy's chat format
     # without the JSON fallback (a second call it was never asked for); an API LM keeps DSPy's defaults.
     adapter = student_adapter(CHAT) if local else None
+    program = with_prompt_format(program, config.prompt_format)
     path = config.predictions_path()
     save_config(config, path)
     with dspy_tracing(config.trace_sample_rate if log and mlflow_active() else 0.0):

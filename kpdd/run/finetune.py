@@ -2,7 +2,8 @@
 
 The output is a compiled-program directory (:mod:`kpdd.engines.compiled`): the program's state and its
 students, ready for ``kpdd eval --lm <out>``. Rerunning the same command resumes each student's training from
-its latest checkpoint; a student that already finished is kept.
+its latest checkpoint; a student that already finished is kept. Under ``accelerate launch`` every process
+trains on the same split (data-parallel) and the main process writes the students and the compiled program.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.config import option, save_config
+from kpdd.distributed import is_main_process
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig, TrainResult
 from kpdd.run.paths import default_out
@@ -81,7 +83,8 @@ def run_finetune(config: FinetuneConfig, progress: bool = True,
                           prompt_format=config.prompt_format, student_calls=config.student_calls)
     tasks = {ALL_STAGES: merge_tasks(data)} if config.multitask else data
     out = config.out_dir()
-    save_config(config, out)
+    if is_main_process():  # under `accelerate launch`, one process writes
+        save_config(config, out)
     meta = {"prompt_format": config.prompt_format, "student_calls": config.student_calls,
             "repeated": getattr(program, "repeated", [])}
     results: dict[str, TrainResult] = {}
@@ -96,5 +99,6 @@ def run_finetune(config: FinetuneConfig, progress: bool = True,
     missing = [name for name, _ in program.named_predictors() if name not in students]
     if missing:
         raise ConfigError(f"stages {missing} got no student: train them too (drop --stages) to run the program")
-    save_program(program, out, config.program, students=students, traces=len(traces), **meta)
+    if is_main_process():  # under `accelerate launch` every process trained; one writes
+        save_program(program, out, config.program, students=students, traces=len(traces), **meta)
     return {"out": str(out), "traces": len(traces), "students": results}

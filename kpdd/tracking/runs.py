@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from kpdd.config import config_document
+from kpdd.distributed import is_main_process
 from kpdd.errors import ConfigError
 
 DEFAULT_EXPERIMENT = "kpdd"
@@ -163,9 +164,13 @@ def command_run(command: str, config: Any = None, *, tags: dict[str, Any] | None
     config's fields of those names, then to ``kpdd`` and :func:`resolve_tracking_uri`. Inside another run (a
     command that drives others, like ``demo``) it becomes a child of that run, in the same store and experiment.
     An exception ends the run FAILED (KILLED for Ctrl-C) with the error in tags and ``error.txt``, then propagates.
+    Under a multi-process launch only the main process tracks; the others yield None and log nothing.
     """
     import mlflow
 
+    if not is_main_process():
+        yield None
+        return
     nested = mlflow.active_run() is not None
     if not nested:
         setup_tracking(tracking_uri or _config_field(config, "tracking_uri"),

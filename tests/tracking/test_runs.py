@@ -79,6 +79,19 @@ def test_command_run_interrupted_ends_killed():
     assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "KILLED"
 
 
+def test_command_run_logs_only_in_the_main_process_of_a_launch(monkeypatch):
+    """Under `accelerate launch` every process runs the command; one MLflow run, from rank 0."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with tracking.command_run("finetune", TinyConfig()) as run:
+        assert run is None and mlflow.active_run() is None
+    monkeypatch.setenv("RANK", "0")
+    with tracking.command_run("finetune", TinyConfig()) as run:
+        assert run is not None
+    experiments = [e.experiment_id for e in mlflow.MlflowClient().search_experiments()]
+    assert [r.info.run_id for r in mlflow.MlflowClient().search_runs(experiments)] == [run.info.run_id]
+
+
 def test_stage_run_is_a_child_with_the_parent_tags_and_fails_both():
     with pytest.raises(RuntimeError, match="out of memory"):
         with tracking.command_run("compile", tags={tracking.METHOD: "socratic", tracking.TEACHER: "gold"}) as parent:

@@ -1,0 +1,46 @@
+"""`kpdd eval`'s choice of program, LM and prompt format, without weights: a compiled (or exported) program on a
+served student is prompted in the format recorded for it; other served models keep DSPy's defaults."""
+
+import pytest
+
+from kpdd.errors import ConfigError
+from kpdd.modules import build_program
+from kpdd.modules.saved import save_program
+from kpdd.modules.student_format import STUDENT, StudentAdapter
+from kpdd.run.eval import EvalConfig, load_program_and_lm, with_prompt_format
+
+SERVER = "http://127.0.0.1:8000/v1"
+
+
+def compiled(directory, students):
+    return str(save_program(build_program("kpdd-pot"), directory, "kpdd-pot", students=students,
+                            prompt_format=STUDENT))
+
+
+def test_a_compiled_program_runs_on_a_served_student_in_its_recorded_format(tmp_path):
+    program_dir = compiled(tmp_path, {name: "students/all" for name in ("key_points.core", "key_points.info", "solve")})
+    program, name, local = load_program_and_lm(EvalConfig(program=program_dir, lm="openai/student", api_base=SERVER))
+    assert name == "kpdd-pot" and not local
+    assert {predictor.lm.model for _, predictor in program.named_predictors()} == {"openai/student"}
+    assert program.solve.lm.kwargs["api_base"] == SERVER
+    assert isinstance(program.prompt_adapter, StudentAdapter)  # what the student was trained on
+
+
+def test_a_served_model_with_a_registry_program_keeps_dspys_defaults(tmp_path):
+    program, _, local = load_program_and_lm(EvalConfig(program="direct", lm="openai/teacher", api_base=SERVER))
+    assert not local and program.prompt_adapter is None
+
+
+def test_prompt_format_overrides_what_the_program_carries():
+    """--prompt-format student: a served export evaluated with a registry program instead of its own directory."""
+    assert isinstance(with_prompt_format(build_program("direct"), "student").prompt_adapter, StudentAdapter)
+    assert with_prompt_format(build_program("direct"), "auto").prompt_adapter is None
+    with pytest.raises(ConfigError, match="prompt format 'json'"):
+        with_prompt_format(build_program("direct"), "json")
+
+
+def test_one_served_model_cannot_stand_for_per_stage_students(tmp_path):
+    program_dir = compiled(tmp_path, {"key_points.core": "students/core", "key_points.info": "students/info",
+                                      "solve": "students/solve"})
+    with pytest.raises(ConfigError, match="3 students"):
+        load_program_and_lm(EvalConfig(program=program_dir, lm="openai/student", api_base=SERVER))
