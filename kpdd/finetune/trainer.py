@@ -287,7 +287,7 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
         )
     # With disable_tqdm the trainer prints every log dictionary; our bar shows the figures instead.
     trainer.remove_callback(PrinterCallback)
-    if progress:
+    if progress and is_main_process():  # one bar per launch, not one per process
         trainer.add_callback(_ProgressBar(f"train {out_dir.name}"))
     checkpoint = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
     if checkpoint:
