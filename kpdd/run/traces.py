@@ -62,7 +62,6 @@ def build_teacher(config: TracesConfig, program: dspy.Module) -> Teacher:
     lm = teacher_lm(config.teacher, api_base=read_endpoints(config.api_base, config.api_bases_file),
                     api_key=os.environ.get(config.api_key_env), max_tokens=config.max_tokens,
                     timeout=config.request_timeout)
-                    max_tokens=config.max_tokens)
     return LMTeacher(program, lm, config.program, temperature=config.temperature, name=config.teacher)
 
 
