@@ -113,6 +113,8 @@ class ScriptedTeacher:
         teacher = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers do: a client reuses its connections
+
             def log_message(self, *args):
                 pass
 

@@ -125,12 +125,13 @@ def test_a_server_killed_mid_run_loses_and_repeats_nothing(tmp_path):
 def test_a_faulty_server_is_cooled_down_while_the_others_answer(tmp_path):
     faults = itertools.cycle(["429", "500", "garbage"])
     with (ScriptedTeacher(ANSWERS, latency_s=LATENCY_S) as good, ScriptedTeacher(ANSWERS, latency_s=LATENCY_S) as also,
-          ScriptedTeacher(ANSWERS, faults=faults, retry_after=1) as faulty):
+          ScriptedTeacher(ANSWERS, faults=faults, retry_after=5) as faulty):
         teacher = fleet_teacher([faulty.url, good.url, also.url], cooldown_s=5)
         stats = generate_traces(teacher, EXAMPLES, TraceStore(tmp_path / "t.jsonl"), header(), threads=6,
                                 progress=False)
         assert (stats["traces"], stats["failed"], stats["errors"]) == (40, 0, {})
         assert good.requests + also.requests == 40
+        # At most the first burst of the 6 threads reaches it before its first failure cools it down (for 5 s).
         assert faulty.requests <= 6, "a failing server should be cooled down, not asked again and again"
 
 
@@ -158,8 +159,9 @@ def test_a_429_keeps_its_server_idle_for_retry_after_seconds():
                 list(pool.map(teacher.sample, EXAMPLES[:8]))  # keep the pool busy until it is asked again
     first = limited.request_times[0]
     gaps = [t - first for t in limited.request_times]
-    # Requests already on their way when the first 429 came back arrive at once; then nothing for 1 s.
-    assert not [g for g in gaps if 0.1 < g < 0.95], f"asked again {gaps} s after the first 429"
+    # Requests already on their way when the first 429 came back arrive soon after (later on a loaded machine);
+    # then nothing until 1 s has passed. Ignoring Retry-After (cool-down 0.1 s) would fill that gap.
+    assert not [g for g in gaps if 0.3 < g < 0.95], f"asked again {gaps} s after the first 429"
     assert gaps[-1] >= 0.95
 
 
