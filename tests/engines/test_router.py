@@ -119,7 +119,7 @@ def test_a_server_killed_mid_run_loses_and_repeats_nothing(tmp_path):
         asked = sum(s.requests for s in healthy)
         generate_traces(teacher, EXAMPLES, store, header(), threads=6, progress=False)  # a rerun: nothing to do
         assert sum(s.requests for s in healthy) == asked
-    assert len(closed_question_ids(store.path)) == 40 and len(store.trace_ids()) == 40
+    assert len(closed_question_ids(store.path)) == 40 and len({t["id"] for t in store.traces()}) == 40
 
 
 def test_a_faulty_server_is_cooled_down_while_the_others_answer(tmp_path):
@@ -159,9 +159,9 @@ def test_a_429_keeps_its_server_idle_for_retry_after_seconds():
                 list(pool.map(teacher.sample, EXAMPLES[:8]))  # keep the pool busy until it is asked again
     first = limited.request_times[0]
     gaps = [t - first for t in limited.request_times]
-    # Requests already on their way when the first 429 came back arrive soon after (later on a loaded machine);
-    # then nothing until 1 s has passed. Ignoring Retry-After (cool-down 0.1 s) would fill that gap.
-    assert not [g for g in gaps if 0.3 < g < 0.95], f"asked again {gaps} s after the first 429"
+    # Within its first second it sees only a few requests (those already on their way when a 429 came back); with
+    # Retry-After ignored (cool-down 0.1 s) the busy pool would send it one every ~0.1 s.
+    assert len([g for g in gaps if g < 0.95]) <= 4, f"asked again {gaps} s after the first 429"
     assert gaps[-1] >= 0.95
 
 
