@@ -78,10 +78,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (list, tuple):
         (item,) = typing.get_args(tp)[:1] or (Any,)
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, item, where) for v in value]
+        # A repeated option gives a list, and each value may itself be comma-separated.
+        parts = [p.strip() for v in value for p in (v.split(",") if isinstance(v, str) else [v])]
+        return [_coerce(v, item, where) for v in parts if v != ""]
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -3,17 +3,29 @@
 It answers ``/v1/chat/completions`` in DSPy's ChatAdapter format: it reads which output fields the system prompt
 asks for and the question from the user message, and fills the fields so that the program's final answer is the
 gold one (from ``answers``) — or a wrong one for questions listed in ``wrong``. Faults are injected on demand:
-``faults`` is a list consumed one per request (``"429"``, ``"500"``, ``"slow"`` (sleeps past the client's
-timeout), ``"garbage"`` (a body that is not JSON), ``None`` (answer normally)).
+``faults`` is a list (or any iterator, e.g. ``itertools.cycle``) consumed one per request (``"429"`` (with a
+``Retry-After`` of ``retry_after`` seconds), ``"500"``, ``"slow"`` (sleeps past the client's timeout),
+``"garbage"`` (a body that is not JSON), ``None`` (answer normally)).
+
+A fleet of teacher servers is modelled with ``latency_s`` (every answer takes that long) and ``capacity``
+(requests served at once; the others wait, as on a GPU server at its batch limit). :class:`TeacherProcess` runs
+one in its own process, so that a test can kill it outright (``python tests/scripted_teacher.py --help``).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import re
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 FIELD = re.compile(r"^\d+\. `(\w+)`", re.MULTILINE)
 
@@ -45,12 +57,15 @@ def _value(field: str, answer: float) -> str:
 
 
 class ScriptedTeacher:
-    def __init__(self, answers: dict[str, float], wrong: set[str] = frozenset(), faults: list | None = None,
-                 slow_s: float = 3.0):
-        self.answers, self.wrong, self.faults, self.slow_s = answers, set(wrong), list(faults or []), slow_s
+    def __init__(self, answers: dict[str, float], wrong: set[str] = frozenset(), faults=None, slow_s: float = 3.0,
+                 latency_s: float = 0.0, capacity: int | None = None, retry_after: int = 0, port: int = 0):
+        self.answers, self.wrong, self.faults, self.slow_s = answers, set(wrong), iter(faults or []), slow_s
+        self.latency_s, self.retry_after = latency_s, retry_after
+        self.slots = threading.Semaphore(capacity) if capacity else contextlib.nullcontext()
         self.requests = 0
+        self.request_times: list[float] = []  # when each request arrived (time.monotonic)
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -68,7 +83,8 @@ class ScriptedTeacher:
     def reply(self, body: dict) -> tuple[int, bytes]:
         with self.lock:
             self.requests += 1
-            fault = self.faults.pop(0) if self.faults else None
+            self.request_times.append(time.monotonic())
+            fault = next(self.faults, None)
         if fault == "429":
             return 429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}'
         if fault == "500":
@@ -77,6 +93,8 @@ class ScriptedTeacher:
             return 200, b"<html>this is not json"
         if fault == "slow":
             time.sleep(self.slow_s)
+        with self.slots:
+            time.sleep(self.latency_s)
         messages = body["messages"]
         system = next(m["content"] for m in messages if m["role"] == "system")
         question = _question(messages[-1]["content"]) if "[[ ## question ## ]]" in messages[-1]["content"] else ""
@@ -95,6 +113,8 @@ class ScriptedTeacher:
         teacher = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers do: a client reuses its connections
+
             def log_message(self, *args):
                 pass
 
@@ -105,10 +125,57 @@ class ScriptedTeacher:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
-                    self.send_header("Retry-After", "0")
+                    self.send_header("Retry-After", str(teacher.retry_after))
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
         return Handler
+
+
+class TeacherProcess:
+    """A :class:`ScriptedTeacher` in a child process: ``kill()`` ends it with SIGKILL, mid-request if need be,
+    as a crashed or pre-empted server would."""
+
+    def __init__(self, answers: dict[str, float], latency_s: float = 0.0, capacity: int | None = None):
+        self.answers_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(answers, self.answers_file)
+        self.answers_file.close()
+        command = [sys.executable, __file__, "--answers", self.answers_file.name, "--latency", str(latency_s)]
+        if capacity:
+            command += ["--capacity", str(capacity)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.url = self.process.stdout.readline().strip()  # the child prints its URL once it listens
+        if not self.url.startswith("http"):
+            raise RuntimeError(f"scripted teacher process did not start: {self.url!r}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+        self.process.stdout.close()
+        Path(self.answers_file.name).unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve a scripted OpenAI-compatible teacher on 127.0.0.1.")
+    parser.add_argument("--answers", required=True, help="JSON file: question text -> gold answer")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds every answer takes")
+    parser.add_argument("--capacity", type=int, default=None, help="requests served at once (default: no limit)")
+    parser.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    args = parser.parse_args()
+    answers = json.loads(Path(args.answers).read_text())
+    teacher = ScriptedTeacher(answers, latency_s=args.latency, capacity=args.capacity, port=args.port)
+    print(teacher.url, flush=True)
+    teacher.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

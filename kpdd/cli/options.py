@@ -20,13 +20,14 @@ from kpdd.config import load_config
 
 
 def _cli_type(tp: Any) -> Any:
-    """The type typer parses a field as: lists come as comma-separated text, ``X | None`` as ``X``."""
+    """The type typer parses a field as: a list option may be repeated (each value may also be comma-separated
+    text, split by the config loader), ``X | None`` comes as ``X``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
         origin = typing.get_origin(tp)
     if origin in (list, tuple):
-        return str
+        return list[str]
     return tp
 
 

@@ -1,5 +1,6 @@
 """Serving students: the local inference engines, and the functions that build a `dspy.LM` for a student, a
-server or a teacher, or load a compiled program with its students.
+server or a teacher (one teacher over many servers: `kpdd.engines.router`, LiteLLM's Router behind a `dspy.LM`),
+or load a compiled program with its students.
 
 Nothing here imports torch, transformers or vllm until a model is loaded.
 """

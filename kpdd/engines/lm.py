@@ -7,6 +7,7 @@ one string into either.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,15 @@ def server_lm(url: str, model: str, api_key: str = "EMPTY", **lm_kwargs):
     return dspy.LM(f"openai/{model}", api_base=url, api_key=api_key, provider=dspy.Provider(), **lm_kwargs)
 
 
-def teacher_lm(spec: str, api_base: str | None = None, api_key: str | None = None, temperature: float = 0.0,
-               max_tokens: int = 1024, num_retries: int = 6, **kwargs) -> dspy.LM:
+def teacher_lm(spec: str, api_base: str | Sequence[str] | None = None, api_key: str | None = None,
+               temperature: float = 0.0, max_tokens: int = 1024, num_retries: int = 6, timeout: float | None = None,
+               **kwargs) -> dspy.LM:
     """A ``dspy.LM`` from one string: a LiteLLM model (``openai/gpt-4o-mini``, key from the environment), an
-    OpenAI-compatible server (``openai/<served-name>`` with ``api_base``, e.g. ``vllm serve``), or a local Hugging
-    Face model through our engine (``local:<student dir, checkpoint or alias>``). An explicit provider is always
-    passed."""
+    OpenAI-compatible server (``openai/<served-name>`` with ``api_base``, e.g. ``vllm serve``), many such servers
+    of one model (several ``api_base`` URLs: LiteLLM's Router spreads the calls, see :mod:`kpdd.engines.router`),
+    or a local Hugging Face model through our engine (``local:<student dir, checkpoint or alias>``). An explicit
+    provider is always passed. ``timeout`` (seconds a request may take) applies to servers; None keeps the
+    client's default."""
     if spec.startswith("local:"):
         return student_lm(spec.removeprefix("local:"), temperature=temperature, max_tokens=max_tokens, **kwargs)
     if "/" not in spec:
@@ -56,6 +60,13 @@ def teacher_lm(spec: str, api_base: str | None = None, api_key: str | None = Non
     from dspy.clients.openai import OpenAIProvider
 
     provider = OpenAIProvider() if spec.startswith("openai/") else dspy.Provider()
-    connection = {"api_base": api_base, "api_key": api_key or ("EMPTY" if api_base else None)}
+    endpoints = [api_base] if isinstance(api_base, str) else list(api_base or [])
+    if len(endpoints) > 1:
+        from kpdd.engines.router import routed_lm
+
+        return routed_lm(spec, endpoints, api_key=api_key, timeout=timeout, temperature=temperature,
+                         max_tokens=max_tokens, num_retries=num_retries, provider=provider, **kwargs)
+    api_base = endpoints[0] if endpoints else None
+    connection = {"api_base": api_base, "api_key": api_key or ("EMPTY" if api_base else None), "timeout": timeout}
     return dspy.LM(spec, temperature=temperature, max_tokens=max_tokens, num_retries=num_retries,
                    provider=provider, **{k: v for k, v in connection.items() if v is not None}, **kwargs)

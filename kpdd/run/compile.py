@@ -29,8 +29,13 @@ TRACES = "traces.jsonl"
 class CompileConfig(TrainConfig):
     program: str = option("kpdd-pot", "program (registry name)")
     teacher: str = option("gold", "'gold', 'local:<model dir>', or a model string such as 'openai/gpt-4o-mini'")
-    api_base: str | None = option(None, "OpenAI-compatible server URL for the teacher")
+    api_base: list[str] = option([], "OpenAI-compatible server URL for the teacher (e.g. a vLLM server); repeat "
+                                     "it (or separate URLs by commas) to spread the calls over several servers")
+    api_bases_file: str | None = option(None, "a file of teacher server URLs, one a line, added to --api-base")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the teacher's API key")
+    request_timeout: float | None = option(None, "seconds a request to the server may take before it is abandoned "
+                                                 "and retried (on another server when there are several); "
+                                                 "default: the client's own")
     optimizer: str = option(NO_OPTIMIZER, "teacher optimizer: none, bootstrap-fewshot, bootstrap-random-search, "
                                           "mipro, gepa")
     optimize_size: int = option(50, "training questions used to optimise the teacher program")
@@ -61,6 +66,7 @@ def optimized_teacher_program(config: CompileConfig) -> Path | None:
     from kpdd.compile.optimize import optimize
     from kpdd.data import load_dataset
     from kpdd.engines.lm import teacher_lm
+    from kpdd.engines.router import read_endpoints
     from kpdd.modules import build_program
     from kpdd.modules.saved import MANIFEST, save_program
     from kpdd.tracking.results import maybe_stage
@@ -74,7 +80,8 @@ def optimized_teacher_program(config: CompileConfig) -> Path | None:
         logger.info("reusing the optimised teacher program in %s", target)
         return target
     with maybe_stage("optimise", optimizer=config.optimizer, size=config.optimize_size):
-        lm = teacher_lm(config.teacher, api_base=config.api_base, api_key=os.environ.get(config.api_key_env))
+        lm = teacher_lm(config.teacher, api_base=read_endpoints(config.api_base, config.api_bases_file),
+                        api_key=os.environ.get(config.api_key_env), timeout=config.request_timeout)
         reflection = teacher_lm(config.reflection_lm) if config.reflection_lm else None
         trainset = load_dataset(config.dataset, config.split, limit=config.optimize_size, seed=config.seed + 1)
         program = optimize(build_program(config.program), lm, trainset, config.optimizer, reflection_lm=reflection,
@@ -111,7 +118,8 @@ def teacher_traces(config: CompileConfig, progress: bool = True) -> dict[str, An
     out = config.out_dir()
     teacher_program = optimized_teacher_program(config)
     traces_config = TracesConfig(program=config.program, teacher=config.teacher, api_base=config.api_base,
-                                 api_key_env=config.api_key_env,
+                                 api_bases_file=config.api_bases_file, api_key_env=config.api_key_env,
+                                 request_timeout=config.request_timeout,
                                  teacher_program=str(teacher_program) if teacher_program else None,
                                  dataset=config.dataset, split=config.split, limit=config.limit, seed=config.seed,
                                  samples=config.samples, temperature=config.temperature, threads=config.threads,

@@ -22,8 +22,13 @@ class EvalConfig:
     program: str = option("kpdd-pot", "program: a registry name, or a compiled program directory")
     lm: str = option("smollm2-135m", "the LM: a student or compiled-program directory, a checkpoint, the shipped "
                                      "alias, or a model string such as 'openai/<name>' (with --api-base)")
-    api_base: str | None = option(None, "OpenAI-compatible server URL for a model-string LM")
+    api_base: list[str] = option([], "OpenAI-compatible server URL for a model-string LM; repeat it (or separate "
+                                     "URLs by commas) to spread the calls over several servers")
+    api_bases_file: str | None = option(None, "a file of server URLs, one a line, added to --api-base")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the API key")
+    request_timeout: float | None = option(None, "seconds a request to the server may take before it is abandoned "
+                                                 "and retried (on another server when there are several); "
+                                                 "default: the client's own")
     engine: str = option("transformers", "local engine for local models: transformers or vllm")
     device: str = option("auto", "device for the local engine: auto, cpu or cuda")
     datasets: list[str] = option(["all"], "datasets: gsm8k, svamp, asdiv, multiarith, 'all', or JSON/JSONL files")
@@ -91,9 +96,13 @@ def is_model_string(lm: str) -> bool:
 
 
 def model_lm(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.LM:
+    """The LM of a model string: one server, or requests spread over several (``--api-base`` repeated)."""
     from kpdd.engines.lm import teacher_lm
+    from kpdd.engines.router import read_endpoints
 
-    return teacher_lm(config.lm, api_base=config.api_base, api_key=os.environ.get(config.api_key_env), **lm_kwargs)
+    endpoints = read_endpoints(config.api_base, config.api_bases_file)
+    return teacher_lm(config.lm, api_base=endpoints, api_key=os.environ.get(config.api_key_env),
+                      timeout=config.request_timeout, **lm_kwargs)
 
 
 def served_compiled(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.Module:

@@ -21,8 +21,13 @@ class TracesConfig:
     program: str = option("kpdd-pot", "program (registry name): kpdd-cot, kpdd-pot, socratic, cot, pot, direct")
     teacher: str = option("gold", "'gold' (dataset annotations, no LM), 'local:<model dir>', or a model string "
                                   "such as 'openai/gpt-4o-mini'")
-    api_base: str | None = option(None, "OpenAI-compatible server URL for the teacher (e.g. a vLLM server)")
+    api_base: list[str] = option([], "OpenAI-compatible server URL for the teacher (e.g. a vLLM server); repeat "
+                                     "it (or separate URLs by commas) to spread the calls over several servers")
+    api_bases_file: str | None = option(None, "a file of teacher server URLs, one a line, added to --api-base")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the teacher's API key")
+    request_timeout: float | None = option(None, "seconds a request to the server may take before it is abandoned "
+                                                 "and retried (on another server when there are several); "
+                                                 "default: the client's own")
     teacher_program: str | None = option(None, "a saved, optimised teacher program (program.save JSON) to sample")
     dataset: str = option("gsm8k", "dataset name or a JSON/JSONL file")
     split: str = option("train", "dataset split")
@@ -49,12 +54,14 @@ def build_teacher(config: TracesConfig, program: dspy.Module) -> Teacher:
         return GoldTeacher(config.program)
     from kpdd.compile.teachers import LMTeacher
     from kpdd.engines.lm import teacher_lm
+    from kpdd.engines.router import read_endpoints
 
     if config.samples > 1 and config.temperature <= 0:
         raise ConfigError(f"samples={config.samples} needs temperature > 0 (got {config.temperature}): "
                           "greedy samples would all be the same")
-    lm = teacher_lm(config.teacher, api_base=config.api_base, api_key=os.environ.get(config.api_key_env),
-                    max_tokens=config.max_tokens)
+    lm = teacher_lm(config.teacher, api_base=read_endpoints(config.api_base, config.api_bases_file),
+                    api_key=os.environ.get(config.api_key_env), max_tokens=config.max_tokens,
+                    timeout=config.request_timeout)
     return LMTeacher(program, lm, config.program, temperature=config.temperature, name=config.teacher)
 
 
