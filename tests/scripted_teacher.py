@@ -4,7 +4,9 @@ It answers ``/v1/chat/completions`` in DSPy's ChatAdapter format: it reads which
 asks for and the question from the user message, and fills the fields so that the program's final answer is the
 gold one (from ``answers``) — or a wrong one for questions listed in ``wrong``. Faults are injected on demand:
 ``faults`` is a list consumed one per request (``"429"``, ``"500"``, ``"slow"`` (sleeps past the client's
-timeout), ``"garbage"`` (a body that is not JSON), ``None`` (answer normally)).
+timeout), ``"garbage"`` (a body that is not JSON), ``None`` (answer normally)). ``programs`` scripts a sampling
+student: question → programs, the n-th request for that question answering the ``program`` field with the n-th
+(cycling), so k samples of one question can be partly right, partly wrong, partly duplicates.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ def _value(field: str, answer: float) -> str:
 
 class ScriptedTeacher:
     def __init__(self, answers: dict[str, float], wrong: set[str] = frozenset(), faults: list | None = None,
-                 slow_s: float = 3.0):
+                 slow_s: float = 3.0, programs: dict[str, list[str]] | None = None):
         self.answers, self.wrong, self.faults, self.slow_s = answers, set(wrong), list(faults or []), slow_s
+        self.programs, self.asked = programs or {}, {}
         self.requests = 0
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -83,7 +86,12 @@ class ScriptedTeacher:
         answer = self.answers.get(question, 0.0)
         if question in self.wrong:
             answer += 1
-        content = "\n\n".join(f"[[ ## {f} ## ]]\n{_value(f, answer)}" for f in _fields(system))
+        values = {f: _value(f, answer) for f in _fields(system)}
+        if "program" in values and question in self.programs:
+            with self.lock:
+                n = self.asked[question] = self.asked.get(question, -1) + 1
+            values["program"] = self.programs[question][n % len(self.programs[question])]
+        content = "\n\n".join(f"[[ ## {f} ## ]]\n{v}" for f, v in values.items())
         content += "\n\n[[ ## completed ## ]]"
         completion = {"id": f"c{self.requests}", "object": "chat.completion", "created": 0, "model": body["model"],
                       "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
