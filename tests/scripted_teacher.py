@@ -5,7 +5,9 @@ asks for and the question from the user message, and fills the fields so that th
 gold one (from ``answers``) — or a wrong one for questions listed in ``wrong``. Faults are injected on demand:
 ``faults`` is a list (or any iterator, e.g. ``itertools.cycle``) consumed one per request (``"429"`` (with a
 ``Retry-After`` of ``retry_after`` seconds), ``"500"``, ``"slow"`` (sleeps past the client's timeout),
-``"garbage"`` (a body that is not JSON), ``None`` (answer normally)).
+``"garbage"`` (a body that is not JSON), ``None`` (answer normally)). ``programs`` scripts a sampling
+student: question → programs, the n-th request for that question answering the ``program`` field with the n-th
+(cycling), so k samples of one question can be partly right, partly wrong, partly duplicates.
 
 A fleet of teacher servers is modelled with ``latency_s`` (every answer takes that long) and ``capacity``
 (requests served at once; the others wait, as on a GPU server at its batch limit). :class:`TeacherProcess` runs
@@ -58,8 +60,10 @@ def _value(field: str, answer: float) -> str:
 
 class ScriptedTeacher:
     def __init__(self, answers: dict[str, float], wrong: set[str] = frozenset(), faults=None, slow_s: float = 3.0,
-                 latency_s: float = 0.0, capacity: int | None = None, retry_after: int = 0, port: int = 0):
+                 latency_s: float = 0.0, capacity: int | None = None, retry_after: int = 0, port: int = 0,
+                 programs: dict[str, list[str]] | None = None):
         self.answers, self.wrong, self.faults, self.slow_s = answers, set(wrong), iter(faults or []), slow_s
+        self.programs, self.asked = programs or {}, {}
         self.latency_s, self.retry_after = latency_s, retry_after
         self.slots = threading.Semaphore(capacity) if capacity else contextlib.nullcontext()
         self.requests = 0
@@ -101,7 +105,12 @@ class ScriptedTeacher:
         answer = self.answers.get(question, 0.0)
         if question in self.wrong:
             answer += 1
-        content = "\n\n".join(f"[[ ## {f} ## ]]\n{_value(f, answer)}" for f in _fields(system))
+        values = {f: _value(f, answer) for f in _fields(system)}
+        if "program" in values and question in self.programs:
+            with self.lock:
+                n = self.asked[question] = self.asked.get(question, -1) + 1
+            values["program"] = self.programs[question][n % len(self.programs[question])]
+        content = "\n\n".join(f"[[ ## {f} ## ]]\n{v}" for f, v in values.items())
         content += "\n\n[[ ## completed ## ]]"
         completion = {"id": f"c{self.requests}", "object": "chat.completion", "created": 0, "model": body["model"],
                       "choices": [{"index": 0, "message": {"role": "assistant", "content": content},

@@ -26,6 +26,14 @@ SCHEMA = 1
 TRACE, QUESTION = "trace", "question"  # the two kinds of line
 
 
+VARIANT_MARK = "~"  # '<source question id>~<variant>': a derived question (kpdd augment) keeps its source's id
+
+
+def source_question_id(question_id: str) -> str:
+    """The question a trace's question derives from: itself, or the source of a variant ('gsm8k-train-00012~a1b2')."""
+    return question_id.split(VARIANT_MARK, 1)[0]
+
+
 def trace_id(question_id: str, method: str, stages: list[dict]) -> str:
     """Stable id of a trace: the same question, method and stage outputs give the same id (dedup key)."""
     outputs = json.dumps([[s["predictor"], s["outputs"]] for s in stages], sort_keys=True, ensure_ascii=False)
@@ -62,9 +70,11 @@ class TraceStore:
         block, now = uuid.uuid4().hex[:12], time.strftime("%Y-%m-%dT%H:%M:%S")
         lines = []
         for trace in result.traces:
+            # A trace may name its own question and gold (a variant of the block's question, kpdd augment).
+            question_id = trace.get("question_id", result.question_id)
             record = {"schema": SCHEMA, "kind": TRACE, "block": block,
-                      "id": trace_id(result.question_id, header["method"], trace["stages"]),
-                      "question_id": result.question_id, **header, "gold": result.gold, **trace,
+                      "id": trace_id(question_id, header["method"], trace["stages"]),
+                      "question_id": question_id, **header, "gold": result.gold, **trace,
                       "meta": {**header.get("meta", {}), **trace.get("meta", {})}, "created": now}
             lines.append(record)
         lines.append({"schema": SCHEMA, "kind": QUESTION, "block": block, "question_id": result.question_id,
@@ -112,7 +122,7 @@ class TraceStore:
     def stats(self) -> dict[str, Any]:
         """Coverage (questions with ≥ 1 kept trace), traces per question, drop reasons, failures."""
         traces, latest = self._scan()
-        per_question = Counter(t["question_id"] for t in traces)
+        per_question = Counter(source_question_id(t["question_id"]) for t in traces)  # variants count for their source
         attempted = [q for q, line in latest.items() if not line.get("failed")]
         errors: Counter = Counter()
         samples = correct = 0

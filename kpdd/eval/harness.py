@@ -91,7 +91,7 @@ def predict(program: dspy.Module, example: dspy.Example, samples: int = 1, tempe
     if samples == 1:
         runs = [_run_once(program, example.question, settings)]
     else:
-        runs = [_run_once(_sampling_program(program, i, temperature), example.question, settings) for i in range(samples)]
+        runs = [_run_once(sampling_program(program, i, temperature), example.question, settings) for i in range(samples)]
     answer = majority([r.get("answer") for r in runs]) if samples > 1 else runs[0].get("answer")
     first = next((r for r in runs if r.get("answer") == answer), runs[0])
     correct = is_correct(answer, example.answer)
@@ -105,7 +105,7 @@ def predict(program: dspy.Module, example: dspy.Example, samples: int = 1, tempe
     return record
 
 
-def _sampling_program(program: dspy.Module, index: int, temperature: float) -> dspy.Module:
+def sampling_program(program: dspy.Module, index: int, temperature: float) -> dspy.Module:
     """``program`` with every LM set to sample with rollout id ``index`` (else DSPy's cache would return the
     first sample k times). Shallow copies: the predictors' demos and the engines are shared, not copied."""
     def sampled(lm: dspy.LM | None) -> dspy.LM:

@@ -18,6 +18,7 @@ from typing import Any
 import dspy
 
 from kpdd import jsonl
+from kpdd.compile.store import source_question_id
 from kpdd.errors import DataError
 from kpdd.modules.one_call import (
     ONE,
@@ -34,8 +35,9 @@ from kpdd.modules.student_format import STUDENT
 
 def is_validation(key: str, val_fraction: float, seed: int = 0) -> bool:
     """The one validation split: a stable, seeded coin per key (a question id; for DSPy's records, which carry
-    none, their messages), so the same question always lands on the same side."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    none, their messages), so the same question always lands on the same side, and a variant of a question
+    (``kpdd augment``) on its source's side, so no variant of a held-out question is trained on."""
+    digest = hashlib.sha256(f"{seed}:{source_question_id(key)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 

@@ -1,5 +1,9 @@
 """``kpdd compile``: optimise the program on the teacher → traces → fine-tune → the compiled student program.
 
+With ``augment`` > 0, program-checked variants of the traced questions join the traces (``kpdd augment``); with
+``rft_rounds`` > 0, rounds of rejection-sampling fine-tuning follow the fine-tune and the best round's student is
+the result (``kpdd improve``).
+
 Each stage writes under ``out`` and is resumable, so rerunning the command continues where it stopped: the
 optimised teacher program is reused, the trace store resumes, training resumes from its last checkpoint.
 With MLflow active, each stage is a child run of the command's run. Under ``accelerate launch`` the main process
@@ -51,6 +55,11 @@ class CompileConfig(TrainConfig):
                                            "(DSPy's ChatAdapter, for comparison)")
     student_calls: str = option("one", "one: the student writes every stage in one completion; per-stage: one "
                                        "call per stage, as the teacher ran it")
+    augment: int = option(0, "program-checked variants per traced question, added to the traces (kpdd augment; "
+                             "kpdd-pot, pot, direct; 0: none)")
+    rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)")
+    rft_samples: int = option(4, "student samples per question and RFT round")
+    engine: str = option("transformers", "local engine that samples the student in RFT rounds: transformers or vllm")
     out: str = option("", "output directory (default kpdd-runs/compile/<program>-<teacher>)")
 
     def out_dir(self) -> Path:
@@ -100,14 +109,18 @@ def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
     # Under `accelerate launch` the teacher runs once, in the main process; the others then read its store.
     with main_process_first():
         stats = teacher_traces(config, progress) if is_main_process() else written_traces(out / TRACES)
+        variants = augmented_store(config, progress) if is_main_process() else \
+            [str(out / "augment.jsonl")] * (config.augment > 0)
+    stores = [str(out / TRACES), *variants]
     train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
-    finetune_config = FinetuneConfig(**train_fields, traces=[str(out / TRACES)], program=config.program,
+    finetune_config = FinetuneConfig(**train_fields, traces=stores, program=config.program,
                                      multitask=config.multitask, prompt_format=config.prompt_format,
                                      student_calls=config.student_calls, out=str(out / "compiled"))
     with maybe_stage("finetune", **train_fields):
         trained = run_finetune(finetune_config, progress=progress, on_log=metrics_logger())
         log_finetune(trained)
-    return {"compiled": trained["out"], "traces": stats, "students": trained["students"]}
+    compiled = improved(config, trained["out"], stores, progress)
+    return {"compiled": compiled, "traces": stats, "students": trained["students"]}
 
 
 def teacher_traces(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
@@ -135,3 +148,35 @@ def written_traces(path: Path) -> dict[str, Any]:
     from kpdd.compile.store import TraceStore
 
     return {"path": str(path), **TraceStore(path).stats()}
+
+
+def augmented_store(config: CompileConfig, progress: bool) -> list[str]:
+    """``--augment N``: variants of the traced questions in their own store (none when N is 0)."""
+    from kpdd.run.augment import AugmentConfig, run_augment
+    from kpdd.tracking.results import log_augment, maybe_stage
+
+    if config.augment <= 0:
+        return []
+    augment_config = AugmentConfig(program=config.program, dataset=config.dataset, split=config.split,
+                                   limit=config.limit, seed=config.seed, variants=config.augment,
+                                   out=str(config.out_dir() / "augment.jsonl"))
+    with maybe_stage("augment", **augment_config.__dict__):
+        stats = run_augment(augment_config, progress=progress)
+        log_augment(stats)
+    return [stats["path"]]
+
+
+def improved(config: CompileConfig, compiled: str, stores: list[str], progress: bool) -> str:
+    """``--rft-rounds R``: the best student of R rounds of rejection-sampling fine-tuning (``compiled`` when R is 0)."""
+    from kpdd.run.improve import ImproveConfig, run_improve
+    from kpdd.tracking.results import maybe_stage
+
+    if config.rft_rounds <= 0:
+        return compiled
+    train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
+    improve_config = ImproveConfig(**train_fields, program=config.program, student_program=compiled, traces=stores,
+                                   dataset=config.dataset, split=config.split, limit=config.limit,
+                                   rounds=config.rft_rounds, samples=config.rft_samples, engine=config.engine,
+                                   out=str(config.out_dir() / "improve"))
+    with maybe_stage("improve", rounds=config.rft_rounds, samples=config.rft_samples):
+        return run_improve(improve_config, progress=progress, echo=logger.info)["best"]

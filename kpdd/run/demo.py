@@ -36,12 +36,15 @@ class DemoConfig:
     engine: str = option("transformers", "inference engine: transformers or vllm")
     max_tokens: int = option(128, "max new tokens per student call during evaluation")
     threads: int = option(16, "questions in flight during evaluation (batched by the engine)")
+    augment: int = option(0, "program-checked variants per traced question (kpdd augment; 0: none)")
+    rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)")
     seed: int = option(0, "seed for subsets, data order and initialisation")
     out: str = option("kpdd-runs/demo", "output directory")
 
 
 def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str, Any]:
     """Run the demo under the active MLflow run; returns each program's compiled directory and scores."""
+    from kpdd.compile.gold.augment import SUPPORTED_METHODS as AUGMENTABLE
     from kpdd.eval.harness import format_report
     from kpdd.run.compile import CompileConfig, run_compile
     from kpdd.run.eval import EvalConfig, run_eval
@@ -61,7 +64,9 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
             learning_rate=config.learning_rate, prompt_format=config.prompt_format,
             student_calls=config.student_calls, device=config.device, eval_steps=max(config.steps, 1) if config.steps > 0 else 200,
             save_steps=max(config.steps, 1) if config.steps > 0 else 200,
-            logging_steps=1 if 0 < config.steps <= 50 else 10, out=str(out / program))
+            logging_steps=1 if 0 < config.steps <= 50 else 10, out=str(out / program),
+            augment=config.augment if program in AUGMENTABLE else 0, rft_rounds=config.rft_rounds,
+            engine=config.engine)
         tags = {METHOD: program, TEACHER: "gold", STUDENT: config.student}
         with command_run("compile", compile_config, tags=tags) as run:
             compiled = run_compile(compile_config, progress=progress)

@@ -1,4 +1,4 @@
-"""`kpdd compare`: one table and three plots over the evaluated runs of an MLflow experiment.
+"""`kpdd compare`: one table and up to four plots over the evaluated runs of an MLflow experiment.
 
 Which runs make a row: every FINISHED run that logged ``accuracy/<dataset>`` metrics, grouped by its command
 run (the nearest run, itself or above, tagged ``kpdd.command``) and its method, student and teacher (the nearest
@@ -8,6 +8,7 @@ A row's other figures (``traces/count`` or the ``train_size`` param, ``train/tim
 curve) come from the first run that has them: the row's own runs, then the rest of its command run (stages of
 another method or student excepted), then the runs above the command.
 
+``kpdd improve`` runs add a plot of their validation accuracy against the round and the training traces.
 The plots are written to ``out_dir`` and logged, with the table, to a new ``compare`` run in the experiment.
 """
 
@@ -32,6 +33,7 @@ from kpdd.tracking.runs import (
     DEFAULT_EXPERIMENT,
     METHOD,
     PARAM_LIMIT,
+    STAGE,
     STUDENT,
     TEACHER,
     TRACES_COUNT,
@@ -45,6 +47,7 @@ from kpdd.tracking.runs import (
 )
 
 PARENT = "mlflow.parentRunId"
+RFT_ACCURACY, RFT_TRACES = "rft/val_accuracy", "rft/training_traces"  # logged by kpdd improve, step = round
 IDENTITY = (METHOD, STUDENT, TEACHER)
 
 
@@ -73,16 +76,17 @@ def compare(experiment: str = DEFAULT_EXPERIMENT, run_ids: list[str] | None = No
                           f"pass --experiment or --tracking-uri")
     tree = RunTree(_all_runs(client, found.experiment_id))
     rows = tree.rows(run_ids)
-    if not rows:
+    rounds = _improve_rounds(client, tree, run_ids)
+    if not rows and not rounds:
         which = f"runs {', '.join(run_ids)}" if run_ids else f"experiment {experiment!r}"
         raise KpddError(f"no finished runs with accuracy/<dataset> metrics under {which} in {uri}: "
                         f"run `kpdd eval` or `kpdd demo` first")
     datasets = dataset_columns(rows)
-    table = format_table(rows, datasets)
+    table = format_table(rows, datasets) + format_rounds(rounds)
     curves = {row.run_id: _curves(client, row.curve_run_id) for row in rows if row.curve_run_id}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = render_all(rows, datasets, curves, out_dir)
+    plots = render_all(rows, datasets, curves, out_dir, rounds)
 
     config = {"experiment": experiment, "run_ids": run_ids or [], "out_dir": str(out_dir)}
     save_config(config, out_dir)
@@ -192,6 +196,23 @@ class RunTree:
         return None
 
 
+def _improve_rounds(client, tree: RunTree, run_ids: list[str] | None) -> dict[str, list[tuple]]:
+    """Each finished ``kpdd improve`` run's (or ``improve`` stage's) rounds:
+    {label: [(round, training traces or None, accuracy)]}."""
+    found = {}
+    for run_id, run in tree.runs.items():
+        improve = run.data.tags.get(COMMAND) == "improve" or run.data.tags.get(STAGE) == "improve"  # or a stage
+        if not improve or RFT_ACCURACY not in run.data.metrics:
+            continue
+        if run.info.status != "FINISHED" or run_ids and set(run_ids).isdisjoint(tree.lineage(run_id)):
+            continue
+        accuracy = {m.step: m.value for m in client.get_metric_history(run_id, RFT_ACCURACY)}
+        traces = {m.step: m.value for m in client.get_metric_history(run_id, RFT_TRACES)}
+        label = " · ".join(p for p in (run.data.tags.get(METHOD), run.data.tags.get(STUDENT), run_id[:8]) if p)
+        found[label] = [(step, traces.get(step), accuracy[step]) for step in sorted(accuracy)]
+    return found
+
+
 def _number(text: str | None) -> float | None:
     """A numeric param, or None for a missing or non-numeric one (e.g. 'None': the whole split)."""
     try:
@@ -243,6 +264,14 @@ def format_table(rows: list[CompareRow], datasets: list[str]) -> str:
     console = Console(width=10_000, color_system=None, force_terminal=False, record=True, file=io.StringIO())
     console.print(table)
     return "\n".join(line.rstrip() for line in console.export_text().splitlines() if line.strip())
+
+
+def format_rounds(rounds: dict[str, list[tuple]]) -> str:
+    """The ``kpdd improve`` runs' validation accuracy per round, one line per run ('' without any)."""
+    lines = [f"improve {label}: " + ", ".join(
+        f"round {r} {100 * accuracy:.1f}%" + ("" if traces is None else f" ({int(traces)} traces)")
+        for r, traces, accuracy in points) for label, points in rounds.items()]
+    return "".join(f"\n{line}" for line in lines)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -1,4 +1,5 @@
-"""The plots of `kpdd compare`: accuracy by dataset, training curves, accuracy against the number of traces.
+"""The plots of `kpdd compare`: accuracy by dataset, training curves, accuracy against the number of traces,
+and the validation accuracy of ``kpdd improve`` rounds against the round and the number of training traces.
 
 Drawn with matplotlib's object API (``Figure``, no pyplot), so no GUI backend or global state is involved.
 A row keeps one colour in every plot.
@@ -22,16 +23,19 @@ DPI = 150
 ACCURACY_PLOT = "accuracy_by_dataset.png"
 CURVES_PLOT = "training_curves.png"
 TRACES_PLOT = "accuracy_vs_traces.png"
+ROUNDS_PLOT = "accuracy_vs_rounds.png"
 
 
 def render_all(rows: list[CompareRow], datasets: list[str], curves: dict[str, dict[str, list]],
-               out_dir: Path) -> list[Path]:
-    """Write every plot that has something to show; returns the PNG paths."""
+               out_dir: Path, rounds: dict[str, list[tuple]] | None = None) -> list[Path]:
+    """Write every plot that has something to show; returns the PNG paths. ``rounds``: each ``kpdd improve``
+    run's (round, training traces or None, validation accuracy) points."""
     labels, colours = row_labels(rows), row_colours(rows)
     figures = {
-        ACCURACY_PLOT: accuracy_bars(rows, datasets, labels, colours),
+        ACCURACY_PLOT: accuracy_bars(rows, datasets, labels, colours) if rows else None,
         CURVES_PLOT: training_curves(rows, curves, labels, colours),
         TRACES_PLOT: accuracy_vs_traces(rows, labels, colours),
+        ROUNDS_PLOT: accuracy_vs_rounds(rounds or {}),
     }
     written = []
     for name, figure in figures.items():
@@ -156,6 +160,34 @@ def accuracy_vs_traces(rows, labels, colours) -> Figure | None:
     axes.set_ylim(0, min(105.0, top * 1.2 + 5))
     _finish(axes, "Average accuracy vs number of training traces", "training traces", "average accuracy (%)",
             len(series))
+    return figure
+
+
+def accuracy_vs_rounds(rounds: dict[str, list[tuple]]) -> Figure | None:
+    """Rejection-sampling fine-tuning: validation accuracy against the round (left) and against the number of
+    training traces (right), one line per ``kpdd improve`` run."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    if not rounds:
+        return None
+    figure = Figure(figsize=(11.0, 4.4), layout="constrained")
+    by_round, by_traces = figure.subplots(1, 2)
+    for index, (name, points) in enumerate(rounds.items()):
+        colour = colormaps["tab10"](index % 10)
+        xs, ys = [p[0] for p in points], [100 * p[2] for p in points]
+        by_round.plot(xs, ys, color=colour, marker="o", linewidth=1.8, label=name)
+        counted = [(p[1], 100 * p[2]) for p in points if p[1] is not None]
+        if counted:
+            by_traces.plot(*zip(*counted, strict=True), color=colour, marker="o", linewidth=1.8, label=name)
+        for x, y in zip(xs, ys, strict=True):
+            by_round.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    by_round.set_xticks(sorted({p[0] for points in rounds.values() for p in points}))
+    for axes in (by_round, by_traces):
+        axes.set_ylim(0, min(105.0, max(100 * p[2] for pts in rounds.values() for p in pts) * 1.2 + 5))
+    _finish(by_round, "Validation accuracy by RFT round", "round (0: the starting student)",
+            "validation accuracy (%)", len(rounds))
+    _finish(by_traces, "… and by training traces", "training traces", "validation accuracy (%)", len(rounds))
     return figure
 
 

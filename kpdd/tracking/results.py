@@ -48,6 +48,40 @@ def log_traces(stats: dict[str, Any]) -> None:
     mlflow.log_dict(stats, "traces/summary.json")
 
 
+def log_augment(stats: dict[str, Any]) -> None:
+    """``kpdd augment``: the store's stats as for traces (coverage = questions with a variant, rejection
+    reasons as ``traces/dropped/...``), plus this run's throughput."""
+    if not mlflow_active():
+        return
+    import mlflow
+
+    log_traces(stats)
+    mlflow.log_metrics({"augment/variants_per_s": stats["variants_per_s"],
+                        "augment/new_variants": stats["new_variants"], "augment/seconds": stats["seconds"],
+                        "augment/candidates": stats["samples"]})
+
+
+ROUND_METRICS = ("drawn", "correct", "kept", "new_questions", "training_traces", "val_accuracy")
+
+
+def log_round(figures: dict[str, Any]) -> None:
+    """One ``kpdd improve`` round's figures as ``rft/<name>``, on the active run and, with the round as step, on
+    its parent (the command's run), whose curves ``kpdd compare`` plots against rounds."""
+    if not mlflow_active():
+        return
+    import mlflow
+
+    metrics = {f"rft/{name}": float(figures[name]) for name in ROUND_METRICS if name in figures}
+    mlflow.log_metrics(metrics, step=figures["round"])
+    if "dropped" in figures:
+        mlflow.log_metrics({_metric_name(f"rft/dropped/{k}"): v for k, v in figures["dropped"].items()})
+    client = mlflow.MlflowClient()
+    parent = client.get_run(mlflow.active_run().info.run_id).data.tags.get("mlflow.parentRunId")
+    for name, value in metrics.items():
+        if parent:
+            client.log_metric(parent, name, value, step=figures["round"])
+
+
 def metrics_logger() -> Callable[[dict, int], None] | None:
     """A trainer ``on_log`` that sends loss curves to the active run (None without one)."""
     if not mlflow_active():

@@ -179,3 +179,20 @@ def test_compare_accuracy_bars_draw_each_logged_95_percent_interval(tmp_path):
     # One vertical segment per bar, (x, low) → (x, high); svamp and the average have no interval, so none.
     segments = [segment for segment in errorbars.lines[2][0].get_segments() if len(segment)]
     assert [value for (_, low), (_, high) in segments for value in (low, high)] == pytest.approx([30.0, 70.0])
+
+
+def test_compare_plots_improve_rounds_against_round_and_training_traces(tmp_path):
+    from kpdd.tracking.results import log_round
+
+    with command_run("improve", tags={METHOD: "kpdd-pot", STUDENT: "smollm2-135m"}) as run:
+        log_round({"round": 0, "val_accuracy": 0.10, "training_traces": 31})
+        for round_, (accuracy, traces) in enumerate([(0.20, 300), (0.25, 420)], 1):
+            with stage_run(f"round-{round_}"):
+                log_round({"round": round_, "drawn": 800, "kept": 40, "new_questions": 12,
+                           "training_traces": traces, "val_accuracy": accuracy})
+    result = compare(out_dir=tmp_path)  # an experiment with improve runs only: no rows, still a plot
+    assert result.rows == [] and [p.name for p in result.plots] == ["accuracy_vs_rounds.png"]
+    assert len(colours_in(result.plots[0])) > 50 and TAB10[0] in colours_in(result.plots[0])
+    assert f"round 0 10.0% (31 traces), round 1 20.0% (300 traces), round 2 25.0% (420 traces)" in result.table
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "rft/kept")
+    assert [(m.step, m.value) for m in history] == [(1, 40.0), (2, 40.0)]

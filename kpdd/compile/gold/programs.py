@@ -237,6 +237,13 @@ class ProgramBuilder:
 
 def rationale_program(question: str, rationale: str, gold: float) -> str:
     """A named-variable program from a rationale's calculations, ending at the last result equal to ``gold``."""
+    builder, answer = rationale_builder(question, rationale, gold)
+    return builder.program(answer)
+
+
+def rationale_builder(question: str, rationale: str, gold: float) -> tuple[ProgramBuilder, str]:
+    """The builder of :func:`rationale_program` and its answer expression: which question quantity each
+    variable reads (``builder.declared``) is what ``kpdd augment`` changes."""
     calculations = [c for line in rationale_lines(rationale) for c in line_calculations(line)]
     readable = [c for c in calculations if c.tokens]
     if not readable:
@@ -247,7 +254,7 @@ def rationale_program(question: str, rationale: str, gold: float) -> str:
     builder = ProgramBuilder(question)
     for calculation in readable[: hits[-1] + 1]:
         name = builder.assign(calculation)
-    return builder.program(name)
+    return builder, name
 
 
 _REMAINDER = re.compile(r"=\s*(\d+)\s*r\s*(\d+)\s*$")
@@ -273,8 +280,14 @@ def equation_tokens(equation: str, answer: float | None = None) -> tuple[str, ..
 
 
 def equation_program(question: str, equation: str, answer: float | None = None) -> str:
+    builder, expression = equation_builder(question, equation, answer)
+    return builder.program(expression)
+
+
+def equation_builder(question: str, equation: str, answer: float | None = None) -> tuple[ProgramBuilder, str]:
+    """The builder of :func:`equation_program` and its answer expression (see :func:`rationale_builder`)."""
     builder = ProgramBuilder(question)
-    return builder.program(builder.expression(equation_tokens(equation, answer)))
+    return builder, builder.expression(equation_tokens(equation, answer))
 
 
 def equation_reasoning(equation: str, answer: float) -> str:
