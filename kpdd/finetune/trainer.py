@@ -114,6 +114,15 @@ class TrainResult:
                                   "train/tokens_per_s": self.tokens_per_s}.items() if v is not None}
 
 
+BUDGET_WARMUP_STEPS = 10
+
+
+def warmup_steps(config: TrainConfig) -> float:
+    """A ratio of the planned steps; under a time budget a fixed few steps, since the planned count (from the
+    epochs) is not what will run and a ratio of it can leave the whole run warming up."""
+    return BUDGET_WARMUP_STEPS if config.time_budget_s else config.warmup_ratio
+
+
 def use_bf16(precision: str, device: str) -> bool:
     """bf16 mixed precision (fp32 master weights, bf16 matmuls) where the hardware runs it natively."""
     if precision not in ("auto", "bf16", "fp32"):
@@ -214,7 +223,7 @@ def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bo
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr(),
         lr_scheduler_type="constant_with_warmup" if config.time_budget_s else "cosine",
-        warmup_steps=config.warmup_ratio, weight_decay=0.0,
+        warmup_steps=warmup_steps(config), weight_decay=0.0,
         max_length=config.max_length, packing=config.packing, packing_strategy="bfd",
         completion_only_loss=True, gradient_checkpointing=False,
         bf16=use_bf16(config.precision, device), use_cpu=device == "cpu",

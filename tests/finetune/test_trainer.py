@@ -14,7 +14,7 @@ from kpdd.engines.lm import student_lm
 from kpdd.finetune.provider import BootstrapFinetune, KpddProvider
 from kpdd.finetune.sft import build_sft_data, merge_tasks
 from kpdd.finetune.student import read_student
-from kpdd.finetune.trainer import STUDENT_FILE, TrainConfig, train_student
+from kpdd.finetune.trainer import STUDENT_FILE, TrainConfig, train_student, warmup_steps
 from kpdd.modules import answer_metric, build_program
 from kpdd.modules.student_format import StudentAdapter
 
@@ -78,6 +78,14 @@ def test_training_resumes_from_the_latest_checkpoint(tmp_path):
     state = json.loads((tmp_path / "s" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
     assert resumed.steps == 4 and state["global_step"] == 4
     assert [h["step"] for h in resumed.history if "train/loss" in h] == [3, 4]  # steps 1-2 were not redone
+
+
+def test_time_budget_stops_training_early_and_warms_up_in_a_few_steps(tmp_path):
+    records = chat_records(n=4)
+    config = TrainConfig(max_steps=500, time_budget_s=1.0, **TINY)
+    result = train_student(config, records, [], tmp_path / "s", progress=False)
+    assert 1 <= result.steps < 500 and read_student(tmp_path / "s").train["train/steps"] == result.steps
+    assert warmup_steps(config) == 10 and warmup_steps(TrainConfig()) == TrainConfig().warmup_ratio
 
 
 def test_bootstrap_finetune_with_our_provider_uses_the_students_format_end_to_end(tmp_path):
