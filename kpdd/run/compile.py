@@ -3,7 +3,8 @@
 Each stage writes under ``out`` and is resumable, so rerunning the command continues where it stopped: the
 optimised teacher program is reused, the trace store resumes, training resumes from its last checkpoint.
 With MLflow active, each stage is a child run of the command's run. Under ``accelerate launch`` the main process
-runs the teacher while the others wait, then every process trains (data-parallel).
+runs the teacher while the others wait, then every process trains (data-parallel). The teacher (and GEPA's reflection LM)
+must answer one probe call before anything is written (:func:`check_lms`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from kpdd.config import option, save_config
 from kpdd.distributed import is_main_process, main_process_first
+from kpdd.eval.lm_guard import RETRIES, SERVER_GONE_S
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.run.paths import default_out, slug
@@ -28,7 +30,8 @@ TRACES = "traces.jsonl"
 @dataclass(frozen=True)
 class CompileConfig(TrainConfig):
     program: str = option("kpdd-pot", "program (registry name)")
-    teacher: str = option("gold", "'gold', 'local:<model dir>', or a model string such as 'openai/gpt-4o-mini'")
+    teacher: str = option("gold", "'gold', a model directory ('./my-student' or 'local:<path>'), or a model string "
+                                  "such as 'openai/gpt-4o-mini'")
     api_base: str | None = option(None, "OpenAI-compatible server URL for the teacher")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the teacher's API key")
     optimizer: str = option(NO_OPTIMIZER, "teacher optimizer: none, bootstrap-fewshot, bootstrap-random-search, "
@@ -41,6 +44,10 @@ class CompileConfig(TrainConfig):
     samples: int = option(1, "teacher samples per question")
     temperature: float = option(0.7, "teacher sampling temperature when samples > 1")
     threads: int = option(8, "questions traced in parallel")
+    retries: int = option(RETRIES, "retries of a teacher call that failed transiently (rate limit, 5xx, timeout, "
+                                   "lost connection), after 1, 2, 4, ... s")
+    server_gone_s: float = option(SERVER_GONE_S, "stop the run when the teacher has not answered for this many "
+                                                 "seconds (what was written is kept; rerun to resume)")
     multitask: bool = option(True, "one student for every stage (else one per stage)")
     prompt_format: str = option("student", "the students' prompt format: student (kpdd's compact format) or chat "
                                            "(DSPy's ChatAdapter, for comparison)")
@@ -74,12 +81,22 @@ def optimized_teacher_program(config: CompileConfig) -> Path | None:
         logger.info("reusing the optimised teacher program in %s", target)
         return target
     with maybe_stage("optimise", optimizer=config.optimizer, size=config.optimize_size):
-        lm = teacher_lm(config.teacher, api_base=config.api_base, api_key=os.environ.get(config.api_key_env))
-        reflection = teacher_lm(config.reflection_lm) if config.reflection_lm else None
+        lm = teacher_lm(config.teacher, api_base=config.api_base, api_key=os.environ.get(config.api_key_env),
+                        num_retries=config.retries)
+        reflection = teacher_lm(config.reflection_lm, option="--reflection-lm") if config.reflection_lm else None
         trainset = load_dataset(config.dataset, config.split, limit=config.optimize_size, seed=config.seed + 1)
         program = optimize(build_program(config.program), lm, trainset, config.optimizer, reflection_lm=reflection,
                            seed=config.seed, threads=config.threads)
         return save_program(program, target, config.program, optimizer=config.optimizer, teacher=config.teacher)
+
+
+def check_lms(config: CompileConfig) -> None:
+    """Fail fast, before anything is written: a teacher path that holds no model, or a teacher or reflection LM
+    that cannot answer one probe call, is one error line (the CLI calls this before it opens the MLflow run)."""
+    from kpdd.engines.lm import check_teacher
+
+    check_teacher(config.teacher, "--teacher", config.api_base, config.api_key_env)
+    check_teacher(config.reflection_lm, "--reflection-lm", api_key_env=None)
 
 
 def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
@@ -87,12 +104,14 @@ def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
     from kpdd.run.finetune import FinetuneConfig, run_finetune
     from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
 
+    check_lms(config)
     out = config.out_dir()
     if is_main_process():
         save_config(config, out)
     # Under `accelerate launch` the teacher runs once, in the main process; the others then read its store.
     with main_process_first():
-        stats = teacher_traces(config, progress) if is_main_process() else written_traces(out / TRACES)
+        stats = teacher_traces(config, progress) if is_main_process() else written_traces(out / TRACES) The teacher (and GEPA's reflection LM)
+must answer one probe call before anything is written (:func:`check_lms`).
     train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
     finetune_config = FinetuneConfig(**train_fields, traces=[str(out / TRACES)], program=config.program,
                                      multitask=config.multitask, prompt_format=config.prompt_format,
@@ -115,7 +134,7 @@ def teacher_traces(config: CompileConfig, progress: bool = True) -> dict[str, An
                                  teacher_program=str(teacher_program) if teacher_program else None,
                                  dataset=config.dataset, split=config.split, limit=config.limit, seed=config.seed,
                                  samples=config.samples, temperature=config.temperature, threads=config.threads,
-                                 out=str(out / TRACES))
+                                 retries=config.retries, server_gone_s=config.server_gone_s, out=str(out / TRACES))
     with maybe_stage("traces", **traces_config.__dict__):
         stats = run_traces(traces_config, progress=progress)
         log_traces(stats)
