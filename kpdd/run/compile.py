@@ -3,8 +3,8 @@
 Each stage writes under ``out`` and is resumable, so rerunning the command continues where it stopped: the
 optimised teacher program is reused, the trace store resumes, training resumes from its last checkpoint.
 With MLflow active, each stage is a child run of the command's run. Under ``accelerate launch`` the main process
-runs the teacher while the others wait, then every process trains (data-parallel). The teacher (and GEPA's reflection LM)
-must answer one probe call before anything is written (:func:`check_lms`).
+runs the teacher while the others wait, then every process trains (data-parallel). The teacher (and GEPA's
+reflection LM) must answer one probe call before anything is written (:func:`check_lms`).
 """
 
 from __future__ import annotations
@@ -110,8 +110,7 @@ def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
         save_config(config, out)
     # Under `accelerate launch` the teacher runs once, in the main process; the others then read its store.
     with main_process_first():
-        stats = teacher_traces(config, progress) if is_main_process() else written_traces(out / TRACES) The teacher (and GEPA's reflection LM)
-must answer one probe call before anything is written (:func:`check_lms`).
+        stats = teacher_traces(config, progress) if is_main_process() else written_traces(out / TRACES)
     train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
     finetune_config = FinetuneConfig(**train_fields, traces=[str(out / TRACES)], program=config.program,
                                      multitask=config.multitask, prompt_format=config.prompt_format,
