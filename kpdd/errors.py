@@ -32,3 +32,8 @@ def unknown_name(kind: str, name: str, known) -> RegistryError:
 
 class EngineError(KpddError):
     """A local inference engine could not serve a request (e.g. it failed to start)."""
+
+
+class LMUnavailableError(KpddError):
+    """A remote LM cannot serve the run: nothing answers, it refuses the key, it does not serve the model, no key
+    is set, or it stopped answering mid-run (the message names the URL, model or variable, and the fix)."""

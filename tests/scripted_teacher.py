@@ -4,7 +4,7 @@ It answers ``/v1/chat/completions`` in DSPy's ChatAdapter format: it reads which
 asks for and the question from the user message, and fills the fields so that the program's final answer is the
 gold one (from ``answers``) — or a wrong one for questions listed in ``wrong``. Faults are injected on demand:
 ``faults`` is a list (or any iterator, e.g. ``itertools.cycle``) consumed one per request (``"429"`` (with a
-``Retry-After`` of ``retry_after`` seconds), ``"500"``, ``"slow"`` (sleeps past the client's timeout),
+``Retry-After`` of ``retry_after`` seconds), ``"500"``, ``"401"``, ``"slow"`` (sleeps past the client's timeout),
 ``"garbage"`` (a body that is not JSON), ``None`` (answer normally)). ``programs`` scripts a sampling
 student: question → programs, the n-th request for that question answering the ``program`` field with the n-th
 (cycling), so k samples of one question can be partly right, partly wrong, partly duplicates.
@@ -12,6 +12,10 @@ student: question → programs, the n-th request for that question answering the
 A fleet of teacher servers is modelled with ``latency_s`` (every answer takes that long) and ``capacity``
 (requests served at once; the others wait, as on a GPU server at its batch limit). :class:`TeacherProcess` runs
 one in its own process, so that a test can kill it outright (``python tests/scripted_teacher.py --help``).
+
+Like a real server it can also refuse a wrong key (``api_key``: 401 unless the request carries it), refuse a model
+it does not serve (``models``: 404, as vLLM answers), and die: ``die_after=n`` stops listening once ``n`` requests
+were answered (later connections are refused). ``port`` binds a given port, e.g. to bring a dead server back.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 FIELD = re.compile(r"^\d+\. `(\w+)`", re.MULTILINE)
+UNAUTHORIZED = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", ' \
+               b'"code": "invalid_api_key"}}'
 
 
 def _fields(system: str) -> list[str]:
@@ -61,16 +67,19 @@ def _value(field: str, answer: float) -> str:
 class ScriptedTeacher:
     def __init__(self, answers: dict[str, float], wrong: set[str] = frozenset(), faults=None, slow_s: float = 3.0,
                  latency_s: float = 0.0, capacity: int | None = None, retry_after: int = 0, port: int = 0,
-                 programs: dict[str, list[str]] | None = None):
+                 programs: dict[str, list[str]] | None = None, api_key: str | None = None,
+                 models: set[str] | None = None, die_after: int | None = None):
         self.answers, self.wrong, self.faults, self.slow_s = answers, set(wrong), iter(faults or []), slow_s
         self.programs, self.asked = programs or {}, {}
         self.latency_s, self.retry_after = latency_s, retry_after
         self.slots = threading.Semaphore(capacity) if capacity else contextlib.nullcontext()
+        self.api_key, self.models, self.die_after = api_key, models, die_after
         self.requests = 0
         self.request_times: list[float] = []  # when each request arrived (time.monotonic)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.closed = threading.Event()
 
     @property
     def url(self) -> str:
@@ -81,16 +90,38 @@ class ScriptedTeacher:
         return self
 
     def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        """Stop listening: new connections are refused from now on."""
+        with self.lock:
+            if self.closed.is_set():
+                return
+            self.closed.set()
         self.server.shutdown()
         self.server.server_close()
 
-    def reply(self, body: dict) -> tuple[int, bytes]:
+    def refusal(self, body: dict, authorization: str | None) -> tuple[int, bytes] | None:
+        """A real server's 401 (wrong key) or 404 (a model it does not serve), else None."""
+        if self.api_key is not None and authorization != f"Bearer {self.api_key}":
+            return 401, UNAUTHORIZED
+        if self.models is not None and body.get("model") not in self.models:
+            message = f"The model `{body.get('model')}` does not exist."
+            return 404, json.dumps({"error": {"message": message, "type": "NotFoundError", "code": 404}}).encode()
+        return None
+
+    def reply(self, body: dict, authorization: str | None = None) -> tuple[int, bytes]:
+        refused = self.refusal(body, authorization)
+        if refused:
+            return refused
         with self.lock:
             self.requests += 1
             self.request_times.append(time.monotonic())
             fault = next(self.faults, None)
         if fault == "429":
             return 429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}'
+        if fault == "401":
+            return 401, UNAUTHORIZED
         if fault == "500":
             return 500, b'{"error": {"message": "server error"}}'
         if fault == "garbage":
@@ -100,18 +131,21 @@ class ScriptedTeacher:
         with self.slots:
             time.sleep(self.latency_s)
         messages = body["messages"]
-        system = next(m["content"] for m in messages if m["role"] == "system")
+        system = next((m["content"] for m in messages if m["role"] == "system"), None)
         question = _question(messages[-1]["content"]) if "[[ ## question ## ]]" in messages[-1]["content"] else ""
         answer = self.answers.get(question, 0.0)
         if question in self.wrong:
             answer += 1
-        values = {f: _value(f, answer) for f in _fields(system)}
-        if "program" in values and question in self.programs:
-            with self.lock:
-                n = self.asked[question] = self.asked.get(question, -1) + 1
-            values["program"] = self.programs[question][n % len(self.programs[question])]
-        content = "\n\n".join(f"[[ ## {f} ## ]]\n{v}" for f, v in values.items())
-        content += "\n\n[[ ## completed ## ]]"
+        if system is None:  # a plain prompt (e.g. a connection probe), not a DSPy program's call
+            content = "OK"
+        else:
+            values = {f: _value(f, answer) for f in _fields(system)}
+            if "program" in values and question in self.programs:
+                with self.lock:
+                    n = self.asked[question] = self.asked.get(question, -1) + 1
+                values["program"] = self.programs[question][n % len(self.programs[question])]
+            content = "\n\n".join(f"[[ ## {f} ## ]]\n{v}" for f, v in values.items())
+            content += "\n\n[[ ## completed ## ]]"
         completion = {"id": f"c{self.requests}", "object": "chat.completion", "created": 0, "model": body["model"],
                       "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                    "finish_reason": "stop"}],
@@ -128,8 +162,11 @@ class ScriptedTeacher:
                 pass
 
             def do_POST(self):
+                if teacher.closed.is_set():  # a dead server answers nothing, also on a kept-alive connection
+                    self.close_connection = True
+                    return
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, data = teacher.reply(body)
+                status, data = teacher.reply(body, self.headers.get("Authorization"))
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -139,6 +176,19 @@ class ScriptedTeacher:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
+                if teacher.die_after is not None and teacher.requests >= teacher.die_after:
+                    self.close_connection = True
+                    # shutdown() waits for serve_forever, which runs in another thread: never block a handler.
+                    threading.Thread(target=teacher.close, daemon=True).start()
+
+            def do_GET(self):  # /v1/models, as an OpenAI-compatible server lists what it serves
+                data = json.dumps({"object": "list", "data": [{"id": m, "object": "model"}
+                                                              for m in sorted(teacher.models or [])]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         return Handler
 

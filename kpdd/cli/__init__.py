@@ -65,9 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # click's own usage errors carry their exit code
         import click
 
-        if isinstance(e, click.ClickException):
+        # typer >= 0.2x raises its own copy of click's exceptions (a mistyped option showed a traceback).
+        usage_errors = (click.ClickException, *[c for c in [getattr(typer, "TyperException", None)] if c])
+        if isinstance(e, usage_errors) and hasattr(e, "show"):
             e.show()
-            raise SystemExit(e.exit_code) from None
-        if isinstance(e, click.exceptions.Exit):
+            raise SystemExit(getattr(e, "exit_code", 2)) from None
+        if isinstance(e, (click.exceptions.Exit, typer.Exit)):
             raise SystemExit(e.exit_code) from None
         raise

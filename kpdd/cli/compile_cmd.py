@@ -11,10 +11,11 @@ from kpdd.run.compile import CompileConfig
 @config_command(app, "compile", CompileConfig)
 def compile_command(config: CompileConfig, experiment=None, tracking_uri=None):
     """Compile a program into a fine-tuned student: teacher optimisation, verified traces, SFT (rerun to resume)."""
-    from kpdd.run.compile import run_compile
+    from kpdd.run.compile import check_lms, run_compile
     from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
 
     tags = {METHOD: config.program, TEACHER: config.teacher, STUDENT: config.student}
+    check_lms(config)  # a path with no model, or a remote LM that does not answer: one line, nothing written
     with command_run("compile", config, tags=tags, experiment=experiment, tracking_uri=tracking_uri):
         result = run_compile(config)
     if not is_main_process():  # the main process of an `accelerate launch` reports for all

@@ -10,10 +10,11 @@ from kpdd.run.traces import TracesConfig
 @config_command(app, "traces", TracesConfig)
 def traces_command(config: TracesConfig, experiment=None, tracking_uri=None):
     """Run a program on a teacher over training questions; keep the traces whose answer is correct."""
-    from kpdd.run.traces import run_traces
+    from kpdd.run.traces import check_lms, run_traces
     from kpdd.tracking import METHOD, TEACHER, command_run
     from kpdd.tracking.results import log_traces
 
+    check_lms(config)  # a path with no model, or a remote LM that does not answer: one line, nothing written
     with command_run("traces", config, tags={METHOD: config.program, TEACHER: config.teacher},
                      experiment=experiment, tracking_uri=tracking_uri):
         stats = run_traces(config)

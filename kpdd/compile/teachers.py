@@ -13,8 +13,10 @@ import time
 from typing import Any
 
 import dspy
+from dspy.utils.exceptions import is_retryable_lm_error
 
 from kpdd.compile.store import QuestionResult, trace_id
+from kpdd.eval.lm_guard import UNREACHABLE, is_permanent
 from kpdd.eval.taxonomy import parse_error
 from kpdd.modules.metric import answer_metric
 
@@ -71,8 +73,9 @@ class LMTeacher:
                 with dspy.context(lm=lm, adapter=self.adapter, trace=[]):
                     prediction = self.program(question=question)
                     return prediction, list(dspy.settings.trace)
-            except dspy.utils.exceptions.LMError:
-                if attempt == self.retries:
+            except dspy.utils.exceptions.LMError as e:
+                # DSPy has already retried the transient ones, and a permanent one would fail again.
+                if attempt == self.retries or is_retryable_lm_error(e) or is_permanent(e):
                     raise
                 time.sleep(self.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
@@ -90,6 +93,8 @@ class LMTeacher:
             except dspy.utils.exceptions.LMError as e:  # after the LM's own retries with backoff
                 lm_errors.append(f"{type(e).__name__}: {str(e)[:200]}")
                 result.errors[f"lm: {type(e).__name__}"] += 1
+                if isinstance(e, UNREACHABLE) or is_permanent(e):
+                    break  # the other samples would wait out the same dead server, or fail the same way
                 continue
             result.samples += 1
             if not answer_metric(example, prediction):
@@ -103,6 +108,6 @@ class LMTeacher:
                 continue
             seen.add(key)
             result.traces.append({"stages": stages, "answer": prediction.answer, "meta": {"sample": index}})
-        if lm_errors and len(lm_errors) == samples:
+        if lm_errors and result.samples == 0:
             result.failed = lm_errors[-1]  # nothing came back: retried on the next run
         return result

@@ -3,6 +3,8 @@
 ``kpdd traces`` (:func:`kpdd.run.traces.run_traces`) builds the teacher and calls :func:`generate_traces`.
 Questions run in parallel threads with a progress bar; each question's block lands in the store as soon as it is
 done, so a kill loses at most the questions in flight, and rerunning the same command picks up where it stopped.
+A run whose teacher fails for good (a dead server, a refused key: :mod:`kpdd.eval.lm_guard`) stops with one line
+and keeps what it wrote.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import dspy
 
 from kpdd.compile.store import QuestionResult, TraceStore
 from kpdd.errors import ConfigError
+from kpdd.eval.lm_guard import FailureGuard
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +41,13 @@ def check_store_matches(store: TraceStore, header: dict[str, Any]) -> None:
 
 
 def generate_traces(teacher: Teacher, examples: list[dspy.Example], store: TraceStore, header: dict[str, Any],
-                    samples: int = 1, threads: int = 8, progress: bool = True) -> dict[str, Any]:
-    """Run the pending questions through ``teacher`` and append their blocks; returns the store's stats."""
+                    samples: int = 1, threads: int = 8, progress: bool = True,
+                    guard: FailureGuard | None = None) -> dict[str, Any]:
+    """Run the pending questions through ``teacher`` and append their blocks; returns the store's stats.
+    ``guard`` stops the run when the teacher fails for good (:class:`kpdd.errors.LMUnavailableError`)."""
     from tqdm import tqdm
 
+    guard = guard or FailureGuard()
     store.repair()
     check_store_matches(store, header)
     pending_ids = set(store.pending(e.id for e in examples))
@@ -52,16 +58,24 @@ def generate_traces(teacher: Teacher, examples: list[dspy.Example], store: Trace
     lock = threading.Lock()
     bar = tqdm(total=len(examples), initial=len(examples) - len(pending), desc=f"traces {header['method']}",
                unit="q", disable=not progress, dynamic_ncols=True)
-    kept = 0
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    kept = done = 0
+
+    def sample(example: dspy.Example) -> QuestionResult | None:
+        return None if guard.stopped else teacher.sample(example, samples)
+
+    with guard.watching(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         # Each task runs in a copy of this thread's context, so DSPy settings set by the caller reach it.
-        futures = [pool.submit(contextvars.copy_context().run, teacher.sample, example, samples) for example in pending]
+        futures = [pool.submit(contextvars.copy_context().run, sample, example) for example in pending]
         for future in as_completed(futures):
             result = future.result()
+            if result is None:  # not started: the run is stopping
+                continue
+            done += not result.failed
             with lock:
                 store.append(result, header)
             kept += bool(result.traces)
             bar.update(1)
             bar.set_postfix(kept=kept, failed=int(bool(result.failed)), refresh=False)
     bar.close()
+    guard.check(f"{len(examples) - len(pending) + done} of {len(examples)} questions done, kept in {store.path}")
     return store.stats()

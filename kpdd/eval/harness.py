@@ -5,7 +5,8 @@ Every finished question is appended to the predictions file at once; rerunning r
 retries the questions whose LM call failed (a server or engine failure says nothing about the program).
 Accuracy comes with a 95 % Wilson interval, and each wrong prediction gets a type from
 :mod:`kpdd.eval.taxonomy`. With ``samples > 1`` the answer is the majority vote of k sampled runs
-(self-consistency).
+(self-consistency). A run whose LM fails for good (a dead server, a refused key: see
+:mod:`kpdd.eval.lm_guard`) stops with one line and keeps every record it wrote.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import dspy
 
 from kpdd import jsonl
 from kpdd.eval.answers import is_correct
+from kpdd.eval.lm_guard import FailureGuard
 from kpdd.eval.taxonomy import LM_ERROR, classify, parse_error
 
 STAGE_FIELDS = ("core_question", "key_points", "reasoning", "raw_answer", "program", "execution",
@@ -125,10 +127,13 @@ def sampling_program(program: dspy.Module, index: int, temperature: float) -> ds
 
 def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_path: str | Path,
              threads: int = 16, samples: int = 1, temperature: float = 0.7, adapter: dspy.Adapter | None = None,
-             progress: bool = True, on_record: Callable[[dict], None] | None = None) -> dict[str, DatasetScore]:
-    """Evaluate ``program`` on ``examples``, appending to ``predictions_path`` (resumed if it exists)."""
+             progress: bool = True, on_record: Callable[[dict], None] | None = None,
+             guard: FailureGuard | None = None) -> dict[str, DatasetScore]:
+    """Evaluate ``program`` on ``examples``, appending to ``predictions_path`` (resumed if it exists).
+    ``guard`` stops the run when its LM fails for good (:class:`kpdd.errors.LMUnavailableError`)."""
     from tqdm import tqdm
 
+    guard = guard or FailureGuard()
     path = Path(predictions_path)
     jsonl.repair(path)
     done = {(r["dataset"], r["question_id"]): r for r in read_predictions(path) if r.get("error") != LM_ERROR}
@@ -136,12 +141,17 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_pat
     bar = tqdm(total=len(examples), initial=len(examples) - len(pending), desc="eval", unit="q",
                disable=not progress, dynamic_ncols=True)
     records = [done[(e.get("dataset"), e.id)] for e in examples if (e.get("dataset"), e.id) in done]
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+
+    def run(example: dspy.Example) -> dict[str, Any] | None:
+        return None if guard.stopped else predict(program, example, samples, temperature, adapter)
+
+    with guard.watching(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         # Each task runs in a copy of this thread's context, so DSPy settings (tracing callbacks) reach it.
-        futures = [pool.submit(contextvars.copy_context().run, predict, program, e, samples, temperature, adapter)
-                   for e in pending]
+        futures = [pool.submit(contextvars.copy_context().run, run, e) for e in pending]
         for future in as_completed(futures):
             record = future.result()
+            if record is None:  # not started: the run is stopping
+                continue
             jsonl.append(path, [record])
             records.append(record)
             if on_record:
@@ -149,6 +159,8 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_pat
             bar.update(1)
             bar.set_postfix(acc=f"{sum(r['correct'] for r in records) / len(records):.1%}", refresh=False)
     bar.close()
+    answered = sum(r.get("error") != LM_ERROR for r in records)
+    guard.check(f"{answered} of {len(examples)} questions answered, kept in {path}")
     return score_records(records)
 
 

@@ -7,7 +7,8 @@ the result (``kpdd improve``).
 Each stage writes under ``out`` and is resumable, so rerunning the command continues where it stopped: the
 optimised teacher program is reused, the trace store resumes, training resumes from its last checkpoint.
 With MLflow active, each stage is a child run of the command's run. Under ``accelerate launch`` the main process
-runs the teacher while the others wait, then every process trains (data-parallel).
+runs the teacher while the others wait, then every process trains (data-parallel). The teacher (and GEPA's
+reflection LM) must answer one probe call before anything is written (:func:`check_lms`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from kpdd.config import option, save_config
 from kpdd.distributed import is_main_process, main_process_first
+from kpdd.eval.lm_guard import RETRIES, SERVER_GONE_S
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.run.paths import default_out, slug
@@ -32,7 +34,8 @@ TRACES = "traces.jsonl"
 @dataclass(frozen=True)
 class CompileConfig(TrainConfig):
     program: str = option("kpdd-pot", "program (registry name)")
-    teacher: str = option("gold", "'gold', 'local:<model dir>', or a model string such as 'openai/gpt-4o-mini'")
+    teacher: str = option("gold", "'gold', a model directory ('./my-student' or 'local:<path>'), or a model string "
+                                  "such as 'openai/gpt-4o-mini'")
     api_base: list[str] = option([], "OpenAI-compatible server URL for the teacher (e.g. a vLLM server); repeat "
                                      "it (or separate URLs by commas) to spread the calls over several servers")
     api_bases_file: str | None = option(None, "a file of teacher server URLs, one a line, added to --api-base")
@@ -50,6 +53,10 @@ class CompileConfig(TrainConfig):
     samples: int = option(1, "teacher samples per question")
     temperature: float = option(0.7, "teacher sampling temperature when samples > 1")
     threads: int = option(8, "questions traced in parallel")
+    retries: int = option(RETRIES, "retries of a teacher call that failed transiently (rate limit, 5xx, timeout, "
+                                   "lost connection), after 1, 2, 4, ... s")
+    server_gone_s: float = option(SERVER_GONE_S, "stop the run when the teacher has not answered for this many "
+                                                 "seconds (what was written is kept; rerun to resume)")
     multitask: bool = option(True, "one student for every stage (else one per stage)")
     prompt_format: str = option("student", "the students' prompt format: student (kpdd's compact format) or chat "
                                            "(DSPy's ChatAdapter, for comparison)")
@@ -90,12 +97,24 @@ def optimized_teacher_program(config: CompileConfig) -> Path | None:
         return target
     with maybe_stage("optimise", optimizer=config.optimizer, size=config.optimize_size):
         lm = teacher_lm(config.teacher, api_base=read_endpoints(config.api_base, config.api_bases_file),
-                        api_key=os.environ.get(config.api_key_env), timeout=config.request_timeout)
-        reflection = teacher_lm(config.reflection_lm) if config.reflection_lm else None
+                        api_key=os.environ.get(config.api_key_env), timeout=config.request_timeout,
+                        num_retries=config.retries)
+        reflection = teacher_lm(config.reflection_lm, option="--reflection-lm") if config.reflection_lm else None
         trainset = load_dataset(config.dataset, config.split, limit=config.optimize_size, seed=config.seed + 1)
         program = optimize(build_program(config.program), lm, trainset, config.optimizer, reflection_lm=reflection,
                            seed=config.seed, threads=config.threads)
         return save_program(program, target, config.program, optimizer=config.optimizer, teacher=config.teacher)
+
+
+def check_lms(config: CompileConfig) -> None:
+    """Fail fast, before anything is written: a teacher path that holds no model, or a teacher or reflection LM
+    that cannot answer one probe call, is one error line (the CLI calls this before it opens the MLflow run)."""
+    from kpdd.engines.lm import check_teacher
+    from kpdd.engines.router import read_endpoints
+
+    check_teacher(config.teacher, "--teacher", read_endpoints(config.api_base, config.api_bases_file),
+                  config.api_key_env)
+    check_teacher(config.reflection_lm, "--reflection-lm", api_key_env=None)
 
 
 def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
@@ -103,6 +122,7 @@ def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
     from kpdd.run.finetune import FinetuneConfig, run_finetune
     from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
 
+    check_lms(config)
     out = config.out_dir()
     if is_main_process():
         save_config(config, out)
@@ -136,7 +156,7 @@ def teacher_traces(config: CompileConfig, progress: bool = True) -> dict[str, An
                                  teacher_program=str(teacher_program) if teacher_program else None,
                                  dataset=config.dataset, split=config.split, limit=config.limit, seed=config.seed,
                                  samples=config.samples, temperature=config.temperature, threads=config.threads,
-                                 out=str(out / TRACES))
+                                 retries=config.retries, server_gone_s=config.server_gone_s, out=str(out / TRACES))
     with maybe_stage("traces", **traces_config.__dict__):
         stats = run_traces(traces_config, progress=progress)
         log_traces(stats)

@@ -1,4 +1,8 @@
-"""``kpdd eval``: a program (registry name or compiled directory) with an LM on the benchmark sets."""
+"""``kpdd eval``: a program (registry name or compiled directory) with an LM on the benchmark sets.
+
+A path-like ``--lm`` or ``--program`` must hold a model or a compiled program, and a remote LM must answer one probe
+call (:func:`check_lms`), before anything is written; a run whose LM fails for good stops with one line.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import dspy
 
 from kpdd.config import option, save_config
+from kpdd.eval.lm_guard import RETRIES, SERVER_GONE_S, FailureGuard
 from kpdd.errors import ConfigError
 from kpdd.run.paths import default_out, slug
 
@@ -43,6 +48,10 @@ class EvalConfig:
     threads: int = option(16, "questions in flight at once (a local engine batches them)")
     engine_batch: int | None = option(None, "most requests a local engine generates as one batch (default: the "
                                             "engine's own; raise it on a GPU)")
+    retries: int = option(RETRIES, "retries of a remote LM call that failed transiently (rate limit, 5xx, timeout, "
+                                   "lost connection), after 1, 2, 4, ... s")
+    server_gone_s: float = option(SERVER_GONE_S, "stop the run when a remote LM has not answered for this many "
+                                                 "seconds (what was written is kept; rerun to resume)")
     trace_sample_rate: float = option(0.02, "share of questions whose DSPy calls are traced to MLflow (0: none)")
     prompt_format: str = option(AUTO, "how the LM is prompted: auto (a compiled program's recorded format, local or "
                                       "served; DSPy's defaults for other LMs), 'student' or 'chat' (override)")
@@ -67,11 +76,49 @@ def is_compiled(path: str) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+COMPILED, LOCAL, REMOTE = "compiled", "local", "remote"
+
+
+def lm_kind(config: EvalConfig) -> str:
+    """Where the program's LM comes from: a compiled program (``--program`` or ``--lm``), a local model (a
+    directory or the shipped alias), or a remote model string. A path that holds neither is one error line."""
+    from kpdd.engines.lm import check_model_dir, looks_like_path
+    from kpdd.modules.saved import MANIFEST
+
+    if is_compiled(config.program) or is_compiled(config.lm):
+        return COMPILED
+    if looks_like_path(config.program):
+        raise ConfigError(f"--program {config.program}: no compiled program there (no {MANIFEST}); "
+                          "expected a compiled program directory or a program name such as kpdd-pot")
+    if looks_like_path(config.lm):
+        check_model_dir(config.lm, "--lm")
+        return LOCAL
+    return REMOTE if "/" in config.lm else LOCAL
+
+
+def check_lms(config: EvalConfig) -> None:
+    """Fail fast, before anything is written: a ``--lm``/``--program`` path that holds no model, an unknown alias,
+    or a remote LM that cannot answer one probe call is one error line (the CLI calls this before it opens the
+    MLflow run)."""
+    from kpdd.finetune.student import read_student
+
+    kind = lm_kind(config)
+    if is_model_string(config.lm):
+        from kpdd.engines.lm import check_teacher
+        from kpdd.engines.router import read_endpoints
+
+        endpoints = read_endpoints(config.api_base, config.api_bases_file)
+        check_teacher(config.lm, "--lm", endpoints, config.api_key_env)  # each server of a fan-out
+    elif kind == LOCAL:
+        read_student(config.lm)  # an unknown alias or a directory without a model, before the MLflow run opens
+
+
 def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str, bool]:
     """The program to evaluate with its LM(s) set, its registry name, and whether its LM is local."""
     from kpdd.modules import build_program
     from kpdd.modules.saved import manifest_program
 
+    lm_kind(config)  # a path that holds no model: one error line naming it
     lm_kwargs = {"max_tokens": config.max_tokens}
     if is_compiled(config.program) and is_model_string(config.lm):
         return served_compiled(config, lm_kwargs), manifest_program(config.program), False
@@ -92,17 +139,24 @@ def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str, bool]:
 
 def is_model_string(lm: str) -> bool:
     """'openai/<name>' and other LiteLLM model strings, as opposed to a local directory or the shipped alias."""
-    return "/" in lm and not Path(lm).exists()
+    from kpdd.engines.lm import looks_like_path
+
+    return "/" in lm and not looks_like_path(lm)
 
 
 def model_lm(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.LM:
-    """The LM of a model string: one server, or requests spread over several (``--api-base`` repeated)."""
+    """The LM of a model string (one server, or requests spread over several: ``--api-base`` repeated), after one
+    probe call (free when ``check_lms`` already made it)."""
     from kpdd.engines.lm import teacher_lm
+    from kpdd.engines.remote import probe_lm
     from kpdd.engines.router import read_endpoints
 
     endpoints = read_endpoints(config.api_base, config.api_bases_file)
-    return teacher_lm(config.lm, api_base=endpoints, api_key=os.environ.get(config.api_key_env),
-                      timeout=config.request_timeout, **lm_kwargs)
+    lm = teacher_lm(config.lm, api_base=endpoints, api_key=os.environ.get(config.api_key_env),
+                    timeout=config.request_timeout, num_retries=config.retries, option="--lm", **lm_kwargs)
+    if len(endpoints) <= 1:  # a fan-out's servers are probed one by one in check_lms
+        probe_lm(lm, "--lm", config.api_key_env)
+    return lm
 
 
 def served_compiled(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.Module:
@@ -178,7 +232,8 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     save_config(config, path)
     with dspy_tracing(config.trace_sample_rate if log and mlflow_active() else 0.0):
         scores = evaluate(program, examples, path, threads=config.threads, samples=config.samples,
-                          temperature=config.temperature, adapter=adapter, progress=progress)
+                          temperature=config.temperature, adapter=adapter, progress=progress,
+                          guard=FailureGuard(config.server_gone_s))
     if log:
         log_eval(scores, path, examples)
     return {"program": program_name, "predictions": str(path), "scores": scores, "report": format_report(scores)}

@@ -8,8 +8,15 @@ from kpdd.modules import build_program
 from kpdd.modules.saved import save_program
 from kpdd.modules.student_format import STUDENT, StudentAdapter
 from kpdd.run.eval import EvalConfig, load_program_and_lm, with_prompt_format
+from scripted_teacher import ScriptedTeacher
 
-SERVER = "http://127.0.0.1:8000/v1"
+
+
+@pytest.fixture
+def server_url():
+    """A real OpenAI-compatible server on 127.0.0.1: the driver probes a served LM before it uses it."""
+    with ScriptedTeacher({}) as server:
+        yield server.url
 
 
 def compiled(directory, students):
@@ -17,17 +24,18 @@ def compiled(directory, students):
                             prompt_format=STUDENT))
 
 
-def test_a_compiled_program_runs_on_a_served_student_in_its_recorded_format(tmp_path):
+def test_a_compiled_program_runs_on_a_served_student_in_its_recorded_format(tmp_path, server_url):
     program_dir = compiled(tmp_path, {name: "students/all" for name in ("key_points.core", "key_points.info", "solve")})
-    program, name, local = load_program_and_lm(EvalConfig(program=program_dir, lm="openai/student", api_base=SERVER))
+    program, name, local = load_program_and_lm(EvalConfig(program=program_dir, lm="openai/student",
+                                                          api_base=[server_url]))
     assert name == "kpdd-pot" and not local
     assert {predictor.lm.model for _, predictor in program.named_predictors()} == {"openai/student"}
-    assert program.solve.lm.kwargs["api_base"] == SERVER
+    assert program.solve.lm.kwargs["api_base"] == server_url
     assert isinstance(program.prompt_adapter, StudentAdapter)  # what the student was trained on
 
 
-def test_a_served_model_with_a_registry_program_keeps_dspys_defaults(tmp_path):
-    program, _, local = load_program_and_lm(EvalConfig(program="direct", lm="openai/teacher", api_base=SERVER))
+def test_a_served_model_with_a_registry_program_keeps_dspys_defaults(tmp_path, server_url):
+    program, _, local = load_program_and_lm(EvalConfig(program="direct", lm="openai/teacher", api_base=[server_url]))
     assert not local and program.prompt_adapter is None
 
 
@@ -43,4 +51,4 @@ def test_one_served_model_cannot_stand_for_per_stage_students(tmp_path):
     program_dir = compiled(tmp_path, {"key_points.core": "students/core", "key_points.info": "students/info",
                                       "solve": "students/solve"})
     with pytest.raises(ConfigError, match="3 students"):
-        load_program_and_lm(EvalConfig(program=program_dir, lm="openai/student", api_base=SERVER))
+        load_program_and_lm(EvalConfig(program=program_dir, lm="openai/student", api_base=["http://127.0.0.1:9/v1"]))
