@@ -1,7 +1,7 @@
 """Local engines on the real shipped student: batching of concurrent DSPy calls, routing, saving."""
 
-import os
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -220,7 +220,7 @@ def test_vllm_engine_serves_dspy_calls_and_a_lora_adapter(engine, lora_student, 
         assert vllm.generate_calls - calls_before < 6
         # Greedy, and the base rows are untouched by the adapter. vLLM is not batch-invariant (a batch with LoRA
         # rows runs other kernels), so a near-tie can flip late in a reply: the replies must agree on their start.
-        assert all(os.path.commonprefix([after, before]).__len__() >= 32
+        assert all(len(os.path.commonprefix([after, before])) >= 32
                    for after, before in zip(replies[:3], base_replies, strict=True)), (replies[:3], base_replies)
         assert replies[3:] != base_replies
     finally:
