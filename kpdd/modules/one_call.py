@@ -21,6 +21,7 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from kpdd.modules.programs import KpddProgram
+from kpdd.modules.student_format import is_list
 
 ONE, PER_STAGE = "one", "per-stage"
 STUDENT_CALLS = (ONE, PER_STAGE)
@@ -72,7 +73,7 @@ def one_call_example(trace: dict, signature: type[dspy.Signature], repeated: Ite
             else:
                 outputs.setdefault(name, value)
     for name, field in signature.output_fields.items():  # a repeated stage the trace never called: an empty list
-        if name not in outputs and "list" in str(field.annotation):
+        if name not in outputs and is_list(field.annotation):
             outputs[name] = []
     return inputs, outputs
 
