@@ -8,6 +8,15 @@ Throughput counts the tokens each reply really generated (up to its end token), 
 generation alone; models are loaded and warmed up first. Each engine's replies are compared with the baseline's.
 
     python benchmarks/bench_generation.py --device cpu --batch 16 --new-tokens 96 --engines single,transformers,vllm
+
+Program mode (``--program``) runs a whole DSPy program instead, per stage, e.g. KPDD-PoT's three calls and its
+sandboxed run, on ``--questions`` GSM8K questions from ``--program-threads`` threads, as ``kpdd eval`` does, and
+reports questions/s for each engine kind in ``--engines``, one engine after the other, side by side: the point is
+that a question's calls arrive at different times, which a burst-gathering engine (`VLLMEngine`) and vLLM's
+continuous batching (`AsyncVLLMEngine`) serve differently. Greedy, so the answers that agree are counted.
+
+    python benchmarks/bench_generation.py --program kpdd-pot --questions 24 --program-threads 8 --new-tokens 128 \\
+        --engines vllm,vllm-async
 """
 
 from __future__ import annotations
@@ -22,13 +31,21 @@ SYSTEM = "Solve the maths word problem. Think step by step, then give the final 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (transformers; vLLM uses its build's)")
-    parser.add_argument("--batch", type=int, default=16, help="number of GSM8K questions")
+    parser.add_argument("--batch", "--questions", type=int, default=16, help="number of GSM8K questions")
     parser.add_argument("--new-tokens", type=int, default=96, help="max new tokens per reply (greedy)")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {ENGINES}")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--vllm-lora", action="store_true",
                         help="start vLLM with LoRA support on (by default kpdd turns it on only for adapters)")
     parser.add_argument("--vllm-dtype", default="bfloat16", help="vLLM weights and activations dtype")
+    parser.add_argument("--program", default=None,
+                        help="program mode: run this registry program (e.g. kpdd-pot) per stage; --engines then "
+                             "names engine kinds (e.g. vllm,vllm-async)")
+    parser.add_argument("--program-threads", type=int, default=16, help="program mode: questions in flight at once")
+    parser.add_argument("--vllm-memory", type=float, default=0.1,
+                        help="program mode: vLLM gpu_memory_utilization (on CPU the share of RAM for the KV cache; "
+                             "VLLM_CPU_KVCACHE_SPACE, in GiB, overrides it)")
+    parser.add_argument("--vllm-max-len", type=int, default=2048, help="program mode: vLLM max_model_len")
     return parser
 
 
@@ -80,8 +97,96 @@ def batched(engine, chats, new_tokens: int) -> tuple[list[str], int, float, floa
     return [g.text for g in generations], sum(g.output_tokens for g in generations), seconds, startup
 
 
+def pass_through_adapter():
+    """The students' adapter, except that a stage whose reply does not parse hands its raw text on as each missing
+    field. The untrained base rarely keeps the format; with this every question makes all its stage calls, with
+    prompts of a realistic length, as a trained student's would."""
+    from dspy.utils.exceptions import AdapterParseError
+
+    from kpdd.modules.student_format import StudentAdapter, is_list, parse_list
+
+    class PassThrough(StudentAdapter):
+        def parse(self, signature, completion):
+            try:
+                return super().parse(signature, completion)
+            except AdapterParseError as exc:
+                parsed = dict(exc.parsed_result or {})
+            return {name: parsed.get(name, parse_list(completion) if is_list(field.annotation) else completion)
+                    for name, field in signature.output_fields.items()}
+
+    return PassThrough()
+
+
+def program_run(kind: str, args, questions: list[str]) -> tuple[list, float, float, int]:
+    """`args.program` on every question from `args.program_threads` threads, as `kpdd eval` runs it, through a
+    fresh engine of `kind` that is closed afterwards. Returns (answers, seconds, start-up seconds, LM calls)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dspy
+
+    from kpdd.engines.batching import engine_class
+    from kpdd.engines.compiled import program_with_student
+    from kpdd.finetune.student import DEFAULT_BASE
+
+    options = {"max_batch_size": args.program_threads}
+    if kind.startswith("vllm"):
+        options |= {"dtype": args.vllm_dtype, "max_model_len": args.vllm_max_len,
+                    "gpu_memory_utilization": args.vllm_memory}
+    else:
+        options |= {"device": args.device}
+    engine = engine_class(kind)(**options)
+    program = program_with_student(args.program, DEFAULT_BASE, engine=engine, max_tokens=args.new_tokens,
+                                   cache=False)
+    try:
+        start = time.perf_counter()
+        engine.generate_batch(DEFAULT_BASE, [[{"role": "user", "content": "Hi"}]], max_tokens=4)  # start, warm up
+        startup = time.perf_counter() - start
+        adapter = pass_through_adapter()
+
+        def ask(question: str):
+            with dspy.context(adapter=adapter):
+                return program(question=question)
+
+        lm = program.predictors()[0].lm
+        calls_before = len(lm.history)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(args.program_threads) as pool:
+            predictions = list(pool.map(ask, questions))
+        seconds = time.perf_counter() - start
+        return [p.answer for p in predictions], seconds, startup, len(lm.history) - calls_before
+    finally:
+        engine.close()  # before the next engine starts: two vLLMs would not fit in RAM together
+
+
+def program_mode(args) -> None:
+    from kpdd.data import load_dataset
+    from kpdd.engines.batching import ENGINE_KINDS, engine_class
+
+    kinds = [name.strip() for name in args.engines.split(",") if name.strip()]
+    unknown = sorted(set(kinds) - set(ENGINE_KINDS))
+    if unknown:
+        raise SystemExit(f"--engines: unknown {unknown} in program mode; choose from {sorted(ENGINE_KINDS)}")
+    questions = [example.question for example in load_dataset("gsm8k", "test", limit=args.batch)]
+    print(f"program {args.program} (per stage) | SmolLM2-135M-Instruct | {len(questions)} GSM8K test questions | "
+          f"{args.program_threads} threads | max {args.new_tokens} new tokens per call, greedy")
+    print(f"{'engine':<34} {'LM calls':>8} {'seconds':>8} {'questions/s':>12} {'vs first':>9} {'start s':>8} "
+          f"{'same answers':>13}", flush=True)
+    first = reference = None
+    for kind in kinds:  # each row as soon as it is measured: a vLLM start can take minutes on a busy machine
+        answers, seconds, startup, calls = program_run(kind, args, questions)
+        rate = len(questions) / seconds
+        first, reference = first or rate, reference or answers
+        same = sum(a == b for a, b in zip(answers, reference, strict=True))
+        name = f"{kind} ({engine_class(kind).__name__})"
+        print(f"{name:<34} {calls:>8} {seconds:>8.1f} {rate:>12.3f} {rate / first:>8.2f}x {startup:>8.1f} "
+              f"{f'{same}/{len(answers)}':>13}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
+    if args.program:
+        program_mode(args)
+        return
     chosen = [name.strip() for name in args.engines.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(ENGINES))
     if unknown:

@@ -4,7 +4,8 @@ DSPy sends one request per call, from many threads at once. An engine here puts 
 background thread takes what has arrived within `batch_wait_s` (up to `max_batch_size` requests) and runs it
 as one batched generation, then hands each caller its answer. Subclasses (`hf.TransformersEngine`,
 `vllm.VLLMEngine`) implement `_generate(jobs)` for a group of jobs that can share one call, `_unload`,
-and, to widen what shares a call, `_group_key`.
+and, to widen what shares a call, `_group_key`; an engine whose library batches by itself
+(`vllm_async.AsyncVLLMEngine`) replaces `_submit` instead and keeps the rest of the contract.
 
 Students are registered process-wide by model id (`kpdd.finetune.registry`), and an engine routes each request by
 `request.model` ("local/<model_id>"). The trainer registers a freshly trained student the same way, so the
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 ENGINE_KINDS = {
     "transformers": "kpdd.engines.hf:TransformersEngine",
     "vllm": "kpdd.engines.vllm:VLLMEngine",
+    "vllm-async": "kpdd.engines.vllm_async:AsyncVLLMEngine",
 }
 
 _engines: dict[tuple, BatchingEngine] = {}
