@@ -15,8 +15,8 @@ reports questions/s for each engine kind in ``--engines``, one engine after the 
 that a question's calls arrive at different times, which a burst-gathering engine (`VLLMEngine`) and vLLM's
 continuous batching (`AsyncVLLMEngine`) serve differently. Greedy, so the answers that agree are counted.
 
-    python benchmarks/bench_generation.py --program kpdd-pot --questions 24 --program-threads 8 --new-tokens 128 \\
-        --engines vllm,vllm-async
+    VLLM_CPU_KVCACHE_SPACE=1 OMP_NUM_THREADS=1 python benchmarks/bench_generation.py --program kpdd-pot \\
+        --questions 16 --program-threads 8 --new-tokens 96 --engines vllm,vllm-burst
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vllm-dtype", default="bfloat16", help="vLLM weights and activations dtype")
     parser.add_argument("--program", default=None,
                         help="program mode: run this registry program (e.g. kpdd-pot) per stage; --engines then "
-                             "names engine kinds (e.g. vllm,vllm-async)")
+                             "names engine kinds (e.g. vllm,vllm-burst)")
     parser.add_argument("--program-threads", type=int, default=16, help="program mode: questions in flight at once")
     parser.add_argument("--vllm-memory", type=float, default=0.1,
                         help="program mode: vLLM gpu_memory_utilization (on CPU the share of RAM for the KV cache; "

@@ -38,8 +38,8 @@ logger = logging.getLogger(__name__)
 
 ENGINE_KINDS = {
     "transformers": "kpdd.engines.hf:TransformersEngine",
-    "vllm": "kpdd.engines.vllm:VLLMEngine",
-    "vllm-async": "kpdd.engines.vllm_async:AsyncVLLMEngine",
+    "vllm": "kpdd.engines.vllm_async:AsyncVLLMEngine",  # continuous batching: faster on a multi-stage program
+    "vllm-burst": "kpdd.engines.vllm:VLLMEngine",
 }
 
 _engines: dict[tuple, BatchingEngine] = {}

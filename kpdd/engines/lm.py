@@ -35,7 +35,7 @@ PATH_PREFIXES = ("./", "../", "/", "~")
 def student_lm(student: str | Path | StudentRef = DEFAULT_BASE, engine: Any = "transformers", **lm_kwargs):
     """A `dspy.LM("local/<model_id>")` that runs `student` on this process's shared local engine.
 
-    `engine` is a kind (`"transformers"`, `"vllm"`) or an engine object; `lm_kwargs` go to `dspy.LM`
+    `engine` is a kind (`"transformers"`, `"vllm"`, `"vllm-burst"`) or an engine object; `lm_kwargs` go to `dspy.LM`
     (defaults: greedy, `max_tokens=512`, `provider=KpddProvider()`, so DSPy can fine-tune it).
     """
     ref = read_student(student)

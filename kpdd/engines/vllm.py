@@ -136,7 +136,7 @@ class VLLMBase(BatchingEngine):
 class VLLMEngine(VLLMBase):
     """Local engine over `vllm.LLM`: each gathered burst of calls is one `LLM.chat` (see the module docstring)."""
 
-    kind = "vllm"
+    kind = "vllm-burst"
 
     def _group_key(self, job: Job) -> tuple:
         # One LLM.chat call serves any mix of adapters and sampling settings on the same base.

@@ -35,7 +35,7 @@ class _RunningAsync:
 class AsyncVLLMEngine(VLLMBase):
     """Local engine over vLLM's `AsyncLLM`: every call joins the running batch when it arrives."""
 
-    kind = "vllm-async"
+    kind = "vllm"
 
     _loop: asyncio.AbstractEventLoop | None = None
     _loop_thread: threading.Thread | None = None
@@ -74,8 +74,10 @@ class AsyncVLLMEngine(VLLMBase):
                 pass
         finally:
             running.in_flight -= 1
+        answer = generation(final)
         self.generate_calls += 1
-        return generation(final)
+        self.output_tokens += answer.output_tokens
+        return answer
 
     async def _engine(self, base: Path, adapter_rank: int) -> _RunningAsync:
         """The AsyncLLM for `base`, (re)started if it cannot serve an adapter of `adapter_rank` (0: none)."""

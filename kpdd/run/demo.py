@@ -33,7 +33,7 @@ class DemoConfig:
     student_calls: str = option("one", "one: one student call writes every stage; per-stage: a call per stage")
     student: str = option("smollm2-135m", "student base model")
     device: str = option("auto", "auto, cpu or cuda")
-    engine: str = option("transformers", "inference engine: transformers or vllm")
+    engine: str = option("transformers", "inference engine: transformers, vllm or vllm-burst")
     max_tokens: int = option(384, "max new tokens per student call during evaluation (a one-call student writes "
                                   "every stage in one call: three stages' worth)")
     threads: int = option(16, "questions in flight during evaluation (batched by the engine)")

@@ -34,7 +34,7 @@ class EvalConfig:
     request_timeout: float | None = option(None, "seconds a request to the server may take before it is abandoned "
                                                  "and retried (on another server when there are several); "
                                                  "default: the client's own")
-    engine: str = option("transformers", "local engine for local models: transformers or vllm")
+    engine: str = option("transformers", "local engine for local models: transformers, vllm or vllm-burst")
     device: str = option("auto", "device for the local engine: auto, cpu or cuda")
     datasets: list[str] = option(["all"], "datasets: gsm8k, svamp, asdiv, multiarith, 'all', or JSON/JSONL files")
     split: str | None = option(None, "dataset split (default: each dataset's test split)")

@@ -189,7 +189,7 @@ def test_program_save_and_load_keep_the_engine(engine, tmp_path):
     assert loaded.lm.forward(messages=chat("What is 2+2?")).choices[0].message.content.strip()
 
 
-VLLM_KINDS = {"vllm": True, "vllm-async": False}  # kind: whether it gathers bursts (else continuous batching)
+VLLM_KINDS = {"vllm-burst": True, "vllm": False}  # kind: whether it gathers bursts (else continuous batching)
 
 
 @pytest.mark.slow
@@ -213,6 +213,7 @@ def test_vllm_engine_serves_dspy_calls_and_a_lora_adapter(engine, lora_student, 
         base_replies = run_concurrently(ask, [(base_lm, q) for q in QUESTIONS[:3]])  # starts vLLM without LoRA
         assert all(reply.strip() for reply in base_replies)
         assert vllm.generate_calls < 3 if bursts else vllm.generate_calls == 3  # bursts, or one call each
+        assert 3 <= vllm.output_tokens <= 3 * 24
 
         # A short call that arrives while a long one generates: a burst engine answers it after the long one,
         # continuous batching adds it to the running batch and answers it first.
