@@ -16,7 +16,7 @@ that a question's calls arrive at different times, which a burst-gathering engin
 continuous batching (`AsyncVLLMEngine`) serve differently. Greedy, so the answers that agree are counted.
 
     VLLM_CPU_KVCACHE_SPACE=1 OMP_NUM_THREADS=1 python benchmarks/bench_generation.py --program kpdd-pot \\
-        --questions 16 --program-threads 8 --new-tokens 96 --engines vllm,vllm-burst
+        --questions 16 --program-threads 8 --new-tokens 96 --engines vllm,vllm-burst --rounds 2
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="program mode: vLLM gpu_memory_utilization (on CPU the share of RAM for the KV cache; "
                              "VLLM_CPU_KVCACHE_SPACE, in GiB, overrides it)")
     parser.add_argument("--vllm-max-len", type=int, default=2048, help="program mode: vLLM max_model_len")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="program mode: measure every engine this many times, in ABBA order, and print the means")
     return parser
 
 
@@ -171,15 +173,23 @@ def program_mode(args) -> None:
           f"{args.program_threads} threads | max {args.new_tokens} new tokens per call, greedy")
     print(f"{'engine':<34} {'LM calls':>8} {'seconds':>8} {'questions/s':>12} {'vs first':>9} {'start s':>8} "
           f"{'same answers':>13}", flush=True)
-    first = reference = None
-    for kind in kinds:  # each row as soon as it is measured: a vLLM start can take minutes on a busy machine
-        answers, seconds, startup, calls = program_run(kind, args, questions)
-        rate = len(questions) / seconds
-        first, reference = first or rate, reference or answers
-        same = sum(a == b for a, b in zip(answers, reference, strict=True))
-        name = f"{kind} ({engine_class(kind).__name__})"
-        print(f"{name:<34} {calls:>8} {seconds:>8.1f} {rate:>12.3f} {rate / first:>8.2f}x {startup:>8.1f} "
-              f"{f'{same}/{len(answers)}':>13}", flush=True)
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    reference = None
+    for round_ in range(args.rounds):
+        # ABBA order over rounds, so that a change in the machine's load over time hits every engine alike.
+        for kind in kinds if round_ % 2 == 0 else kinds[::-1]:  # each row as soon as it is measured
+            answers, seconds, startup, calls = program_run(kind, args, questions)
+            rates[kind].append(len(questions) / seconds)
+            reference = reference or answers
+            same = sum(a == b for a, b in zip(answers, reference, strict=True))
+            name = f"{kind} ({engine_class(kind).__name__})"
+            print(f"{name:<34} {calls:>8} {seconds:>8.1f} {rates[kind][-1]:>12.3f} "
+                  f"{rates[kind][-1] / rates[kinds[0]][0]:>8.2f}x {startup:>8.1f} "
+                  f"{f'{same}/{len(answers)}':>13}", flush=True)
+    if args.rounds > 1:
+        mean = {kind: sum(r) / len(r) for kind, r in rates.items()}
+        print("mean over rounds: " + ", ".join(f"{kind} {mean[kind]:.3f} questions/s ({mean[kind] / mean[kinds[0]]:.2f}x)"
+                                               for kind in kinds))
 
 
 def main(argv: list[str] | None = None) -> None:
