@@ -59,6 +59,16 @@ TRACKING = [
 ]
 
 
+def in_reading_order(config_cls: type) -> list[dataclasses.Field]:
+    """A config's fields, its own first and then those it inherits (a nearer base's before a farther one's), so that
+    ``--help`` starts with what the command is about rather than the shared options."""
+    declared_at: dict[str, int] = {}
+    for level, klass in enumerate(config_cls.__mro__):
+        for name in vars(klass).get("__annotations__", {}):
+            declared_at.setdefault(name, level)
+    return sorted(dataclasses.fields(config_cls), key=lambda f: declared_at[f.name])
+
+
 def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
     """Register ``fn(config, experiment=..., tracking_uri=...)`` as ``kpdd <name>`` with generated options."""
     hints = typing.get_type_hints(config_cls)
@@ -70,7 +80,7 @@ def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
             config = load_config(config_cls, config_file, section=name, **kwargs)
             return fn(config, experiment=experiment, tracking_uri=tracking_uri)
 
-        fields = [_option(f, hints[f.name]) for f in dataclasses.fields(config_cls)]
+        fields = [_option(f, hints[f.name]) for f in in_reading_order(config_cls)]
         command.__signature__ = inspect.Signature(TRACKING + fields)
         command.__doc__ = fn.__doc__
         command.__name__ = fn.__name__

@@ -17,11 +17,10 @@ from collections.abc import Iterable
 
 import dspy
 
-from kpdd.compile.store import QuestionResult, source_question_id
+from kpdd.compile.store import source_question_id
 from kpdd.errors import ConfigError
-from kpdd.compile.teachers import stages_of, wrong_answer_reason
-from kpdd.eval.harness import parse_error, sampling_program
-from kpdd.modules.metric import answer_metric
+from kpdd.compile.teachers import SamplingTeacher, stages_of
+from kpdd.eval.harness import sampling_program
 from kpdd.modules.one_call import OneCallProgram
 
 _SOLUTION_FIELDS = ("program", "reasoning", "sub_answer")  # what a solution is, by the stage outputs that hold it
@@ -65,7 +64,7 @@ def per_stage(program: dspy.Module, stages: list[dict]) -> list[dict]:
     return records
 
 
-class StudentSampler:
+class StudentSampler(SamplingTeacher):
     """Sample the student's program k times per question; keep right answers with solutions not yet known. A
     compiled student's program speaks its own prompt format; ``adapter`` serves a program that has none."""
 
@@ -78,43 +77,23 @@ class StudentSampler:
         self.known = known if known is not None else {}
         self.adapter = adapter
 
-    def _run(self, program: dspy.Module, question: str) -> tuple[dspy.Prediction, list]:
+    def _run(self, question: str, index: int, samples: int) -> tuple[dspy.Module, dspy.Prediction, list]:
+        program = sampling_program(self.program, index, self.temperature)
         with dspy.context(trace=[], **({"adapter": self.adapter} if self.adapter else {})):
             prediction = program(question=question)
-            return prediction, list(dspy.settings.trace)
+            return program, prediction, list(dspy.settings.trace)
 
-    def sample(self, example: dspy.Example, samples: int = 1) -> QuestionResult:
-        result = QuestionResult(example.id, gold=example.answer)
-        known = self.known.setdefault(example.id, set())
-        lm_errors = []
-        for index in range(samples):
-            program = sampling_program(self.program, index, self.temperature)
-            try:
-                prediction, calls = self._run(program, example.question)
-            except dspy.utils.exceptions.AdapterParseError as e:
-                result.samples += 1
-                result.errors[parse_error(e)] += 1
-                continue
-            except dspy.utils.exceptions.LMError as e:
-                lm_errors.append(f"{type(e).__name__}: {str(e)[:200]}")
-                result.errors[f"lm: {type(e).__name__}"] += 1
-                continue
-            result.samples += 1
-            if not answer_metric(example, prediction):
-                result.errors[wrong_answer_reason(prediction)] += 1
-                continue
-            result.correct += 1
-            stages = per_stage(program, stages_of(program, calls))
-            key = solution_key(stages)
-            if key in known:
-                result.errors["duplicate"] += 1
-                continue
-            known.add(key)
-            result.traces.append({"stages": stages, "answer": prediction.answer,
-                                  "meta": {"round": self.round, "sample": index, "temperature": self.temperature}})
-        if lm_errors and len(lm_errors) == samples:
-            result.failed = lm_errors[-1]  # nothing came back: retried on the next run
-        return result
+    def _stages(self, program: dspy.Module, calls: list) -> list[dict]:
+        return per_stage(program, stages_of(program, calls))
+
+    def _solution_key(self, question_id: str, stages: list[dict]) -> str:
+        return solution_key(stages)
+
+    def _known(self, question_id: str) -> set[str]:
+        return self.known.setdefault(question_id, set())  # this round's, earlier rounds' and the gold solutions
+
+    def _meta(self, index: int) -> dict:
+        return {"round": self.round, "sample": index, "temperature": self.temperature}
 
 
 def newly_covered(round_traces: Iterable[dict], earlier: Iterable[dict]) -> set[str]:

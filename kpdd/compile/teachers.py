@@ -47,7 +47,63 @@ def wrong_answer_reason(prediction) -> str:
     return "wrong answer"
 
 
-class LMTeacher:
+class SamplingTeacher:
+    """What every LM teacher shares: k runs of a program per question, keeping the runs whose answer is right and
+    whose solution is new. A subclass says how one run is made (:meth:`_run`), what identifies a solution
+    (:meth:`_solution_key`), which solutions count as known already (:meth:`_known`) and what a trace's ``meta`` says."""
+
+    name: str
+
+    def _run(self, question: str, index: int, samples: int) -> tuple[dspy.Module, dspy.Prediction, list]:
+        """One run: the program that ran, its prediction and DSPy's trace of it."""
+        raise NotImplementedError
+
+    def _stages(self, program: dspy.Module, calls: list) -> list[dict[str, Any]]:
+        return stages_of(program, calls)
+
+    def _solution_key(self, question_id: str, stages: list[dict]) -> str:
+        raise NotImplementedError
+
+    def _known(self, question_id: str) -> set[str]:
+        return set()  # only this question's own samples
+
+    def _meta(self, index: int) -> dict[str, Any]:
+        return {"sample": index}
+
+    def sample(self, example: dspy.Example, samples: int = 1) -> QuestionResult:
+        result = QuestionResult(example.id, gold=example.answer)
+        known, lm_errors = self._known(example.id), []
+        for index in range(samples):
+            try:
+                program, prediction, calls = self._run(example.question, index, samples)
+            except dspy.utils.exceptions.AdapterParseError as e:
+                result.samples += 1
+                result.errors[parse_error(e)] += 1
+                continue
+            except dspy.utils.exceptions.LMError as e:  # after the LM's own retries with backoff
+                lm_errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+                result.errors[f"lm: {type(e).__name__}"] += 1
+                if isinstance(e, UNREACHABLE) or is_permanent(e):
+                    break  # the other samples would wait out the same dead server, or fail the same way
+                continue
+            result.samples += 1
+            if not answer_metric(example, prediction):
+                result.errors[wrong_answer_reason(prediction)] += 1
+                continue
+            result.correct += 1
+            stages = self._stages(program, calls)
+            key = self._solution_key(example.id, stages)
+            if key in known:
+                result.errors["duplicate"] += 1
+                continue
+            known.add(key)
+            result.traces.append({"stages": stages, "answer": prediction.answer, "meta": self._meta(index)})
+        if lm_errors and result.samples == 0:
+            result.failed = lm_errors[-1]  # nothing came back: retried on the next run
+        return result
+
+
+class LMTeacher(SamplingTeacher):
     """Sample a program on a teacher LM; keep correct, distinct traces with every stage's inputs and outputs."""
 
     def __init__(self, program: dspy.Module, lm: dspy.LM, method: str, temperature: float = 0.7,
@@ -66,13 +122,14 @@ class LMTeacher:
         # Distinct rollout ids, or DSPy's cache would return the first sample k times.
         return self.lm.copy(rollout_id=sample, temperature=self.temperature)
 
-    def _run(self, question: str, lm: dspy.LM) -> tuple[dspy.Prediction, list]:
+    def _run(self, question: str, index: int, samples: int) -> tuple[dspy.Module, dspy.Prediction, list]:
         """One run of the program and DSPy's trace of it, retrying LM failures with exponential backoff."""
+        lm = self._lm_for(index, samples)
         for attempt in range(self.retries + 1):
             try:
                 with dspy.context(lm=lm, adapter=self.adapter, trace=[]):
                     prediction = self.program(question=question)
-                    return prediction, list(dspy.settings.trace)
+                    return self.program, prediction, list(dspy.settings.trace)
             except dspy.utils.exceptions.LMError as e:
                 # DSPy has already retried the transient ones, and a permanent one would fail again.
                 if attempt == self.retries or is_retryable_lm_error(e) or is_permanent(e):
@@ -80,34 +137,5 @@ class LMTeacher:
                 time.sleep(self.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 
-    def sample(self, example: dspy.Example, samples: int = 1) -> QuestionResult:
-        result = QuestionResult(example.id, gold=example.answer)
-        seen, lm_errors = set(), []
-        for index in range(samples):
-            try:
-                prediction, calls = self._run(example.question, self._lm_for(index, samples))
-            except dspy.utils.exceptions.AdapterParseError as e:
-                result.samples += 1
-                result.errors[parse_error(e)] += 1
-                continue
-            except dspy.utils.exceptions.LMError as e:  # after the LM's own retries with backoff
-                lm_errors.append(f"{type(e).__name__}: {str(e)[:200]}")
-                result.errors[f"lm: {type(e).__name__}"] += 1
-                if isinstance(e, UNREACHABLE) or is_permanent(e):
-                    break  # the other samples would wait out the same dead server, or fail the same way
-                continue
-            result.samples += 1
-            if not answer_metric(example, prediction):
-                result.errors[wrong_answer_reason(prediction)] += 1
-                continue
-            result.correct += 1
-            stages = stages_of(self.program, calls)
-            key = trace_id(example.id, self.method, stages)
-            if key in seen:
-                result.errors["duplicate"] += 1
-                continue
-            seen.add(key)
-            result.traces.append({"stages": stages, "answer": prediction.answer, "meta": {"sample": index}})
-        if lm_errors and result.samples == 0:
-            result.failed = lm_errors[-1]  # nothing came back: retried on the next run
-        return result
+    def _solution_key(self, question_id: str, stages: list[dict]) -> str:
+        return trace_id(question_id, self.method, stages)

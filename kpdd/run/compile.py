@@ -20,10 +20,10 @@ from typing import Any
 
 from kpdd.config import option, save_config
 from kpdd.distributed import is_main_process, main_process_first
-from kpdd.eval.lm_guard import RETRIES, SERVER_GONE_S
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.run.paths import default_out, slug
+from kpdd.run.remote_options import RemoteLMOptions
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +32,10 @@ TRACES = "traces.jsonl"
 
 
 @dataclass(frozen=True)
-class CompileConfig(TrainConfig):
+class CompileConfig(TrainConfig, RemoteLMOptions):
     program: str = option("kpdd-pot", "program (registry name)")
     teacher: str = option("gold", "'gold', a model directory ('./my-student' or 'local:<path>'), or a model string "
                                   "such as 'openai/gpt-4o-mini'")
-    api_base: list[str] = option([], "OpenAI-compatible server URL for the teacher (e.g. a vLLM server); repeat "
-                                     "it (or separate URLs by commas) to spread the calls over several servers")
-    api_bases_file: str | None = option(None, "a file of teacher server URLs, one a line, added to --api-base")
-    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the teacher's API key")
-    request_timeout: float | None = option(None, "seconds a request to the server may take before it is abandoned "
-                                                 "and retried (on another server when there are several); "
-                                                 "default: the client's own")
     optimizer: str = option(NO_OPTIMIZER, "teacher optimizer: none, bootstrap-fewshot, bootstrap-random-search, "
                                           "mipro, gepa")
     optimize_size: int = option(50, "training questions used to optimise the teacher program")
@@ -53,10 +46,6 @@ class CompileConfig(TrainConfig):
     samples: int = option(1, "teacher samples per question")
     temperature: float = option(0.7, "teacher sampling temperature when samples > 1")
     threads: int = option(8, "questions traced in parallel")
-    retries: int = option(RETRIES, "retries of a teacher call that failed transiently (rate limit, 5xx, timeout, "
-                                   "lost connection), after 1, 2, 4, ... s")
-    server_gone_s: float = option(SERVER_GONE_S, "stop the run when the teacher has not answered for this many "
-                                                 "seconds (what was written is kept; rerun to resume)")
     multitask: bool = option(True, "one student for every stage (else one per stage)")
     prompt_format: str = option("student", "the students' prompt format: student (kpdd's compact format) or chat "
                                            "(DSPy's ChatAdapter, for comparison)")
@@ -77,12 +66,9 @@ class CompileConfig(TrainConfig):
 
 def optimized_teacher_program(config: CompileConfig) -> Path | None:
     """Optimise the program on the teacher LM once; later runs reuse the saved program."""
-    import os
-
     from kpdd.compile.optimize import optimize
     from kpdd.data import load_dataset
     from kpdd.engines.lm import teacher_lm
-    from kpdd.engines.router import read_endpoints
     from kpdd.modules import build_program
     from kpdd.modules.saved import MANIFEST, save_program
     from kpdd.tracking.results import maybe_stage
@@ -96,9 +82,7 @@ def optimized_teacher_program(config: CompileConfig) -> Path | None:
         logger.info("reusing the optimised teacher program in %s", target)
         return target
     with maybe_stage("optimise", optimizer=config.optimizer, size=config.optimize_size):
-        lm = teacher_lm(config.teacher, api_base=read_endpoints(config.api_base, config.api_bases_file),
-                        api_key=os.environ.get(config.api_key_env), timeout=config.request_timeout,
-                        num_retries=config.retries)
+        lm = config.remote_lm(config.teacher, "--teacher", probe=False)  # check_lms probed it
         reflection = teacher_lm(config.reflection_lm, option="--reflection-lm") if config.reflection_lm else None
         trainset = load_dataset(config.dataset, config.split, limit=config.optimize_size, seed=config.seed + 1)
         program = optimize(build_program(config.program), lm, trainset, config.optimizer, reflection_lm=reflection,
@@ -110,10 +94,8 @@ def check_lms(config: CompileConfig) -> None:
     """Fail fast, before anything is written: a teacher path that holds no model, or a teacher or reflection LM
     that cannot answer one probe call, is one error line (the CLI calls this before it opens the MLflow run)."""
     from kpdd.engines.lm import check_teacher
-    from kpdd.engines.router import read_endpoints
 
-    check_teacher(config.teacher, "--teacher", read_endpoints(config.api_base, config.api_bases_file),
-                  config.api_key_env)
+    config.check_remote(config.teacher, "--teacher")
     check_teacher(config.reflection_lm, "--reflection-lm", api_key_env=None)
 
 
@@ -150,13 +132,11 @@ def teacher_traces(config: CompileConfig, progress: bool = True) -> dict[str, An
 
     out = config.out_dir()
     teacher_program = optimized_teacher_program(config)
-    traces_config = TracesConfig(program=config.program, teacher=config.teacher, api_base=config.api_base,
-                                 api_bases_file=config.api_bases_file, api_key_env=config.api_key_env,
-                                 request_timeout=config.request_timeout,
+    traces_config = TracesConfig(program=config.program, teacher=config.teacher, **config.remote_options(),
                                  teacher_program=str(teacher_program) if teacher_program else None,
                                  dataset=config.dataset, split=config.split, limit=config.limit, seed=config.seed,
                                  samples=config.samples, temperature=config.temperature, threads=config.threads,
-                                 retries=config.retries, server_gone_s=config.server_gone_s, out=str(out / TRACES))
+                                 out=str(out / TRACES))
     with maybe_stage("traces", **traces_config.__dict__):
         stats = run_traces(traces_config, progress=progress)
         log_traces(stats)

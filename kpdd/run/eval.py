@@ -6,7 +6,6 @@ call (:func:`check_lms`), before anything is written; a run whose LM fails for g
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,26 +13,20 @@ from typing import Any
 import dspy
 
 from kpdd.config import option, save_config
-from kpdd.eval.lm_guard import RETRIES, SERVER_GONE_S, FailureGuard
+from kpdd.eval.lm_guard import FailureGuard
 from kpdd.errors import ConfigError
 from kpdd.run.paths import default_out, slug
+from kpdd.run.remote_options import RemoteLMOptions
 
 ALL = "all"
 AUTO = "auto"
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(RemoteLMOptions):
     program: str = option("kpdd-pot", "program: a registry name, or a compiled program directory")
     lm: str = option("smollm2-135m", "the LM: a student or compiled-program directory, a checkpoint, the shipped "
                                      "alias, or a model string such as 'openai/<name>' (with --api-base)")
-    api_base: list[str] = option([], "OpenAI-compatible server URL for a model-string LM; repeat it (or separate "
-                                     "URLs by commas) to spread the calls over several servers")
-    api_bases_file: str | None = option(None, "a file of server URLs, one a line, added to --api-base")
-    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the API key")
-    request_timeout: float | None = option(None, "seconds a request to the server may take before it is abandoned "
-                                                 "and retried (on another server when there are several); "
-                                                 "default: the client's own")
     engine: str = option("transformers", "local engine for local models: transformers, vllm or vllm-burst")
     device: str = option("auto", "device for the local engine: auto, cpu or cuda")
     datasets: list[str] = option(["all"], "datasets: gsm8k, svamp, asdiv, multiarith, 'all', or JSON/JSONL files")
@@ -48,10 +41,6 @@ class EvalConfig:
     threads: int = option(16, "questions in flight at once (a local engine batches them)")
     engine_batch: int | None = option(None, "most requests a local engine generates as one batch (default: the "
                                             "engine's own; raise it on a GPU)")
-    retries: int = option(RETRIES, "retries of a remote LM call that failed transiently (rate limit, 5xx, timeout, "
-                                   "lost connection), after 1, 2, 4, ... s")
-    server_gone_s: float = option(SERVER_GONE_S, "stop the run when a remote LM has not answered for this many "
-                                                 "seconds (what was written is kept; rerun to resume)")
     trace_sample_rate: float = option(0.02, "share of questions whose DSPy calls are traced to MLflow (0: none)")
     prompt_format: str = option(AUTO, "how the LM is prompted: auto (a compiled program's recorded format, local or "
                                       "served; DSPy's defaults for other LMs), 'student' or 'chat' (override)")
@@ -104,11 +93,7 @@ def check_lms(config: EvalConfig) -> None:
 
     kind = lm_kind(config)
     if is_model_string(config.lm):
-        from kpdd.engines.lm import check_teacher
-        from kpdd.engines.router import read_endpoints
-
-        endpoints = read_endpoints(config.api_base, config.api_bases_file)
-        check_teacher(config.lm, "--lm", endpoints, config.api_key_env)  # each server of a fan-out
+        config.check_remote(config.lm, "--lm")  # each server of a fan-out
     elif kind == LOCAL:
         read_student(config.lm)  # an unknown alias or a directory without a model, before the MLflow run opens
 
@@ -147,16 +132,7 @@ def is_model_string(lm: str) -> bool:
 def model_lm(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.LM:
     """The LM of a model string (one server, or requests spread over several: ``--api-base`` repeated), after one
     probe call (free when ``check_lms`` already made it)."""
-    from kpdd.engines.lm import teacher_lm
-    from kpdd.engines.remote import probe_lm
-    from kpdd.engines.router import read_endpoints
-
-    endpoints = read_endpoints(config.api_base, config.api_bases_file)
-    lm = teacher_lm(config.lm, api_base=endpoints, api_key=os.environ.get(config.api_key_env),
-                    timeout=config.request_timeout, num_retries=config.retries, option="--lm", **lm_kwargs)
-    if len(endpoints) <= 1:  # a fan-out's servers are probed one by one in check_lms
-        probe_lm(lm, "--lm", config.api_key_env)
-    return lm
+    return config.remote_lm(config.lm, "--lm", **lm_kwargs)
 
 
 def served_compiled(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.Module:

@@ -6,7 +6,6 @@ anything is written; a run whose teacher fails for good stops with one line and 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,22 +16,16 @@ from kpdd.compile.store import TraceStore
 from kpdd.compile.traces import Teacher, generate_traces
 from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
-from kpdd.eval.lm_guard import RETRIES, SERVER_GONE_S, FailureGuard
+from kpdd.eval.lm_guard import FailureGuard
 from kpdd.run.paths import default_out, slug
+from kpdd.run.remote_options import RemoteLMOptions
 
 
 @dataclass(frozen=True)
-class TracesConfig:
+class TracesConfig(RemoteLMOptions):
     program: str = option("kpdd-pot", "program (registry name): kpdd-cot, kpdd-pot, socratic, cot, pot, direct")
     teacher: str = option("gold", "'gold' (dataset annotations, no LM), a model directory ('./my-student' or "
                                   "'local:<path>'), or a model string such as 'openai/gpt-4o-mini'")
-    api_base: list[str] = option([], "OpenAI-compatible server URL for the teacher (e.g. a vLLM server); repeat "
-                                     "it (or separate URLs by commas) to spread the calls over several servers")
-    api_bases_file: str | None = option(None, "a file of teacher server URLs, one a line, added to --api-base")
-    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the teacher's API key")
-    request_timeout: float | None = option(None, "seconds a request to the server may take before it is abandoned "
-                                                 "and retried (on another server when there are several); "
-                                                 "default: the client's own")
     teacher_program: str | None = option(None, "a saved, optimised teacher program (program.save JSON) to sample")
     dataset: str = option("gsm8k", "dataset name or a JSON/JSONL file")
     split: str = option("train", "dataset split")
@@ -42,10 +35,6 @@ class TracesConfig:
     temperature: float = option(0.7, "sampling temperature when samples > 1")
     max_tokens: int = option(1024, "max tokens per teacher call")
     threads: int = option(8, "questions processed in parallel")
-    retries: int = option(RETRIES, "retries of a teacher call that failed transiently (rate limit, 5xx, timeout, "
-                                   "lost connection), after 1, 2, 4, ... s")
-    server_gone_s: float = option(SERVER_GONE_S, "stop the run when the teacher has not answered for this many "
-                                                 "seconds (what was written is kept; rerun to resume)")
     out: str = option("", "trace store path (default kpdd-runs/traces/<program>-<teacher>-<dataset>-<split>.jsonl)")
 
     def store_path(self) -> Path:
@@ -62,29 +51,17 @@ def build_teacher(config: TracesConfig, program: dspy.Module) -> Teacher:
 
         return GoldTeacher(config.program)
     from kpdd.compile.teachers import LMTeacher
-    from kpdd.engines.lm import teacher_lm
-    from kpdd.engines.remote import probe_lm
-    from kpdd.engines.router import read_endpoints
-
     if config.samples > 1 and config.temperature <= 0:
         raise ConfigError(f"samples={config.samples} needs temperature > 0 (got {config.temperature}): "
                           "greedy samples would all be the same")
-    endpoints = read_endpoints(config.api_base, config.api_bases_file)
-    lm = teacher_lm(config.teacher, api_base=endpoints, api_key=os.environ.get(config.api_key_env),
-                    max_tokens=config.max_tokens, timeout=config.request_timeout, num_retries=config.retries)
-    if len(endpoints) <= 1:  # a fan-out's servers are probed one by one in check_lms
-        probe_lm(lm, "--teacher", config.api_key_env)
+    lm = config.remote_lm(config.teacher, "--teacher", max_tokens=config.max_tokens)
     return LMTeacher(program, lm, config.program, temperature=config.temperature, name=config.teacher)
 
 
 def check_lms(config: TracesConfig) -> None:
     """Fail fast, before anything is written: a teacher path that holds no model, or a remote teacher that cannot
     answer one probe call, is one error line (the CLI calls this before it opens the MLflow run)."""
-    from kpdd.engines.lm import check_teacher
-    from kpdd.engines.router import read_endpoints
-
-    check_teacher(config.teacher, "--teacher", read_endpoints(config.api_base, config.api_bases_file),
-                  config.api_key_env)
+    config.check_remote(config.teacher, "--teacher")
 
 
 def run_traces(config: TracesConfig, progress: bool = True) -> dict[str, Any]:
