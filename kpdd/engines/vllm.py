@@ -102,6 +102,10 @@ class VLLMBase(BatchingEngine):
                 f"{current_platform.device_type!r}; pass device='auto' or install the matching vLLM build."
             )
         lora = {"enable_lora": True, "max_lora_rank": lora_rank, "max_loras": self.max_loras} if lora_rank else {}
+        if lora_rank and current_platform.device_type == "cpu":
+            logger.warning("vLLM on CPU runs a LoRA adapter several times slower than merged weights (a KPDD-PoT "
+                           "evaluation: 2.8x, docs/RESULTS.md); for a long run, `kpdd export` the student and "
+                           "evaluate the export")
         try:
             return start(model=str(base), max_num_seqs=self.max_batch_size, **self.llm_options, **lora)
         except Exception as e:

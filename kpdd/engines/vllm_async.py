@@ -11,6 +11,7 @@ for the first adapter once the calls in flight on it are done. `generate_calls` 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import uuid
@@ -109,9 +110,16 @@ class AsyncVLLMEngine(VLLMBase):
 
     async def _shutdown_engines(self) -> None:
         for running in self._running.values():
+            # The output handler first: it would otherwise see the engine process go and log it as a crash.
+            handler = getattr(running.llm, "output_handler", None)
+            if handler is not None:
+                handler.cancel()
+                await asyncio.gather(handler, return_exceptions=True)
             running.llm.shutdown()  # stops vLLM's engine process now, not at exit
         self._running.clear()
-        await asyncio.sleep(0)  # lets the cancelled output handlers finish before the loop stops
+        # AsyncLLM sits in reference cycles; collected now, its __del__ (a second shutdown) does not run during
+        # interpreter teardown, when vLLM's module globals are already gone.
+        gc.collect()
 
 
 def _start_async_llm(**options) -> Any:

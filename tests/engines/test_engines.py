@@ -285,3 +285,5 @@ def test_kpdd_eval_on_vllm_exits_when_done(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     output = done.stdout + done.stderr  # vLLM logs to stdout
     assert "EngineCore" in output and "accuracy" in output
+    # A clean shutdown: no traceback from vLLM's output handler or from a second shutdown at interpreter exit.
+    assert "Traceback" not in output and "Exception ignored" not in output, output[-3000:]
