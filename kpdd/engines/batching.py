@@ -50,10 +50,19 @@ _live_engines: weakref.WeakSet[BatchingEngine] = weakref.WeakSet()
 @atexit.register
 def _close_engines() -> None:
     """At exit, stop every engine: multiprocessing's own exit hook waits for child processes, and a vLLM engine
-    that was never shut down never ends. (Registered after importing multiprocessing.util, so it runs first.)"""
+    that was never shut down never ends. (Registered after importing multiprocessing.util, so it runs before its
+    hook; an engine that starts a library with exit hooks of its own moves it first again.)"""
     for engine in list(_live_engines):
         with contextlib.suppress(Exception):
             engine.close()
+
+
+def close_engines_first_at_exit() -> None:
+    """Move :func:`_close_engines` to the front of the exit hooks (atexit runs the last registered first). An engine
+    calls this once it has started a library that registers exit hooks of its own: vLLM's first `weakref.finalize`
+    registers one that would otherwise stop vLLM's processes under an engine still running on them."""
+    atexit.unregister(_close_engines)
+    atexit.register(_close_engines)
 
 
 def engine_class(kind: str) -> type[BatchingEngine]:

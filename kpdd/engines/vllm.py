@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kpdd.engines.batching import BatchingEngine, Generation, Job
+from kpdd.engines.batching import BatchingEngine, Generation, Job, close_engines_first_at_exit
 from kpdd.errors import ConfigError, EngineError
 from kpdd.finetune.registry import registered_student
 from kpdd.finetune.student import StudentRef
@@ -107,13 +107,15 @@ class VLLMBase(BatchingEngine):
                            "evaluation: 2.8x, docs/RESULTS.md); for a long run, `kpdd export` the student and "
                            "evaluate the export")
         try:
-            return start(model=str(base), max_num_seqs=self.max_batch_size, **self.llm_options, **lora)
+            started = start(model=str(base), max_num_seqs=self.max_batch_size, **self.llm_options, **lora)
         except Exception as e:
             hint = (" On CPU the usual cause is memory: gpu_memory_utilization "
                     f"({self.llm_options['gpu_memory_utilization']}) is the RAM fraction vLLM reserves, and an "
                     "earlier vLLM still running may hold it." if current_platform.device_type == "cpu" else "")
             self._start_error[base, lora_rank] = f"vLLM failed to start for {base}: {e} (its log above says why).{hint}"
             raise EngineError(self._start_error[base, lora_rank]) from e
+        close_engines_first_at_exit()
+        return started
 
     def _sampling_params(self, job: Job, **extra):
         from vllm import SamplingParams

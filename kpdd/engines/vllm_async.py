@@ -11,7 +11,6 @@ for the first adapter once the calls in flight on it are done. `generate_calls` 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import threading
 import uuid
@@ -116,10 +115,10 @@ class AsyncVLLMEngine(VLLMBase):
                 handler.cancel()
                 await asyncio.gather(handler, return_exceptions=True)
             running.llm.shutdown()  # stops vLLM's engine process now, not at exit
+            # AsyncLLM.__del__ shuts down again, and at interpreter exit vLLM's module globals are gone by then
+            # (a TypeError printed as "Exception ignored"): once is enough.
+            running.llm.shutdown = lambda *args, **kwargs: None
         self._running.clear()
-        # AsyncLLM sits in reference cycles; collected now, its __del__ (a second shutdown) does not run during
-        # interpreter teardown, when vLLM's module globals are already gone.
-        gc.collect()
 
 
 def _start_async_llm(**options) -> Any:
