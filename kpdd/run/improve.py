@@ -87,7 +87,20 @@ def validate(config: ImproveConfig, compiled: str | Path, validation: list, path
 
     # The compiled student's program speaks its own prompt format (kpdd.modules.programs.KpddProgram).
     scores = evaluate(_load(config, compiled), validation, path, threads=config.threads, progress=progress)
+    return validation_accuracy(scores, path)
+
+
+def validation_accuracy(scores: dict, path: Path) -> float:
+    """Accuracy on the validation questions. A question whose LM call failed (e.g. an engine that could not start)
+    has no answer rather than a wrong one, and a round must not be judged, or the run stopped, on it."""
+    from kpdd.errors import LMUnavailableError
+    from kpdd.eval.taxonomy import LM_ERROR
+
     correct, total = sum(s.correct for s in scores.values()), sum(s.total for s in scores.values())
+    failed = sum(s.errors[LM_ERROR] for s in scores.values())
+    if failed:
+        raise LMUnavailableError(f"validation: {failed} of {total} questions failed on an LM call (see the "
+                                 f"records in {path}); the answered ones are kept: rerun to retry the rest")
     return correct / total if total else 0.0
 
 

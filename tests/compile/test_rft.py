@@ -137,3 +137,18 @@ def test_a_one_call_students_samples_are_recorded_as_per_stage_traces(tmp_path):
     assert stages[2]["inputs"]["key_points"] == stages[1]["outputs"]["key_points"]
     assert stages[2]["inputs"]["core_question"] == stages[0]["outputs"]["core_question"]
     assert stages[2]["outputs"]["program"] == scripted_programs(EXAMPLES[0])[0]
+
+
+def test_a_validation_whose_lm_failed_stops_the_round_instead_of_scoring_zero(tmp_path):
+    from collections import Counter
+
+    from kpdd.errors import LMUnavailableError
+    from kpdd.eval.harness import DatasetScore
+    from kpdd.eval.taxonomy import LM_ERROR
+    from kpdd.run.improve import validation_accuracy
+
+    answered = {"gsm8k": DatasetScore("gsm8k", total=4, correct=1, errors=Counter({"wrong answer": 3}))}
+    assert validation_accuracy(answered, tmp_path / "v.jsonl") == 0.25
+    failed = {"gsm8k": DatasetScore("gsm8k", total=4, correct=0, errors=Counter({LM_ERROR: 3, "wrong answer": 1}))}
+    with pytest.raises(LMUnavailableError, match="3 of 4 questions failed on an LM call"):
+        validation_accuracy(failed, tmp_path / "v.jsonl")
