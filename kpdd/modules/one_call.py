@@ -30,7 +30,8 @@ ONE_CALL_PREDICTOR = "one_call"
 
 def program_inputs(program: dspy.Module) -> list[str]:
     """The keyword arguments of the program's ``forward`` (the question, for every built-in program)."""
-    return [p for p in inspect.signature(program.forward).parameters if p not in ("self", "args", "kwargs")]
+    forward = type(program).forward  # the class's: DSPy warns when .forward is read off an instance
+    return [p for p in inspect.signature(forward).parameters if p not in ("self", "args", "kwargs")]
 
 
 def one_call_signature(program: dspy.Module, repeated: Iterable[str] = ()) -> type[dspy.Signature]:
