@@ -19,6 +19,7 @@ from typing import Any
 
 from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
+from kpdd.run.paths import default_out
 
 logger = logging.getLogger(__name__)
 TEACHER = "augment"
@@ -40,7 +41,7 @@ class AugmentConfig:
     def store_path(self) -> Path:
         if self.out:
             return Path(self.out)
-        return Path("kpdd-runs") / "traces" / f"{self.program}-{TEACHER}-{Path(self.dataset).stem}-{self.split}.jsonl"
+        return default_out("traces", f"{self.program}-{TEACHER}-{Path(self.dataset).stem}-{self.split}.jsonl")
 
 
 def _no_source(example, reasons: Counter) -> Any:

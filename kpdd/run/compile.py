@@ -55,7 +55,8 @@ class CompileConfig(TrainConfig, RemoteLMOptions):
                              "kpdd-pot, pot, direct; 0: none)")
     rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)")
     rft_samples: int = option(4, "student samples per question and RFT round")
-    engine: str = option("transformers", "local engine that samples the student in RFT rounds: transformers or vllm")
+    engine: str = option("transformers", "local engine that samples the student in RFT rounds: transformers, vllm "
+                                          "or vllm-burst")
     out: str = option("", "output directory (default kpdd-runs/compile/<program>-<teacher>)")
 
     def out_dir(self) -> Path:

@@ -27,6 +27,7 @@ from typing import Any
 from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
+from kpdd.run.paths import default_out
 
 logger = logging.getLogger(__name__)
 ROUNDS_FILE = "rounds.jsonl"
@@ -43,13 +44,13 @@ class ImproveConfig(TrainConfig):
     rounds: int = option(3, "rounds at most (each: sample, keep, retrain, validate)")
     samples: int = option(4, "samples per training question and round (k)")
     temperature: float = option(0.7, "sampling temperature (> 0)")
-    engine: str = option("transformers", "local engine: transformers or vllm")
+    engine: str = option("transformers", "local engine: transformers, vllm or vllm-burst")
     max_tokens: int = option(256, "max new tokens per student call")
     threads: int = option(16, "questions in flight at once (the engine batches them)")
     out: str = option("", "output directory (default kpdd-runs/improve/<program>)")
 
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("kpdd-runs") / "improve" / self.program
+        return Path(self.out) if self.out else default_out("improve", self.program)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})
