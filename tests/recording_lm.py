@@ -10,10 +10,11 @@ class RecordingLM(dspy.BaseLM):
 
     def __init__(self, completions):
         super().__init__(model="recording", cache=False)
-        self.completions, self.prompts = list(completions), []
+        self.completions, self.prompts, self.sent_kwargs = list(completions), [], []
 
     def forward(self, prompt=None, messages=None, **kwargs):
         self.prompts.append(messages)
+        self.sent_kwargs.append(kwargs)
         text = self.completions.pop(0)
         choice = SimpleNamespace(message=SimpleNamespace(content=text, tool_calls=None), finish_reason="stop",
                                  logprobs=None)

@@ -11,8 +11,11 @@ from kpdd.run.improve import ImproveConfig
 def improve_command(config: ImproveConfig, experiment=None, tracking_uri=None):
     """Sample the student k times per training question, keep its verified-correct new solutions, retrain from
     the base model on them plus the given traces, validate; repeat while validation accuracy rises."""
+    from kpdd.engines.batching import check_engine
     from kpdd.run.improve import run_improve
     from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
+
+    check_engine(config.engine)  # before the MLflow run opens
 
     with command_run("improve", config, tags={METHOD: config.program, STUDENT: config.student, TEACHER: "student"},
                      experiment=experiment, tracking_uri=tracking_uri):

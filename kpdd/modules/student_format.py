@@ -103,11 +103,28 @@ def parse_list(text: str) -> list[str]:
     return [_BULLET.sub("", line).strip() for line in text.splitlines() if line.strip()]
 
 
+def with_restart_stop(lm, lm_kwargs: dict[str, Any], signature: type[dspy.Signature]) -> dict[str, Any]:
+    """``lm_kwargs`` plus a stop at a second marker of the first output field: a completion in this format writes
+    each field once, so a student that starts over (a weak one loops ``core_question: … key_points:
+    core_question: …``) has nothing more to say; stopping there saves the rest of ``max_tokens`` and parses the same
+    (the first occurrence of a field wins)."""
+    first = next(iter(signature.output_fields))
+    stops = lm_kwargs.get("stop", lm.kwargs.get("stop")) or []
+    stops = [stops] if isinstance(stops, str) else list(stops)
+    return {**lm_kwargs, "stop": [*stops, f"\n{first}:"]}
+
+
 class StudentAdapter(dspy.ChatAdapter):
     """kpdd's compact format for fine-tuned students (see the module docstring)."""
 
     def __init__(self, **kwargs):
         super().__init__(use_json_adapter_fallback=False, **kwargs)  # a fallback prompt the student never saw
+
+    def __call__(self, lm, lm_kwargs, signature, demos, inputs):
+        return super().__call__(lm, with_restart_stop(lm, lm_kwargs, signature), signature, demos, inputs)
+
+    async def acall(self, lm, lm_kwargs, signature, demos, inputs):
+        return await super().acall(lm, with_restart_stop(lm, lm_kwargs, signature), signature, demos, inputs)
 
     def format_system_message(self, signature: type[dspy.Signature]) -> str:
         return " ".join(signature.output_fields)

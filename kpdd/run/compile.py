@@ -94,8 +94,10 @@ def optimized_teacher_program(config: CompileConfig) -> Path | None:
 def check_lms(config: CompileConfig) -> None:
     """Fail fast, before anything is written: a teacher path that holds no model, or a teacher or reflection LM
     that cannot answer one probe call, is one error line (the CLI calls this before it opens the MLflow run)."""
+    from kpdd.engines.batching import check_engine
     from kpdd.engines.lm import check_teacher
 
+    check_engine(config.engine)
     config.check_remote(config.teacher, "--teacher")
     check_teacher(config.reflection_lm, "--reflection-lm", api_key_env=None)
 

@@ -95,6 +95,9 @@ def check_lms(config: EvalConfig) -> None:
     if is_model_string(config.lm):
         config.check_remote(config.lm, "--lm")  # each server of a fan-out
     elif kind == LOCAL:
+        from kpdd.engines.batching import check_engine
+
+        check_engine(config.engine)
         read_student(config.lm)  # an unknown alias or a directory without a model, before the MLflow run opens
 
 

@@ -124,6 +124,10 @@ def test_transformers_engine_stops_at_stop_strings_and_max_tokens(engine):
     stop = free.text.split()[2]
     cut = complete(max_tokens=12, stop=(stop,))
     assert cut.finish_reason == "stop" and cut.text == free.text[: free.text.index(stop)]
+    # Stops look at the completion only: the prompt ends in a newline, and "\n<first word>" must not fire at once.
+    across = "\n" + free.text.split()[0]
+    assert across not in free.text
+    assert complete(max_tokens=12, stop=(across,)).text == free.text
 
 
 @pytest.mark.slow
@@ -151,6 +155,20 @@ def test_shared_engine_names_bad_kinds_and_options():
         shared_engine("vlm")
     with pytest.raises(ConfigError, match="engine 'transformers'.*max_batch"):
         shared_engine("transformers", max_batch=4)
+
+
+def test_a_vllm_engine_without_vllm_installed_is_one_line(monkeypatch):
+    """`bash scripts/demo` installs no vLLM: asking for it then names the option and how to install it."""
+    import importlib.util
+
+    from kpdd.engines.batching import check_engine
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
+    for kind in ("vllm", "vllm-burst"):
+        with pytest.raises(ConfigError, match=f"--engine {kind}: vLLM is not installed here.*transformers"):
+            check_engine(kind)
+    check_engine("transformers")
 
 
 def test_engine_load_state_skips_a_deleted_student(tmp_path, caplog):

@@ -115,6 +115,19 @@ def test_one_call_student_record_holds_each_stage_fields():
     assert prediction.program == "ans = (16 - 3) * 2" and prediction.answer == 26
 
 
+def test_a_student_stops_where_it_starts_over():
+    """A weak student loops (``core_question: … key_points: core_question: …``): its call stops at the second marker
+    of its first output field, keeping any stop the LM already had."""
+    program = OneCallProgram(build_program("kpdd-pot"))
+    lm = RecordingLM(["core_question: How much?\nkey_points:\n16 eggs\nprogram:\nans = 26"])
+    lm.kwargs["stop"] = "<end>"
+    program.set_lm(lm)
+    with dspy.context(adapter=StudentAdapter()):
+        program(question=VALUES["question"])
+    assert lm.sent_kwargs[0]["stop"] == ["<end>", "\ncore_question:"]
+    assert "stop" not in lm.kwargs or lm.kwargs["stop"] == "<end>"  # the LM's own settings are left as they were
+
+
 def test_one_call_student_names_the_stage_that_failed_to_parse():
     program = OneCallProgram(build_program("kpdd-pot"))
     program.set_lm(RecordingLM(["core_question: How much?\nans = 3"]))

@@ -52,3 +52,12 @@ def test_one_served_model_cannot_stand_for_per_stage_students(tmp_path):
                                       "solve": "students/solve"})
     with pytest.raises(ConfigError, match="3 students"):
         load_program_and_lm(EvalConfig(program=program_dir, lm="openai/student", api_base=["http://127.0.0.1:9/v1"]))
+
+
+def test_an_unknown_engine_fails_before_anything_is_written(tmp_path):
+    from kpdd.errors import RegistryError
+    from kpdd.run.eval import check_lms
+
+    with pytest.raises(RegistryError, match="unknown engine 'vlm'"):
+        check_lms(EvalConfig(program="direct", lm="smollm2-135m", engine="vlm", out=str(tmp_path / "p.jsonl")))
+    assert not (tmp_path / "p.jsonl").exists()
