@@ -5,7 +5,7 @@ import typer
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
 from kpdd.distributed import is_main_process
-from kpdd.run.demo import DemoConfig
+from kpdd.run.demo import DemoConfig, is_smoke_sized
 
 
 @config_command(app, "demo", DemoConfig)
@@ -19,18 +19,21 @@ def demo_command(config: DemoConfig, experiment=None, tracking_uri=None):
 
     start = time.perf_counter()
     with command_run("demo", config, experiment=experiment, tracking_uri=tracking_uri) as run:
-        run_demo(config, echo=typer.echo)
+        results = run_demo(config, echo=typer.echo)
     if not is_main_process():  # the main process of an `accelerate launch` evaluates and compares
         return
     result = compare(experiment=experiment or "kpdd", run_ids=[run.info.run_id], tracking_uri=tracking_uri,
                      out_dir=f"{config.out}/compare")
     typer.echo(f"\n== comparison (demo run {run.info.run_id[:8]}, {time.perf_counter() - start:.0f} s) ==")
     typer.echo(result.table)
-    if config.steps > 0:  # say what the figures are, so nobody reads a smoke run as a result
-        typer.echo(f"\nThese rows are smoke-sized: {config.steps} optimizer steps on {config.train_size} questions, "
-                   f"{config.eval_size} per set; they show the loop and the error taxonomy, not accuracy. A real run: "
-                   "`kpdd demo --config configs/gsm8k-full.toml` (GPU), or `kpdd finetune --time-budget-s 2400` "
-                   "on CPU (docs/RESULTS.md).")
+    if is_smoke_sized(config):  # say what the figures are, so nobody reads a smoke run as a result
+        steps = ", ".join(f"{program} {sum(r.steps for r in result['students'].values())}"
+                          for program, result in results.items())
+        training = f"{config.steps} optimizer steps" if config.steps > 0 else f"{config.epochs:g} epoch(s)"
+        typer.echo(f"\nThese rows are smoke-sized: {training} over {config.train_size or 'all'} traced questions "
+                   f"(optimizer steps: {steps}), {config.eval_size or 'all'} questions per set; they show the loop "
+                   "and the error taxonomy, not accuracy. A real run: `kpdd demo --config configs/gsm8k-full.toml` "
+                   "(GPU), or `kpdd finetune --time-budget-s 2400` on CPU (docs/RESULTS.md).")
     typer.echo("")
     for plot in result.plots:
         typer.echo(f"plot: {plot}")

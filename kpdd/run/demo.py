@@ -3,7 +3,7 @@
 For each program (KPDD-PoT and the direct-answer baseline by default): gold-annotation traces of a small GSM8K subset →
 a LoRA fine-tune of SmolLM2-135M → evaluation on seeded subsets of GSM8K, SVAMP, ASDiv and MultiArith. Every
 step is an MLflow run (one ``demo`` run, a ``compile`` child per program with its stages), and the comparison
-table closes the demo. The defaults fit a 2-core CPU in a few minutes; the options scale it up to the full
+table closes the demo. The defaults (one epoch over 24 questions, 2 per evaluation set) fit a 2-core CPU in a few minutes; the options scale it up to the full
 experiment on a GPU (``--train-size 7473 --eval-size 0 --steps -1 --epochs 3 --device cuda``).
 """
 
@@ -20,11 +20,12 @@ from kpdd.distributed import is_main_process
 @dataclass(frozen=True)
 class DemoConfig:
     programs: list[str] = option(["kpdd-pot", "direct"], "programs to distil and compare")
-    train_size: int = option(32, "GSM8K train questions traced by the gold teacher (0: all 7,473)")
+    train_size: int = option(24, "GSM8K train questions traced by the gold teacher (0: all 7,473)")
     eval_size: int = option(2, "questions per evaluation dataset (0: the full sets)")
     datasets: list[str] = option(["all"], "evaluation datasets")
-    steps: int = option(8, "optimizer steps per student (-1: train for --epochs)")
-    epochs: float = option(1.0, "epochs when --steps is -1")
+    steps: int = option(-1, "optimizer steps per student (-1: train for --epochs)")
+    epochs: float = option(1.0, "passes over the traces when --steps is -1 (one: every student sees each traced "
+                                "question once, however long its examples)")
     batch_size: int = option(1, "packed rows per optimizer step")
     max_length: int = option(512, "tokens per packed row")
     learning_rate: float = option(2e-3, "peak learning rate (LoRA)")
@@ -41,6 +42,11 @@ class DemoConfig:
     rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)")
     seed: int = option(0, "seed for subsets, data order and initialisation")
     out: str = option("kpdd-runs/demo", "output directory")
+
+
+def is_smoke_sized(config: DemoConfig) -> bool:
+    """A run too small for its figures to mean anything: it shows the loop and the error taxonomy."""
+    return 0 < config.steps <= 50 or 0 < config.train_size <= 256 or 0 < config.eval_size < 50
 
 
 def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str, Any]:
@@ -65,7 +71,7 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
             learning_rate=config.learning_rate, prompt_format=config.prompt_format,
             student_calls=config.student_calls, device=config.device, eval_steps=max(config.steps, 1) if config.steps > 0 else 200,
             save_steps=max(config.steps, 1) if config.steps > 0 else 200,
-            logging_steps=1 if 0 < config.steps <= 50 else 10, out=str(out / program),
+            logging_steps=1 if is_smoke_sized(config) else 10, out=str(out / program),
             augment=config.augment if program in AUGMENTABLE else 0, rft_rounds=config.rft_rounds,
             engine=config.engine)
         tags = {METHOD: program, TEACHER: "gold", STUDENT: config.student}
