@@ -35,8 +35,9 @@ class DemoConfig:
     student: str = option("smollm2-135m", "student base model")
     device: str = option("auto", "auto, cpu or cuda")
     engine: str = option("transformers", "inference engine: transformers, vllm or vllm-burst")
-    max_tokens: int = option(384, "max new tokens per student call during evaluation (a one-call student writes "
-                                  "every stage in one call: three stages' worth)")
+    max_tokens: int = option(320, "max new tokens per student call during evaluation (a one-call student writes "
+                                  "every stage in one call; its 7,260 gold completions on GSM8K train: median 157 "
+                                  "tokens, 98.6 % ≤ 320)")
     threads: int = option(16, "questions in flight during evaluation (batched by the engine)")
     augment: int = option(0, "program-checked variants per traced question (kpdd augment; 0: none)")
     rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)")
