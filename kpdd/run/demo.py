@@ -1,10 +1,11 @@
 """``kpdd demo``: the whole compile-to-finetune loop, offline, on the shipped data and the shipped student.
 
-For each program (KPDD-PoT and the direct-answer baseline by default): gold-annotation traces of a small GSM8K subset →
-a LoRA fine-tune of SmolLM2-135M → evaluation on seeded subsets of GSM8K, SVAMP, ASDiv and MultiArith. Every
-step is an MLflow run (one ``demo`` run, a ``compile`` child per program with its stages), and the comparison
-table closes the demo. The defaults (one epoch over 24 questions, 2 per evaluation set) fit a 2-core CPU in a few minutes; the options scale it up to the full
-experiment on a GPU (``--train-size 7473 --eval-size 0 --steps -1 --epochs 3 --device cuda``).
+For each program (KPDD-PoT and the direct-answer baseline by default): gold-annotation traces of a small GSM8K
+subset → a LoRA fine-tune of SmolLM2-135M → evaluation on seeded subsets of GSM8K, SVAMP, ASDiv and MultiArith.
+Every step is an MLflow run (one ``demo`` run, a ``compile`` child per program with its stages), and the comparison
+table closes the demo. The defaults (one epoch over 24 questions, 2 per evaluation set) fit a 2-core CPU in a few
+minutes; the options scale it up to the full experiment on a GPU (``--train-size 0 --eval-size 0 --epochs 3
+--device cuda``, or ``--config configs/gsm8k-full.toml``).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
             student=config.student, lora=config.lora, max_steps=config.steps, epochs=config.epochs,
             batch_size=config.batch_size, grad_accum=1, packing=True, max_length=config.max_length,
             learning_rate=config.learning_rate, prompt_format=config.prompt_format,
-            student_calls=config.student_calls, device=config.device, eval_steps=max(config.steps, 1) if config.steps > 0 else 200,
+            student_calls=config.student_calls, device=config.device,
+            eval_steps=max(config.steps, 1) if config.steps > 0 else 200,
             save_steps=max(config.steps, 1) if config.steps > 0 else 200,
             logging_steps=1 if is_smoke_sized(config) else 10, out=str(out / program),
             augment=config.augment if program in AUGMENTABLE else 0, rft_rounds=config.rft_rounds,

@@ -164,7 +164,8 @@ def test_a_vllm_engine_without_vllm_installed_is_one_line(monkeypatch):
     from kpdd.engines.batching import check_engine
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
     for kind in ("vllm", "vllm-burst"):
         with pytest.raises(ConfigError, match=f"--engine {kind}: vLLM is not installed here.*transformers"):
             check_engine(kind)
