@@ -68,7 +68,7 @@ def close_engines_first_at_exit() -> None:
 
 def check_engine(kind: str, option: str = "--engine") -> None:
     """Fail fast, before a run spends anything: an unknown engine name, or a vLLM engine where vLLM is not
-    installed (`bash scripts/demo` installs only what the demo needs; `bash scripts/test` installs vLLM too)."""
+    installed (it is an optional extra: a plain `pip install -e .` has none; the set-up scripts install it)."""
     if kind not in ENGINE_KINDS:
         raise unknown_name("engine", kind, ENGINE_KINDS)
     if kind.startswith("vllm") and importlib.util.find_spec("vllm") is None:

@@ -125,14 +125,14 @@ class TransformersEngine(BatchingEngine):
 
 
 def _generate_kwargs(sampling: Sampling, tokenizer, prompt_length: int) -> dict[str, Any]:
-    from transformers import StoppingCriteriaList
-
     kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens}
     if sampling.greedy:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:
         kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
     if sampling.stop:
+        from transformers import StoppingCriteriaList
+
         kwargs.update(stopping_criteria=StoppingCriteriaList([_StopInCompletion(sampling.stop, tokenizer,
                                                                                 prompt_length)]))
     return kwargs

@@ -46,9 +46,14 @@ class DemoConfig:
     out: str = option("kpdd-runs/demo", "output directory")
 
 
+def is_small_training(config: DemoConfig) -> bool:
+    """Few enough optimizer steps that every step's loss is worth logging."""
+    return 0 < config.steps <= 50 or 0 < config.train_size <= 256
+
+
 def is_smoke_sized(config: DemoConfig) -> bool:
     """A run too small for its figures to mean anything: it shows the loop and the error taxonomy."""
-    return 0 < config.steps <= 50 or 0 < config.train_size <= 256 or 0 < config.eval_size < 50
+    return is_small_training(config) or 0 < config.eval_size < 50
 
 
 def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str, Any]:
@@ -74,7 +79,7 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
             student_calls=config.student_calls, device=config.device,
             eval_steps=max(config.steps, 1) if config.steps > 0 else 200,
             save_steps=max(config.steps, 1) if config.steps > 0 else 200,
-            logging_steps=1 if is_smoke_sized(config) else 10, out=str(out / program),
+            logging_steps=1 if is_small_training(config) else 10, out=str(out / program),
             augment=config.augment if program in AUGMENTABLE else 0, rft_rounds=config.rft_rounds,
             engine=config.engine)
         tags = {METHOD: program, TEACHER: "gold", STUDENT: config.student}

@@ -158,7 +158,7 @@ def test_shared_engine_names_bad_kinds_and_options():
 
 
 def test_a_vllm_engine_without_vllm_installed_is_one_line(monkeypatch):
-    """`bash scripts/demo` installs no vLLM: asking for it then names the option and how to install it."""
+    """vLLM is an optional extra: asking for it where it is not installed names the option and how to install it."""
     import importlib.util
 
     from kpdd.engines.batching import check_engine
