@@ -27,7 +27,8 @@ from typing import Any
 from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
-from kpdd.run.paths import default_out
+from kpdd.modules.reference import PROGRAM_HELP
+from kpdd.run.paths import default_out, program_slug
 
 logger = logging.getLogger(__name__)
 ROUNDS_FILE = "rounds.jsonl"
@@ -35,7 +36,7 @@ ROUNDS_FILE = "rounds.jsonl"
 
 @dataclass(frozen=True)
 class ImproveConfig(TrainConfig):
-    program: str = option("kpdd-pot", "program (registry name) the student runs")
+    program: str = option("kpdd-pot", "the program the student runs: " + PROGRAM_HELP)
     student_program: str = option("", "compiled program directory of the starting student (`kpdd finetune` output)")
     traces: list[str] = option([], "trace stores mixed into every round's training (gold, augmented)")
     dataset: str = option("gsm8k", "training dataset name or file")
@@ -50,7 +51,7 @@ class ImproveConfig(TrainConfig):
     out: str = option("", "output directory (default kpdd-runs/improve/<program>)")
 
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else default_out("improve", self.program)
+        return Path(self.out) if self.out else default_out("improve", program_slug(self.program))
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})
