@@ -4,6 +4,7 @@ import typer
 
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
+from kpdd.modules.reference import label
 from kpdd.run.augment import TEACHER, AugmentConfig
 
 
@@ -15,7 +16,7 @@ def augment_command(config: AugmentConfig, experiment=None, tracking_uri=None):
     from kpdd.tracking import METHOD, TEACHER as TEACHER_TAG, command_run
     from kpdd.tracking.results import log_augment
 
-    with command_run("augment", config, tags={METHOD: config.program, TEACHER_TAG: TEACHER},
+    with command_run("augment", config, tags={METHOD: label(config.program), TEACHER_TAG: TEACHER},
                      experiment=experiment, tracking_uri=tracking_uri):
         stats = run_augment(config)
         log_augment(stats)

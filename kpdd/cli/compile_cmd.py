@@ -5,6 +5,7 @@ import typer
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
 from kpdd.distributed import is_main_process
+from kpdd.modules.reference import label
 from kpdd.run.compile import CompileConfig
 
 
@@ -14,7 +15,7 @@ def compile_command(config: CompileConfig, experiment=None, tracking_uri=None):
     from kpdd.run.compile import check_lms, run_compile
     from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
 
-    tags = {METHOD: config.program, TEACHER: config.teacher, STUDENT: config.student}
+    tags = {METHOD: label(config.program), TEACHER: config.teacher, STUDENT: config.student}
     check_lms(config)  # a path with no model, or a remote LM that does not answer: one line, nothing written
     with command_run("compile", config, tags=tags, experiment=experiment, tracking_uri=tracking_uri):
         result = run_compile(config)

@@ -4,6 +4,7 @@ import typer
 
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
+from kpdd.modules.reference import label
 from kpdd.run.eval import EvalConfig
 
 
@@ -14,7 +15,7 @@ def eval_command(config: EvalConfig, experiment=None, tracking_uri=None):
     from kpdd.tracking import METHOD, STUDENT, command_run
 
     check_lms(config)  # a path with no model, or a remote LM that does not answer: one line, nothing written
-    with command_run("eval", config, tags={METHOD: config.program, STUDENT: config.lm},
+    with command_run("eval", config, tags={METHOD: label(config.program), STUDENT: config.lm},
                      experiment=experiment, tracking_uri=tracking_uri):
         result = run_eval(config)
     typer.echo(result["report"])

@@ -5,6 +5,7 @@ import typer
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
 from kpdd.distributed import is_main_process
+from kpdd.modules.reference import label
 from kpdd.run.finetune import FinetuneConfig
 
 
@@ -15,7 +16,7 @@ def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None)
     from kpdd.tracking import METHOD, STUDENT, command_run
     from kpdd.tracking.results import log_finetune, metrics_logger
 
-    with command_run("finetune", config, tags={METHOD: config.program, STUDENT: config.student},
+    with command_run("finetune", config, tags={METHOD: label(config.program), STUDENT: config.student},
                      experiment=experiment, tracking_uri=tracking_uri):
         result = run_finetune(config, on_log=metrics_logger())
         log_finetune(result)

@@ -4,6 +4,7 @@ import typer
 
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
+from kpdd.modules.reference import label
 from kpdd.run.traces import TracesConfig
 
 
@@ -15,7 +16,7 @@ def traces_command(config: TracesConfig, experiment=None, tracking_uri=None):
     from kpdd.tracking.results import log_traces
 
     check_lms(config)  # a path with no model, or a remote LM that does not answer: one line, nothing written
-    with command_run("traces", config, tags={METHOD: config.program, TEACHER: config.teacher},
+    with command_run("traces", config, tags={METHOD: label(config.program), TEACHER: config.teacher},
                      experiment=experiment, tracking_uri=tracking_uri):
         stats = run_traces(config)
         log_traces(stats)

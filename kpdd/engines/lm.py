@@ -22,7 +22,7 @@ from kpdd.errors import ConfigError
 from kpdd.eval.lm_guard import RETRIES
 from kpdd.finetune.provider import KpddProvider
 from kpdd.finetune.registry import LOCAL_PREFIX
-from kpdd.finetune.student import DEFAULT_BASE, STUDENT_FILE, StudentRef, read_student
+from kpdd.finetune.student import DEFAULT_BASE, SHIPPED_MODELS, SHIPPED_PREFIX, STUDENT_FILE, StudentRef, read_student
 from kpdd.modules.saved import MANIFEST
 
 __all__ = ["LOCAL_PREFIX", "check_model_dir", "check_teacher", "looks_like_path", "server_lm", "student_lm",
@@ -55,7 +55,10 @@ def server_lm(url: str, model: str, api_key: str = "EMPTY", **lm_kwargs):
 
 def looks_like_path(spec: str) -> bool:
     """A model argument meant as a directory: it starts with ./, ../, / or ~, or names a directory that exists.
-    (A model string such as 'openai/gpt-4o-mini' or the shipped alias is neither.)"""
+    A shipped alias ('smollm2-135m') and ``shipped:<name>`` always mean the shipped model, even where a folder of
+    that name exists (``./smollm2-135m`` names the folder)."""
+    if spec in SHIPPED_MODELS or spec.startswith(SHIPPED_PREFIX):
+        return False
     return spec.startswith(PATH_PREFIXES) or spec in (".", "..") or Path(spec).expanduser().is_dir()
 
 

@@ -164,3 +164,11 @@ def _fields(program, review):
     namespace: dict = {}
     exec(_FIELDS_SOURCE, namespace)
     return namespace["fields"](program, review)
+
+
+def test_the_shipped_alias_means_the_shipped_model_even_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    from kpdd.engines.lm import looks_like_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smollm2-135m").mkdir()
+    assert not looks_like_path("smollm2-135m") and looks_like_path("./smollm2-135m")
