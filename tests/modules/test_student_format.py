@@ -155,3 +155,88 @@ def test_one_call_socratic_replays_each_sub_answer_in_turn():
     with dspy.context(adapter=StudentAdapter()):
         prediction = program(question="Q?")
     assert prediction.sub_answers == ["1 + 1 = 2", "2 * 3 = 6"] and prediction.answer == 6
+
+
+class _Item(__import__("pydantic").BaseModel):
+    name: str
+    count: int
+
+
+def _random_field(rng):
+    """(annotation, value) of one of the output types a user's signature may have."""
+    from typing import Literal
+
+    words = ["apple", "two words", "x-1", "Total: 3", "ünïcode"]
+    kind = rng.randrange(9)
+    if kind == 0:
+        return str, rng.choice(words)
+    if kind == 1:
+        return int, rng.randint(-50, 500)
+    if kind == 2:
+        return float, rng.choice([0.5, -2.25, 1e3, 3.0])
+    if kind == 3:
+        return bool, rng.random() < 0.5
+    if kind == 4:
+        return Literal["yes", "no", "maybe"], rng.choice(["yes", "no", "maybe"])
+    if kind == 5:
+        return list[str], rng.sample(words, rng.randint(1, 3))
+    if kind == 6:
+        return list[int], [rng.randint(-9, 99) for _ in range(rng.randint(1, 4))]
+    if kind == 7:
+        return dict[str, int], {w: rng.randint(0, 9) for w in rng.sample(["a", "b c", "d"], 2)}
+    return list[_Item], [_Item(name=rng.choice(words), count=rng.randint(0, 5)) for _ in range(2)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_any_signature_round_trips_through_the_students_format(seed):
+    """Generated signatures with several inputs and typed outputs: format the outputs, parse them back."""
+    import random
+
+    rng = random.Random(seed)
+    fields = {f"in_{i}": (str, dspy.InputField()) for i in range(rng.randint(1, 3))}
+    values = {}
+    for i in range(rng.randint(1, 5)):
+        annotation, value = _random_field(rng)
+        fields[f"out_{i}"] = (annotation, dspy.OutputField())
+        values[f"out_{i}"] = value
+    signature = dspy.Signature(fields, "generated")
+    adapter = StudentAdapter()
+    completion = adapter.format_assistant_message_content(signature, values)
+    assert adapter.parse(signature, completion) == values
+
+
+def test_one_call_names_two_chain_of_thought_stages_apart():
+    from kpdd.modules.one_call import OneCallProgram, one_call_signature
+
+    class Twice(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = dspy.ChainOfThought("text -> draft")
+            self.second = dspy.ChainOfThought("text, draft -> final: int")
+
+        def forward(self, text):
+            return self.second(text=text, draft=self.first(text=text).draft)
+
+    signature = one_call_signature(Twice())
+    assert list(signature.output_fields) == ["reasoning", "draft", "second_predict_reasoning", "final"]
+    completion = "reasoning: r1\ndraft: d\nsecond_predict_reasoning: r2\nfinal: 7"
+    program = OneCallProgram(Twice())
+    with dspy.context(lm=dspy.utils.DummyLM([{"x": "unused"}]), adapter=StudentAdapter()):
+        program.one_call.lm = _Completion(completion)
+        prediction = program(text="t")
+    assert prediction.final == 7 and prediction.reasoning == "r2"
+
+
+class _Completion(dspy.BaseLM):
+    """An LM that answers every call with one fixed text."""
+
+    def __init__(self, text):
+        super().__init__(model="fixed")
+        self.text = text
+
+    def forward(self, prompt=None, messages=None, **kwargs):
+        from types import SimpleNamespace
+
+        choice = SimpleNamespace(message=SimpleNamespace(content=self.text, tool_calls=None), finish_reason="stop",
+                                 logprobs=None, index=0)
+        return SimpleNamespace(choices=[choice], usage={}, model="fixed")
