@@ -96,6 +96,10 @@ def check_lms(config: EvalConfig) -> None:
     from kpdd.finetune.student import read_student
 
     kind = lm_kind(config)
+    if kind != COMPILED:
+        from kpdd.modules import build_program
+
+        build_program(config.program)  # a reference that does not resolve: one line, before the LM is asked
     if is_model_string(config.lm):
         config.check_remote(config.lm, "--lm")  # each server of a fan-out
     elif kind == LOCAL:

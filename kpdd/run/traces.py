@@ -50,11 +50,7 @@ def build_teacher(config: TracesConfig, program: dspy.Module) -> Teacher:
     """The teacher a config names: gold annotations, or the program on a teacher LM."""
     if config.teacher == "gold":
         from kpdd.compile.gold import GoldTeacher
-        from kpdd.modules import PROGRAMS
 
-        if config.program not in PROGRAMS:
-            raise ConfigError(f"--teacher gold writes traces of the built-in programs only ({', '.join(PROGRAMS)}); "
-                              f"{config.program} needs an LM teacher (--teacher openai/<model> or local:<path>)")
         return GoldTeacher(config.program)
     from kpdd.compile.teachers import LMTeacher
     if config.samples > 1 and config.temperature <= 0:
@@ -68,9 +64,22 @@ def build_teacher(config: TracesConfig, program: dspy.Module) -> Teacher:
 
 
 def check_lms(config: TracesConfig) -> None:
-    """Fail fast, before anything is written: a teacher path that holds no model, or a remote teacher that cannot
-    answer one probe call, is one error line (the CLI calls this before it opens the MLflow run)."""
+    """Fail fast, before anything is written: a program reference that does not resolve, the gold teacher for a
+    program it cannot annotate, a teacher path that holds no model, or a remote teacher that cannot answer one
+    probe call, is one error line (the CLI calls this before it opens the MLflow run)."""
+    from kpdd.modules import build_program
+
+    build_program(config.program)
+    check_gold(config)
     config.check_remote(config.teacher, "--teacher")
+
+
+def check_gold(config: TracesConfig) -> None:
+    from kpdd.modules import PROGRAMS
+
+    if config.teacher == "gold" and config.program not in PROGRAMS:
+        raise ConfigError(f"--teacher gold writes traces of the built-in programs only ({', '.join(PROGRAMS)}); "
+                          f"{config.program} needs an LM teacher (--teacher openai/<model> or local:<path>)")
 
 
 def run_traces(config: TracesConfig, progress: bool = True) -> dict[str, Any]:
@@ -83,6 +92,7 @@ def run_traces(config: TracesConfig, progress: bool = True) -> dict[str, Any]:
         raise ConfigError(f"samples must be >= 1, got {config.samples}")
     from kpdd.modules.one_call import program_inputs
 
+    check_gold(config)
     program = load_program(config.teacher_program, config.program) if config.teacher_program else build_program(config.program)
     examples = load_dataset(config.dataset, config.split, limit=config.limit, seed=config.seed,
                             inputs=program_inputs(program), numeric_answer=not config.metric)

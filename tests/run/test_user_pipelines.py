@@ -172,3 +172,13 @@ def test_the_shipped_alias_means_the_shipped_model_even_beside_a_folder_of_that_
     monkeypatch.chdir(tmp_path)
     (tmp_path / "smollm2-135m").mkdir()
     assert not looks_like_path("smollm2-135m") and looks_like_path("./smollm2-135m")
+
+
+def test_traces_checks_the_program_and_the_gold_teacher_before_asking_an_lm(tmp_path):
+    from kpdd.run.traces import TracesConfig, check_lms
+
+    source, _, _ = write_pipelines(tmp_path)
+    with pytest.raises(ConfigError, match="no such file"):
+        check_lms(TracesConfig(program="missing.py:X", teacher="openai/x", api_base=["http://127.0.0.1:9/v1"]))
+    with pytest.raises(ConfigError, match="--teacher gold writes traces of the built-in programs only"):
+        check_lms(TracesConfig(program=f"{source}:MathsSolver", teacher="gold"))
