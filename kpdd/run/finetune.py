@@ -18,6 +18,7 @@ from kpdd.config import option, save_config
 from kpdd.distributed import is_main_process
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig, TrainResult
+from kpdd.run.options import StudentFormatOptions
 from kpdd.run.paths import default_out
 
 logger = logging.getLogger(__name__)
@@ -26,16 +27,11 @@ ALL_STAGES = "all"
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(TrainConfig):
+class FinetuneConfig(StudentFormatOptions, TrainConfig):
     traces: list[str] = option([], "trace store file(s) written by `kpdd traces`")
     program: str = option("kpdd-pot", "the program the traces belong to (registry name)")
-    multitask: bool = option(True, "one student for every stage (else one student per stage)")
-    prompt_format: str = option("student", "the students' prompt format: student (kpdd's compact format) or chat "
-                                           "(DSPy's ChatAdapter, for comparison)")
-    student_calls: str = option("one", "one: the student writes every stage in one completion; per-stage: one "
-                                       "call per stage, as the teacher ran it")
     stages: list[str] = option([], "train only these predictors (default: all of the program's)")
-    max_traces: int | None = option(None, "use at most this many traces (a seeded subset of questions)")
+    max_traces: int | None = option(None, "use at most this many traces (a seeded subset of questions)", at_least=1)
     out: str = option("", "output directory (default kpdd-runs/finetune/<program>)")
     resume: bool = option(True, "resume from the latest checkpoint in the output directory")
 

@@ -18,23 +18,21 @@ from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.eval.lm_guard import FailureGuard
 from kpdd.run.paths import default_out, slug
+from kpdd.run.options import TrainingQuestions
 from kpdd.run.remote_options import RemoteLMOptions
 
 
 @dataclass(frozen=True)
-class TracesConfig(RemoteLMOptions):
+class TracesConfig(TrainingQuestions, RemoteLMOptions):
     program: str = option("kpdd-pot", "program (registry name): kpdd-cot, kpdd-pot, socratic, cot, pot, direct")
     teacher: str = option("gold", "'gold' (dataset annotations, no LM), a model directory ('./my-student' or "
                                   "'local:<path>'), or a model string such as 'openai/gpt-4o-mini'")
     teacher_program: str | None = option(None, "a saved, optimised teacher program (program.save JSON) to sample")
-    dataset: str = option("gsm8k", "dataset name or a JSON/JSONL file")
-    split: str = option("train", "dataset split")
-    limit: int | None = option(None, "use a seeded random subset of this many questions")
     seed: int = option(0, "seed for the subset")
-    samples: int = option(1, "samples per question (k); > 1 needs temperature > 0")
-    temperature: float = option(0.7, "sampling temperature when samples > 1")
-    max_tokens: int = option(1024, "max tokens per teacher call")
-    threads: int = option(8, "questions processed in parallel")
+    samples: int = option(1, "samples per question (k); > 1 needs temperature > 0", at_least=1)
+    temperature: float = option(0.7, "sampling temperature when samples > 1", at_least=0)
+    max_tokens: int = option(1024, "max tokens per teacher call", at_least=1)
+    threads: int = option(8, "questions processed in parallel", at_least=1)
     out: str = option("", "trace store path (default kpdd-runs/traces/<program>-<teacher>-<dataset>-<split>.jsonl)")
 
     def store_path(self) -> Path:
@@ -70,8 +68,6 @@ def run_traces(config: TracesConfig, progress: bool = True) -> dict[str, Any]:
     from kpdd.modules import build_program
     from kpdd.modules.saved import load_program
 
-    if config.samples < 1:
-        raise ConfigError(f"samples must be >= 1, got {config.samples}")
     program = load_program(config.teacher_program, config.program) if config.teacher_program else build_program(config.program)
     examples = load_dataset(config.dataset, config.split, limit=config.limit, seed=config.seed)
     teacher = build_teacher(config, program)
