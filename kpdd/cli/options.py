@@ -83,9 +83,13 @@ def in_reading_order(config_cls: type) -> list[dataclasses.Field]:
     return sorted(dataclasses.fields(config_cls), key=lambda f: declared_at[f.name])
 
 
+CONFIGS: dict[str, type] = {}  # command name → its config dataclass, for the docs and the option checks' tests
+
+
 def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
     """Register ``fn(config, experiment=..., tracking_uri=...)`` as ``kpdd <name>`` with generated options."""
     hints = typing.get_type_hints(config_cls)
+    CONFIGS[name] = config_cls
 
     def decorator(fn: Callable) -> Callable:
         def command(**kwargs):

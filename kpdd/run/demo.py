@@ -18,7 +18,7 @@ from typing import Any
 from kpdd.config import option, redefault, save_config
 from kpdd.distributed import is_main_process
 from kpdd.finetune.trainer import TrainConfig
-from kpdd.run.options import LocalEngineOptions, StudentFormatOptions
+from kpdd.run.options import LocalEngineOptions, StudentFormatOptions, shared_options
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,6 @@ def is_small_training(config: DemoConfig) -> bool:
 def is_smoke_sized(config: DemoConfig) -> bool:
     """A run too small for its figures to mean anything: it shows the loop and the error taxonomy."""
     return is_small_training(config) or 0 < config.eval_size < 50
-
-
-def shared_options(config: Any, *groups: type) -> dict[str, Any]:
-    """The values ``config`` holds for the options of these groups, to hand on to another config that composes them."""
-    import dataclasses
-
-    return {field.name: getattr(config, field.name) for group in groups for field in dataclasses.fields(group)}
 
 
 def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str, Any]:

@@ -5,7 +5,9 @@ hyper-parameters :class:`kpdd.finetune.trainer.TrainConfig`."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from kpdd.config import Checked, option
 from kpdd.engines.batching import ENGINE_KINDS
@@ -39,3 +41,8 @@ class TrainingQuestions(Checked):
     dataset: str = option("gsm8k", "training dataset: a name or a JSON/JSONL file")
     split: str = option("train", "dataset split")
     limit: int | None = option(None, "use a seeded random subset of this many questions (default: all)", at_least=1)
+
+
+def shared_options(config: Any, *groups: type) -> dict[str, Any]:
+    """The values ``config`` holds for the options of these groups, to hand on to another config that composes them."""
+    return {field.name: getattr(config, field.name) for group in groups for field in dataclasses.fields(group)}
