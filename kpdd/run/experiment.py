@@ -51,7 +51,8 @@ class ExperimentConfig(TrainConfig):
                                   "percentile of its gold completions)", at_least=1)
     threads: int = option(1024, "questions in flight during evaluation", at_least=1)
     engine_batch: int = option(1024, "requests per generation batch", at_least=1)
-    trl_records: int = option(512, "SFT records for the TRL-defaults timing (0: skip it)", at_least=0)
+    trl_records: int = option(512, "SFT records on which TRL's trainer, as it comes, is timed against kpdd's "
+                                   "(0: skip it)", at_least=0)
     methods: list[str] = option(list(METHOD_ORDER), "programs to run, a subset of the plan's (its order is kept)",
                                 choices=METHOD_ORDER)
     device: str = redefault(TrainConfig, "device", "cuda")
