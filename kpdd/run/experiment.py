@@ -1,4 +1,4 @@
-"""The full experiment in one time-boxed call: gold traces → full fine-tune → evaluation, method by method.
+"""The full experiment in one time-boxed run: gold traces → full fine-tune → evaluation, method by method.
 
     python -m kpdd.run.experiment --out DIR [--budget-s 540] [--dry-run]   (what scripts/gpu-experiment runs)
 
@@ -79,7 +79,7 @@ DRY_RUN = dict(budget_s=3600.0, reserve_s=10.0, device="cpu", train_size=4, eval
 
 
 class Clock:
-    """Seconds used and left of the call's budget."""
+    """Seconds used and left of the experiment's time budget."""
 
     def __init__(self, budget_s: float, reserve_s: float, start: float | None = None):
         self.start = start if start is not None else time.time()
@@ -121,7 +121,7 @@ def sft_records(traces: list[dict], program: str, student_calls: str | None) -> 
 
 
 class Experiment:
-    """One call's worth of runs; ``results`` is what the report is written from."""
+    """The experiment's runs; ``results`` is what the report is written from."""
 
     def __init__(self, config: ExperimentConfig, clock: Clock):
         self.config, self.clock = config, clock
@@ -206,7 +206,7 @@ class Experiment:
         try:
             stores = self.traces(recipe.program, recipe.variants)
             load, data = self.workload(recipe, stores, len(eval_examples))
-        except Exception as exc:  # noqa: BLE001  (one broken run must not lose the call's other results)
+        except Exception as exc:  # noqa: BLE001  (one broken run must not lose the other results)
             entry["status"] = f"failed before training: {type(exc).__name__}: {exc}"
             logger.exception("%s: preparing the run failed", recipe.name)
             return entry
