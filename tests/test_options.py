@@ -5,6 +5,7 @@ import dataclasses
 import subprocess
 import sys
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from kpdd.errors import ConfigError
 from kpdd.run.experiment import ExperimentConfig
 
 ALL_CONFIGS = {**CONFIGS, "experiment": ExperimentConfig}
+ROOT = Path(__file__).resolve().parents[1]
 # Numbers any value of which is meaningful.
 UNBOUNDED = {"seed"}
 
@@ -129,3 +131,15 @@ def test_shared_options_read_the_same_in_every_command():
     shared = ["engine", "device", "student_calls", "multitask", "max_steps", "learning_rate", "batch_size", "epochs",
               "lora", "student", "api_base", "retries", "dataset"]
     assert {name: helps[name] for name in shared if len(helps[name]) > 1} == {}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_the_shipped_config_files_build_every_table_they_hold(path):
+    import tomllib
+
+    from kpdd.config import load_config
+
+    tables = [name for name in tomllib.loads(path.read_text()) if name in ALL_CONFIGS]
+    assert tables
+    for name in tables:
+        load_config(ALL_CONFIGS[name], path, section=name)
