@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from kpdd.errors import DataError
 
@@ -62,3 +63,14 @@ def numbered(path: str | Path, skip_torn: bool = True) -> Iterator[tuple[int, di
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON can hold it: pydantic models as their dicts, tuples as lists (the rest as it is)."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value

@@ -15,7 +15,8 @@ one in its own process, so that a test can kill it outright (``python tests/scri
 
 Like a real server it can also refuse a wrong key (``api_key``: 401 unless the request carries it), refuse a model
 it does not serve (``models``: 404, as vLLM answers), and die: ``die_after=n`` stops listening once ``n`` requests
-were answered (later connections are refused). ``port`` binds a given port, e.g. to bring a dead server back.
+were answered (later connections are refused). ``port`` binds a given port, e.g. to bring a dead server back. ``respond`` scripts the teacher of any program:
+``respond(fields, user message) -> {field: text}``.
 """
 
 from __future__ import annotations
@@ -68,12 +69,14 @@ class ScriptedTeacher:
     def __init__(self, answers: dict[str, float], wrong: set[str] = frozenset(), faults=None, slow_s: float = 3.0,
                  latency_s: float = 0.0, capacity: int | None = None, retry_after: int = 0, port: int = 0,
                  programs: dict[str, list[str]] | None = None, api_key: str | None = None,
-                 models: set[str] | None = None, die_after: int | None = None):
+                 models: set[str] | None = None, die_after: int | None = None, respond=None):
         self.answers, self.wrong, self.faults, self.slow_s = answers, set(wrong), iter(faults or []), slow_s
         self.programs, self.asked = programs or {}, {}
         self.latency_s, self.retry_after = latency_s, retry_after
         self.slots = threading.Semaphore(capacity) if capacity else contextlib.nullcontext()
         self.api_key, self.models, self.die_after = api_key, models, die_after
+        # respond(fields, user message) -> {field: text}: a teacher for any program's signatures
+        self.respond = respond
         self.requests = 0
         self.request_times: list[float] = []  # when each request arrived (time.monotonic)
         self.lock = threading.Lock()
@@ -139,7 +142,10 @@ class ScriptedTeacher:
         if system is None:  # a plain prompt (e.g. a connection probe), not a DSPy program's call
             content = "OK"
         else:
-            values = {f: _value(f, answer) for f in _fields(system)}
+            if self.respond is not None:
+                values = self.respond(_fields(system), messages[-1]["content"])
+            else:
+                values = {f: _value(f, answer) for f in _fields(system)}
             if "program" in values and question in self.programs:
                 with self.lock:
                     n = self.asked[question] = self.asked.get(question, -1) + 1

@@ -77,10 +77,10 @@ class StudentSampler(SamplingTeacher):
         self.known = known if known is not None else {}
         self.adapter = adapter
 
-    def _run(self, question: str, index: int, samples: int) -> tuple[dspy.Module, dspy.Prediction, list]:
+    def _run(self, inputs: dict, index: int, samples: int) -> tuple[dspy.Module, dspy.Prediction, list]:
         program = sampling_program(self.program, index, self.temperature)
         with dspy.context(trace=[], **({"adapter": self.adapter} if self.adapter else {})):
-            prediction = program(question=question)
+            prediction = program(**inputs)
             return program, prediction, list(dspy.settings.trace)
 
     def _stages(self, program: dspy.Module, calls: list) -> list[dict]:

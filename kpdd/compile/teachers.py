@@ -15,6 +15,7 @@ from typing import Any
 import dspy
 from dspy.utils.exceptions import is_retryable_lm_error
 
+from kpdd import jsonl
 from kpdd.compile.store import QuestionResult, trace_id
 from kpdd.eval.lm_guard import UNREACHABLE, is_permanent
 from kpdd.eval.taxonomy import parse_error
@@ -33,7 +34,7 @@ def stages_of(program: dspy.Module, calls: list) -> list[dict[str, Any]]:
     for predictor, inputs, outputs in calls:
         fields = predictor.signature.output_fields
         stages.append({"predictor": names.get(id(predictor), type(predictor).__name__),
-                       "inputs": dict(inputs), "outputs": {k: outputs[k] for k in fields}})
+                       "inputs": jsonl.plain(dict(inputs)), "outputs": {k: jsonl.plain(outputs[k]) for k in fields}})
     return stages
 
 
@@ -47,6 +48,11 @@ def wrong_answer_reason(prediction) -> str:
     return "wrong answer"
 
 
+def _passes(value) -> bool:
+    """A metric's verdict: a bool, a score (1 counts), or a Prediction with a ``score`` (GEPA's form)."""
+    return float(getattr(value, "score", value)) >= 1.0
+
+
 class SamplingTeacher:
     """What every LM teacher shares: k runs of a program per question, keeping the runs whose answer is right and
     whose solution is new. A subclass says how one run is made (:meth:`_run`), what identifies a solution
@@ -54,8 +60,10 @@ class SamplingTeacher:
 
     name: str
 
-    def _run(self, question: str, index: int, samples: int) -> tuple[dspy.Module, dspy.Prediction, list]:
-        """One run: the program that ran, its prediction and DSPy's trace of it."""
+    metric = staticmethod(answer_metric)  # which samples are right (a user's DSPy metric: ``metric=``)
+
+    def _run(self, inputs: dict[str, Any], index: int, samples: int) -> tuple[dspy.Module, dspy.Prediction, list]:
+        """One run on the example's inputs: the program that ran, its prediction and DSPy's trace of it."""
         raise NotImplementedError
 
     def _stages(self, program: dspy.Module, calls: list) -> list[dict[str, Any]]:
@@ -71,11 +79,11 @@ class SamplingTeacher:
         return {"sample": index}
 
     def sample(self, example: dspy.Example, samples: int = 1) -> QuestionResult:
-        result = QuestionResult(example.id, gold=example.answer)
+        result = QuestionResult(example.id, gold=example.get("answer"))
         known, lm_errors = self._known(example.id), []
         for index in range(samples):
             try:
-                program, prediction, calls = self._run(example.question, index, samples)
+                program, prediction, calls = self._run(example.inputs().toDict(), index, samples)
             except dspy.utils.exceptions.AdapterParseError as e:
                 result.samples += 1
                 result.errors[parse_error(e)] += 1
@@ -87,7 +95,7 @@ class SamplingTeacher:
                     break  # the other samples would wait out the same dead server, or fail the same way
                 continue
             result.samples += 1
-            if not answer_metric(example, prediction):
+            if not _passes(self.metric(example, prediction)):
                 result.errors[wrong_answer_reason(prediction)] += 1
                 continue
             result.correct += 1
@@ -97,7 +105,7 @@ class SamplingTeacher:
                 result.errors["duplicate"] += 1
                 continue
             known.add(key)
-            result.traces.append({"stages": stages, "answer": prediction.answer, "meta": self._meta(index)})
+            result.traces.append({"stages": stages, "answer": prediction.get("answer"), "meta": self._meta(index)})
         if lm_errors and result.samples == 0:
             result.failed = lm_errors[-1]  # nothing came back: retried on the next run
         return result
@@ -108,13 +116,15 @@ class LMTeacher(SamplingTeacher):
 
     def __init__(self, program: dspy.Module, lm: dspy.LM, method: str, temperature: float = 0.7,
                  adapter: dspy.Adapter | None = None, name: str | None = None, retries: int = 2,
-                 backoff_s: float = 0.5):
+                 backoff_s: float = 0.5, metric=None):
         self.program, self.lm, self.method = program, lm, method
+        if metric is not None:
+            self.metric = metric
         self.temperature = temperature
         # The LM retries rate limits, 5xx and timeouts itself; these cover what it does not (e.g. a garbled reply).
         self.retries, self.backoff_s = retries, backoff_s
         self.adapter = adapter or dspy.ChatAdapter()
-        self.name = name or lm.model
+        self.name = name or getattr(lm, "model", type(program).__name__)
 
     def _lm_for(self, sample: int, samples: int) -> dspy.LM:
         if samples == 1:
@@ -122,13 +132,13 @@ class LMTeacher(SamplingTeacher):
         # Distinct rollout ids, or DSPy's cache would return the first sample k times.
         return self.lm.copy(rollout_id=sample, temperature=self.temperature)
 
-    def _run(self, question: str, index: int, samples: int) -> tuple[dspy.Module, dspy.Prediction, list]:
+    def _run(self, inputs: dict[str, Any], index: int, samples: int) -> tuple[dspy.Module, dspy.Prediction, list]:
         """One run of the program and DSPy's trace of it, retrying LM failures with exponential backoff."""
         lm = self._lm_for(index, samples)
         for attempt in range(self.retries + 1):
             try:
                 with dspy.context(lm=lm, adapter=self.adapter, trace=[]):
-                    prediction = self.program(question=question)
+                    prediction = self.program(**inputs)
                     return self.program, prediction, list(dspy.settings.trace)
             except dspy.utils.exceptions.LMError as e:
                 # DSPy has already retried the transient ones, and a permanent one would fail again.

@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import dspy
+
 from kpdd import jsonl
 from kpdd.data.records import LoadedSplit, Record, sample_records
 from kpdd.errors import DataError, unknown_name
@@ -244,7 +246,34 @@ def load_records(name: str, split: str | None = None, data_dir: str | Path | Non
     return sample_records(loaded.records, limit, seed)
 
 
+def load_examples(path: str | Path, inputs: list[str] | tuple[str, ...], numeric_answer: bool = False,
+                  name: str | None = None) -> list[dspy.Example]:
+    """A user program's JSONL/JSON file: each row holds the program's ``forward`` inputs under their own names;
+    every other field is a label for the metric (``id``, when present, names the row). ``numeric_answer``: the
+    ``answer`` label must be a number (the default metric's)."""
+    path = Path(path)
+    name = name or path.stem
+    examples = []
+    for index, (where, row) in enumerate(_json_rows(path)):
+        fields = {field: _field(row, field, where) for field in inputs}
+        labels = {k: v for k, v in row.items() if k not in fields}
+        if numeric_answer:
+            labels["answer"] = _number(_field(row, "answer", where), where, "answer")
+        rid = str(labels.pop("id", None) or f"{name}-{index:05d}")
+        examples.append(dspy.Example(id=rid, dataset=name, split="file", **labels, **fields).with_inputs(*inputs))
+    return examples
+
+
 def load_dataset(name: str, split: str | None = None, data_dir: str | Path | None = None,
-                 limit: int | None = None, seed: int = 0) -> list:
-    """``dspy.Example``s (input ``question``) of a dataset split or a user file: see :func:`load_records`."""
-    return [record.to_example() for record in load_records(name, split, data_dir, limit, seed)]
+                 limit: int | None = None, seed: int = 0, inputs: list[str] | tuple[str, ...] | None = None,
+                 numeric_answer: bool = True) -> list:
+    """``dspy.Example``s of a dataset split or a user file: see :func:`load_records` (input ``question``, numeric
+    ``answer``). ``inputs``: the program's ``forward`` arguments; a file then gives them under their own names (and
+    with ``numeric_answer`` False, any labels), see :func:`load_examples`."""
+    inputs = tuple(inputs or ("question",))
+    if inputs == ("question",) and (numeric_answer or name in DATASETS):
+        return [record.to_example() for record in load_records(name, split, data_dir, limit, seed)]
+    if name in DATASETS or Path(name).suffix not in (".json", ".jsonl"):
+        raise DataError(f"dataset {name!r} gives an input 'question' and a numeric 'answer'; the program takes "
+                        f"{', '.join(inputs)}: pass a JSON/JSONL file whose rows hold those fields")
+    return sample_records(load_examples(name, inputs, numeric_answer), limit, seed)

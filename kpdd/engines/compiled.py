@@ -2,8 +2,9 @@
 
 Layout of a compiled-program directory::
 
-    kpdd-program.json   {"program": "kpdd-pot", "state": "program.json", "students": {predictor: "students/<id>"}}
+    kpdd-program.json   {"program": <reference>, "state": "program.json", "students": {predictor: "students/<id>"}}
     program.json        the DSPy state (demos, instructions), without LMs
+    source/<file>.py    a file-defined program's source (kpdd.modules.saved)
     students/<id>/      each distinct student directory (kpdd.json + LoRA adapter), copied in
 
 Paths are relative, so the directory can be copied anywhere; the base model comes from its alias (the shipped
@@ -24,7 +25,7 @@ from kpdd.errors import ConfigError
 from kpdd.finetune.registry import LOCAL_PREFIX, registered_student
 from kpdd.finetune.student import STUDENT_FILE, read_student
 from kpdd.modules.one_call import ONE, PER_STAGE, OneCallProgram
-from kpdd.modules.saved import MANIFEST, build_student_program, load_program, save_program
+from kpdd.modules.saved import MANIFEST, build_student_program, load_program, save_program, with_prompt_adapter
 from kpdd.modules.student_format import adapter_for
 
 STUDENTS = "students"
@@ -37,8 +38,9 @@ def _student_of(lm: dspy.LM | None, predictor: str):
     return registered_student(lm.model.removeprefix(LOCAL_PREFIX))
 
 
-def save_compiled(program: dspy.Module, directory: str | Path, name: str) -> Path:
-    """Save ``program`` (a registry program whose predictors run local students) with copies of its students."""
+def save_compiled(program: dspy.Module, directory: str | Path, name: str | None = None) -> Path:
+    """Save ``program`` (any program whose predictors run local students) with copies of its students; ``name``
+    (optional) is checked against the program's reference (:func:`kpdd.modules.program_name`)."""
     directory = Path(directory)
     students: dict[str, str] = {}
     formats: set[str] = set()
@@ -85,15 +87,14 @@ def load_compiled(directory: str | Path, engine: Any = "transformers", **lm_kwar
             lms[relative] = student_lm(directory / relative, engine=engine, **lm_kwargs)
             formats.add(read_student(directory / relative).prompt_format)
         predictor.lm = lms[relative]
-    program.prompt_adapter = adapter_for(manifest.get("prompt_format") or formats.pop())
-    return program
+    return with_prompt_adapter(program, adapter_for(manifest.get("prompt_format") or formats.pop()))
 
 
 def program_with_student(name: str, student: str | Path, engine: str = "transformers", **lm_kwargs) -> dspy.Module:
-    """A fresh registry program whose every predictor runs one student (a multitask student, or a base model)."""
+    """A fresh program (any reference) whose every predictor runs one student (a multitask student, or a base model)."""
     ref = read_student(student)
     program = build_student_program(name, ref.student_calls, ref.repeated)
     program.set_lm(student_lm(ref, engine=engine, **lm_kwargs))
     if ref.root is not None:  # a trained student speaks its format; a bare base model takes the caller's
-        program.prompt_adapter = adapter_for(ref.prompt_format)
+        with_prompt_adapter(program, adapter_for(ref.prompt_format))
     return program

@@ -5,7 +5,8 @@ Every finished question is appended to the predictions file at once; rerunning r
 retries the questions whose LM call failed (a server or engine failure says nothing about the program).
 Accuracy comes with a 95 % Wilson interval, and each wrong prediction gets a type from
 :mod:`kpdd.eval.taxonomy`. With ``samples > 1`` the answer is the majority vote of k sampled runs
-(self-consistency). A run whose LM fails for good (a dead server, a refused key: see
+(self-consistency). The score of a prediction is the numeric-answer match by default, or any DSPy metric
+(``metric(example, prediction) -> bool | float``); the report gives its mean with a 95 % interval. A run whose LM fails for good (a dead server, a refused key: see
 :mod:`kpdd.eval.lm_guard`) stops with one line and keeps every record it wrote.
 """
 
@@ -29,8 +30,6 @@ from kpdd.eval.answers import is_correct
 from kpdd.eval.lm_guard import FailureGuard
 from kpdd.eval.taxonomy import LM_ERROR, classify, parse_error
 
-STAGE_FIELDS = ("core_question", "key_points", "reasoning", "raw_answer", "program", "execution",
-                "sub_questions", "sub_answers")
 RAW_OUTPUT = "raw_output"  # a stage whose output did not parse: the LM's text, so a reader sees what it wrote
 
 
@@ -44,28 +43,56 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mean_interval(total: float, squares: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % interval of the mean of scores in [0, 1] that are not all 0 or 1 (normal approximation)."""
+    if n < 2:
+        return 0.0, 1.0
+    mean = total / n
+    variance = max(0.0, (squares - n * mean * mean) / (n - 1))
+    half = z * math.sqrt(variance / n)
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
 @dataclass
 class DatasetScore:
+    """One dataset's scores: ``correct`` counts the predictions that scored 1; the accuracy is the mean score."""
+
     dataset: str
     total: int = 0
     correct: int = 0
     errors: Counter = field(default_factory=Counter)
+    score_sum: float | None = None  # None: every score was 0 or 1 (then the mean is correct / total)
+    score_squares: float = 0.0
+
+    def add(self, score: float) -> None:
+        self.total += 1
+        self.correct += score >= 1.0
+        if score not in (0.0, 1.0) and self.score_sum is None:
+            self.score_sum = float(self.correct - (score >= 1.0))
+            self.score_squares = self.score_sum  # the earlier scores were 0 or 1
+        if self.score_sum is not None:
+            self.score_sum += score
+            self.score_squares += score * score
 
     @property
     def accuracy(self) -> float:
-        return self.correct / self.total if self.total else 0.0
+        if not self.total:
+            return 0.0
+        return (self.correct if self.score_sum is None else self.score_sum) / self.total
 
     @property
     def interval(self) -> tuple[float, float]:
-        return wilson_interval(self.correct, self.total)
+        if self.score_sum is None:
+            return wilson_interval(self.correct, self.total)
+        return mean_interval(self.score_sum, self.score_squares, self.total)
 
 
-def _run_once(program: dspy.Module, question: str, settings: dict) -> dict[str, Any]:
-    """One run of the program; stage outputs, or the error that stopped it."""
+def _run_once(program: dspy.Module, inputs: dict[str, Any], settings: dict) -> dict[str, Any]:
+    """One run of the program; its output fields (every stage's), or the error that stopped it."""
     try:
         with dspy.context(**settings, trace=[]):
             try:
-                prediction = program(question=question)
+                prediction = program(**inputs)
             except dspy.utils.exceptions.AdapterParseError as e:
                 # The stages that did answer (from DSPy's trace and the partial parse), and what the LM wrote.
                 done = {k: v for _, _, outputs in dspy.settings.trace for k, v in outputs.items()}
@@ -73,7 +100,7 @@ def _run_once(program: dspy.Module, question: str, settings: dict) -> dict[str, 
                         RAW_OUTPUT: e.lm_response}
     except dspy.utils.exceptions.LMError as e:
         return {"answer": None, "error": LM_ERROR, "detail": f"{type(e).__name__}: {str(e)[:200]}"}
-    return {k: prediction.get(k) for k in ("answer", *STAGE_FIELDS) if prediction.get(k) is not None}
+    return {k: jsonl.plain(v) for k, v in prediction.items() if v is not None}
 
 
 def majority(answers: list[float | None]) -> float | None:
@@ -85,21 +112,36 @@ def majority(answers: list[float | None]) -> float | None:
     return next(a for a in answers if a is not None and votes[round(a, 6)] == top)
 
 
+def score_of(metric: Callable | None, example: dspy.Example, fields: dict[str, Any]) -> float:
+    """The metric's score of one run's fields (None: the numeric answer against the gold ``answer``)."""
+    if metric is None:
+        return float(is_correct(fields.get("answer"), example.answer))
+    if fields.get("error"):
+        return 0.0
+    value = metric(example, dspy.Prediction(**fields))
+    return float(getattr(value, "score", value))  # GEPA-style metrics return a Prediction with a score
+
+
 def predict(program: dspy.Module, example: dspy.Example, samples: int = 1, temperature: float = 0.7,
-            adapter: dspy.Adapter | None = None) -> dict[str, Any]:
+            adapter: dspy.Adapter | None = None, metric: Callable | None = None) -> dict[str, Any]:
     """The predictions record of one question (``samples`` > 1: self-consistency over sampled runs)."""
     start = time.perf_counter()
     settings = {"adapter": adapter} if adapter is not None else {}
+    inputs = example.inputs().toDict()
     if samples == 1:
-        runs = [_run_once(program, example.question, settings)]
+        runs = [_run_once(program, inputs, settings)]
     else:
-        runs = [_run_once(sampling_program(program, i, temperature), example.question, settings) for i in range(samples)]
+        runs = [_run_once(sampling_program(program, i, temperature), inputs, settings) for i in range(samples)]
     answer = majority([r.get("answer") for r in runs]) if samples > 1 else runs[0].get("answer")
     first = next((r for r in runs if r.get("answer") == answer), runs[0])
-    correct = is_correct(answer, example.answer)
-    record = {"question_id": example.id, "dataset": example.get("dataset"), "question": example.question,
-              "gold": example.answer, "answer": answer, "correct": correct,
-              "error": classify(example.question, first, correct),
+    score = score_of(metric, example, first)
+    question = inputs.get("question")
+    labels = {k: v for k, v in example.labels().toDict().items() if k not in ("id", "dataset", "split")}
+    record = {"question_id": example.id, "dataset": example.get("dataset"),
+              **({"question": question} if set(inputs) == {"question"} else {"inputs": inputs}),
+              "gold": example.answer if metric is None else labels.get("answer", labels),
+              "answer": answer, "correct": score >= 1.0, "score": score,
+              "error": classify(question, first, score >= 1.0) if question is not None else first.get("error"),
               "stages": {k: v for k, v in first.items() if k not in ("answer", "error")},
               "latency_s": round(time.perf_counter() - start, 3)}
     if samples > 1:
@@ -128,9 +170,10 @@ def sampling_program(program: dspy.Module, index: int, temperature: float) -> ds
 def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_path: str | Path,
              threads: int = 16, samples: int = 1, temperature: float = 0.7, adapter: dspy.Adapter | None = None,
              progress: bool = True, on_record: Callable[[dict], None] | None = None,
-             guard: FailureGuard | None = None) -> dict[str, DatasetScore]:
+             guard: FailureGuard | None = None, metric: Callable | None = None) -> dict[str, DatasetScore]:
     """Evaluate ``program`` on ``examples``, appending to ``predictions_path`` (resumed if it exists).
-    ``guard`` stops the run when its LM fails for good (:class:`kpdd.errors.LMUnavailableError`)."""
+    ``guard`` stops the run when its LM fails for good (:class:`kpdd.errors.LMUnavailableError`); ``metric``
+    scores each prediction (default: the numeric answer)."""
     from tqdm import tqdm
 
     guard = guard or FailureGuard()
@@ -143,7 +186,7 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_pat
     records = [done[(e.get("dataset"), e.id)] for e in examples if (e.get("dataset"), e.id) in done]
 
     def run(example: dspy.Example) -> dict[str, Any] | None:
-        return None if guard.stopped else predict(program, example, samples, temperature, adapter)
+        return None if guard.stopped else predict(program, example, samples, temperature, adapter, metric)
 
     with guard.watching(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         # Each task runs in a copy of this thread's context, so DSPy settings (tracing callbacks) reach it.
@@ -157,7 +200,8 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_pat
             if on_record:
                 on_record(record)
             bar.update(1)
-            bar.set_postfix(acc=f"{sum(r['correct'] for r in records) / len(records):.1%}", refresh=False)
+            bar.set_postfix(acc=f"{sum(r.get('score', r['correct']) for r in records) / len(records):.1%}",
+                            refresh=False)
     bar.close()
     answered = sum(r.get("error") != LM_ERROR for r in records)
     guard.check(f"{answered} of {len(examples)} questions answered, kept in {path}")
@@ -175,11 +219,20 @@ def score_records(records: list[dict]) -> dict[str, DatasetScore]:
     scores: dict[str, DatasetScore] = {}
     for record in records:
         score = scores.setdefault(record["dataset"], DatasetScore(record["dataset"]))
-        score.total += 1
-        score.correct += bool(record["correct"])
+        score.add(float(record.get("score", record["correct"])))
         if record.get("error"):
             score.errors[record["error"]] += 1
     return scores
+
+
+def combined(scores) -> DatasetScore:
+    """All datasets' scores as one."""
+    scores = list(scores)
+    total = DatasetScore("all", sum(s.total for s in scores), sum(s.correct for s in scores))
+    if any(s.score_sum is not None for s in scores):
+        total.score_sum = sum(s.correct if s.score_sum is None else s.score_sum for s in scores)
+        total.score_squares = sum(s.correct if s.score_sum is None else s.score_squares for s in scores)
+    return total
 
 
 def format_report(scores: dict[str, DatasetScore]) -> str:
@@ -188,7 +241,7 @@ def format_report(scores: dict[str, DatasetScore]) -> str:
     for score in scores.values():
         low, high = score.interval
         lines.append(f"{score.dataset:<12} {score.total:>5} {score.accuracy:>9.1%}  [{low:.1%}, {high:.1%}]")
-    total = DatasetScore("all", sum(s.total for s in scores.values()), sum(s.correct for s in scores.values()))
+    total = combined(scores.values())
     if len(scores) > 1:
         low, high = total.interval
         lines.append(f"{'all':<12} {total.total:>5} {total.accuracy:>9.1%}  [{low:.1%}, {high:.1%}]")

@@ -26,6 +26,7 @@ from kpdd.modules.one_call import (
     PER_STAGE,
     STUDENT_CALLS,
     one_call_example,
+    one_call_names,
     one_call_signature,
     repeated_predictors,
 )
@@ -82,10 +83,10 @@ def build_sft_data(traces: Iterable[dict], program: dspy.Module, val_fraction: f
 def _one_call_data(traces: list[dict], program: dspy.Module, adapter: dspy.ChatAdapter, val_fraction: float,
                    seed: int) -> dict[str, dict[str, list[dict]]]:
     repeated = repeated_predictors(traces)
-    signature = one_call_signature(program, repeated)
+    signature, names = one_call_signature(program, repeated), one_call_names(program)
     data = {"train": [], "validation": []}
     for trace in traces:
-        inputs, outputs = one_call_example(trace, signature, repeated)
+        inputs, outputs = one_call_example(trace, signature, repeated, names)
         side = "validation" if is_validation(trace["question_id"], val_fraction, seed) else "train"
         data[side].append(format_stage(signature, {"inputs": inputs, "outputs": outputs}, adapter))
     return {ONE_CALL_PREDICTOR: data}

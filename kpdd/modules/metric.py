@@ -25,3 +25,19 @@ def answer_feedback_metric(gold, prediction, trace=None, pred_name=None, pred_tr
     if not correct and getattr(gold, "rationale", None):
         feedback += f" A correct solution: {gold.rationale}"
     return dspy.Prediction(score=float(correct), feedback=feedback)
+
+
+def resolve_metric(reference: str | None):
+    """The metric a ``--metric`` names: ``package.module:function`` or ``path/to/file.py:function`` (any DSPy
+    metric, ``metric(example, prediction, trace=None) -> bool | float``); empty: :func:`answer_metric`."""
+    from kpdd.errors import ConfigError
+    from kpdd.modules.reference import is_code_reference, resolve_object
+
+    if not reference:
+        return answer_metric
+    if not is_code_reference(reference):
+        raise ConfigError(f"metric {reference!r}: expected package.module:function or path/to/file.py:function")
+    metric = resolve_object(reference, "metric")
+    if not callable(metric):
+        raise ConfigError(f"metric {reference}: {type(metric).__name__} is not callable")
+    return metric

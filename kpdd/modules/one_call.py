@@ -30,24 +30,41 @@ ONE_CALL_PREDICTOR = "one_call"
 
 def program_inputs(program: dspy.Module) -> list[str]:
     """The keyword arguments of the program's ``forward`` (the question, for every built-in program)."""
+    if isinstance(program, OneCallProgram):
+        program = program.program
     forward = type(program).forward  # the class's: DSPy warns when .forward is read off an instance
     return [p for p in inspect.signature(forward).parameters if p not in ("self", "args", "kwargs")]
 
 
+def one_call_names(program: dspy.Module) -> dict[tuple[str, str], str]:
+    """(predictor, output field) → the field's name in the one call: its own name, or, where two predictors write a
+    field of the same name (two ``ChainOfThought``s' ``reasoning``), ``<predictor>_<field>`` for the later ones."""
+    taken = set(program_inputs(program))
+    names: dict[tuple[str, str], str] = {}
+    for predictor_name, predictor in program.named_predictors():
+        for name in predictor.signature.output_fields:
+            unique = name if name not in taken else f"{predictor_name.replace('.', '_')}_{name}"
+            if unique in taken:
+                raise dspy.utils.exceptions.DSPyError(f"output {name!r} of {predictor_name!r} repeats another field")
+            taken.add(unique)
+            names[predictor_name, name] = unique
+    return names
+
+
 def one_call_signature(program: dspy.Module, repeated: Iterable[str] = ()) -> type[dspy.Signature]:
-    """question → every predictor's outputs in stage order; ``repeated`` predictors' outputs become lists."""
+    """The program's inputs → every predictor's outputs in stage order; ``repeated`` predictors' outputs become
+    lists."""
     repeated = set(repeated)
     predictors = program.named_predictors()
+    names = one_call_names(program)
     fields: dict[str, tuple[Any, Any]] = {}
     for name in program_inputs(program):
         source = next((p.signature.input_fields[name] for _, p in predictors if name in p.signature.input_fields), None)
         fields[name] = (str if source is None else source.annotation, dspy.InputField(desc=getattr(source, "description", "")))
     for predictor_name, predictor in predictors:
         for name, field in predictor.signature.output_fields.items():
-            if name in fields:
-                raise dspy.utils.exceptions.DSPyError(f"output {name!r} of {predictor_name!r} repeats another field")
             annotation = list[field.annotation] if predictor_name in repeated else field.annotation
-            fields[name] = (annotation, dspy.OutputField(desc=field.json_schema_extra.get("desc", "")))
+            fields[names[predictor_name, name]] = (annotation, dspy.OutputField(desc=field.json_schema_extra.get("desc", "")))
     return dspy.Signature(fields, "Every stage's outputs, in stage order.")
 
 
@@ -60,15 +77,17 @@ def repeated_predictors(traces: Iterable[dict]) -> list[str]:
     return sorted(repeated)
 
 
-def one_call_example(trace: dict, signature: type[dspy.Signature], repeated: Iterable[str]) -> tuple[dict, dict]:
-    """(inputs, outputs) of the one call equivalent to a trace's stage calls."""
-    repeated = set(repeated)
+def one_call_example(trace: dict, signature: type[dspy.Signature], repeated: Iterable[str],
+                     names: dict[tuple[str, str], str] | None = None) -> tuple[dict, dict]:
+    """(inputs, outputs) of the one call equivalent to a trace's stage calls (``names``: :func:`one_call_names`)."""
+    repeated, names = set(repeated), names or {}
     inputs = {}
     for name in signature.input_fields:
         inputs[name] = next(s["inputs"][name] for s in trace["stages"] if name in s["inputs"])
     outputs: dict[str, Any] = {}
     for stage in trace["stages"]:
         for name, value in stage["outputs"].items():
+            name = names.get((stage["predictor"], name), name)
             if stage["predictor"] in repeated:
                 outputs.setdefault(name, []).append(value)
             else:
@@ -82,20 +101,22 @@ def one_call_example(trace: dict, signature: type[dspy.Signature], repeated: Ite
 class _Replay(dspy.Module):
     """Stands in for one predictor: returns its fields from the one-call completion, call by call."""
 
-    def __init__(self, signature: type[dspy.Signature], fields: dict[str, Any], repeated: bool, completion: str):
+    def __init__(self, signature: type[dspy.Signature], fields: dict[str, Any], repeated: bool, completion: str,
+                 names: dict[str, str]):
         super().__init__()
         self.signature, self.fields, self.repeated, self.completion = signature, fields, repeated, completion
+        self.names = names  # the predictor's field → its name in the one call
         self.calls = 0
 
     def forward(self, **kwargs):
         index, self.calls = self.calls, self.calls + 1
-        names = list(self.signature.output_fields)
-        present = all(n in self.fields and (not self.repeated or index < len(self.fields[n])) for n in names)
+        names = {n: self.names.get(n, n) for n in self.signature.output_fields}
+        present = all(n in self.fields and (not self.repeated or index < len(self.fields[n])) for n in names.values())
         if not present:
             # parsed_result keeps every stage that did parse, so the predictions record shows them
             raise AdapterParseError(adapter_name="one call", signature=self.signature, lm_response=self.completion,
                                     parsed_result=dict(self.fields))
-        return dspy.Prediction(**{n: self.fields[n][index] if self.repeated else self.fields[n] for n in names})
+        return dspy.Prediction(**{n: self.fields[c][index] if self.repeated else self.fields[c] for n, c in names.items()})
 
 
 class _Stages:
@@ -124,10 +145,12 @@ class OneCallProgram(KpddProgram):
         except AdapterParseError as e:  # keep what parsed: the first missing stage reports the failure
             fields, completion = dict(e.parsed_result or {}), e.lm_response
         replaying = self.program.deepcopy()
+        names = one_call_names(self.program)
         for name, predictor in self.program.named_predictors():
             parent, _, attribute = name.rpartition(".")
             owner = replaying if not parent else _attribute(replaying, parent)
-            setattr(owner, attribute, _Replay(predictor.signature, fields, name in self.repeated, completion))
+            own = {field: called for (p, field), called in names.items() if p == name}
+            setattr(owner, attribute, _Replay(predictor.signature, fields, name in self.repeated, completion, own))
         return replaying(**inputs)
 
 

@@ -1,8 +1,10 @@
-"""Program registry: the names the CLI and configs use."""
+"""Program registry: the short names of the built-in programs; any other program is named by a code reference
+(``package.module:Class`` or ``path/to/file.py:Class``, see :mod:`kpdd.modules.reference`)."""
 
 import dspy
 
 from kpdd.errors import unknown_name
+from kpdd.modules.reference import build_reference, is_code_reference, program_reference
 from kpdd.modules.programs import (
     ChainOfThoughtBaseline,
     DirectAnswer,
@@ -24,22 +26,22 @@ PROGRAMS: dict[str, type[dspy.Module]] = {
 
 def program_class(name: str) -> type[dspy.Module]:
     if name not in PROGRAMS:
-        raise unknown_name("program", name, PROGRAMS)
+        raise unknown_name("program", name, [*PROGRAMS, "package.module:Class", "path/to/file.py:Class"])
     return PROGRAMS[name]
 
 
-def build_program(name: str) -> dspy.Module:
-    """A fresh, uncompiled instance of the named program."""
-    return program_class(name)()
+def build_program(reference: str) -> dspy.Module:
+    """A fresh, uncompiled instance of the referenced program (a registry name or a code reference)."""
+    if is_code_reference(reference):
+        return build_reference(reference)
+    return program_class(reference)()
 
 
 def program_name(program: dspy.Module) -> str:
-    """The registry name of a program instance (its class must be registered; a one-call program: its stages')."""
+    """The reference that rebuilds a program instance: its registry name for a built-in, else its code reference
+    (a one-call program: its stages')."""
     from kpdd.modules.one_call import OneCallProgram
 
     if isinstance(program, OneCallProgram):
         return program_name(program.program)
-    for name, cls in PROGRAMS.items():
-        if type(program) is cls:
-            return name
-    raise unknown_name("program class", type(program).__name__, [c.__name__ for c in PROGRAMS.values()])
+    return program_reference(program, PROGRAMS)

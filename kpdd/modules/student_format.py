@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from typing import Any, get_origin
+from typing import Any, get_args, get_origin
 
 import dspy
 from dspy.adapters.utils import parse_value
@@ -40,11 +40,26 @@ def is_list(annotation: Any) -> bool:
     return get_origin(annotation) is list or annotation is list
 
 
-def render_value(value: Any) -> str:
-    """A field's text: list items one per line, anything else as it is."""
-    if isinstance(value, (list, tuple)):
-        return "\n".join(str(item).strip() for item in value)
+def item_type(annotation: Any) -> Any:
+    """The item type of a list annotation (``str`` for a bare ``list``)."""
+    args = get_args(annotation)
+    return args[0] if args else str
+
+
+def _scalar_text(value: Any) -> str:
+    """One value as text: structured values (dicts, pydantic models, nested lists) as JSON, the rest as written."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False)
     return str(value).strip()
+
+
+def render_value(value: Any) -> str:
+    """A field's text: list items one per line, structured values as JSON, anything else as it is."""
+    if isinstance(value, (list, tuple)):
+        return "\n".join(_scalar_text(item) for item in value)
+    return _scalar_text(value)
 
 
 def render_fields(values: dict[str, Any]) -> str:
@@ -89,8 +104,9 @@ def split_fields(completion: str, fields: list[str]) -> dict[str, str]:
     return found
 
 
-def parse_list(text: str) -> list[str]:
-    """One item per line (bullets and numbering dropped); a JSON or Python list literal is read as such."""
+def parse_list(text: str, item: Any = str) -> list:
+    """One item per line (bullets and numbering dropped), each read as ``item``; a JSON or Python list literal is
+    read as such."""
     stripped = text.strip()
     if stripped.startswith("[") and stripped.endswith("]"):
         for loads in (json.loads, ast.literal_eval):
@@ -98,9 +114,12 @@ def parse_list(text: str) -> list[str]:
                 value = loads(stripped)
             except (ValueError, SyntaxError):
                 continue
-            if isinstance(value, list):
-                return [str(item) for item in value]
-    return [_BULLET.sub("", line).strip() for line in text.splitlines() if line.strip()]
+            if isinstance(value, list) and (item is not str or not any(isinstance(v, (list, dict)) for v in value)):
+                return [str(v) if item is str else parse_value(v if isinstance(v, str) else json.dumps(v), item)
+                        for v in value]
+    lines = [line.strip() if item is str else line for line in text.splitlines() if line.strip()]
+    items = [_BULLET.sub("", line).strip() for line in lines]
+    return items if item is str else [parse_value(line, item) for line in items]
 
 
 def with_restart_stop(lm, lm_kwargs: dict[str, Any], signature: type[dspy.Signature]) -> dict[str, Any]:
@@ -144,8 +163,11 @@ class StudentAdapter(dspy.ChatAdapter):
                 continue
             annotation = field.annotation
             try:
-                fields[name] = parse_list(raw[name]) if is_list(annotation) else parse_value(raw[name].strip(), annotation)
-            except ValueError as e:
+                if is_list(annotation):
+                    fields[name] = parse_list(raw[name], item_type(annotation))
+                else:
+                    fields[name] = parse_value(raw[name].strip(), annotation)
+            except (ValueError, TypeError) as e:
                 raise AdapterParseError(adapter_name="StudentAdapter", signature=signature, lm_response=completion,
                                         message=f"field {name}: {e}", parsed_result=fields) from None
         if fields.keys() != signature.output_fields.keys():

@@ -3,3 +3,7 @@ compile, eval, demo).
 
 The stage packages never import a driver; the CLI parses options into a driver's config and calls it.
 """
+
+from kpdd.run.distill import distill
+
+__all__ = ["distill"]

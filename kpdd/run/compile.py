@@ -23,8 +23,9 @@ from kpdd.config import option, save_config
 from kpdd.distributed import is_main_process, main_process_first
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
-from kpdd.run.paths import default_out, slug
+from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
 from kpdd.run.options import LocalEngineOptions, StudentFormatOptions, TrainingQuestions
+from kpdd.run.paths import default_out, program_slug, slug
 from kpdd.run.remote_options import RemoteLMOptions
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ TRACES = "traces.jsonl"
 
 @dataclass(frozen=True)
 class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions, TrainConfig, RemoteLMOptions):
-    program: str = option("kpdd-pot", "program (registry name)")
+    program: str = option("kpdd-pot", PROGRAM_HELP)
+    metric: str = option("", METRIC_HELP)
     teacher: str = option("gold", "'gold', a model directory ('./my-student' or 'local:<path>'), or a model string "
                                   "such as 'openai/gpt-4o-mini'")
     optimizer: str = option(NO_OPTIMIZER, "teacher optimizer: none, bootstrap-fewshot, bootstrap-random-search, "
@@ -56,7 +58,7 @@ class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions,
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        return default_out("compile", f"{self.program}-{slug(self.teacher)}")
+        return default_out("compile", f"{program_slug(self.program)}-{slug(self.teacher)}")
 
 
 def optimized_teacher_program(config: CompileConfig) -> Path | None:
@@ -129,7 +131,7 @@ def teacher_traces(config: CompileConfig, progress: bool = True) -> dict[str, An
 
     out = config.out_dir()
     teacher_program = optimized_teacher_program(config)
-    traces_config = TracesConfig(program=config.program, teacher=config.teacher, **config.remote_options(),
+    traces_config = TracesConfig(program=config.program, metric=config.metric, teacher=config.teacher, **config.remote_options(),
                                  teacher_program=str(teacher_program) if teacher_program else None,
                                  dataset=config.dataset, split=config.split, limit=config.limit, seed=config.seed,
                                  samples=config.samples, temperature=config.temperature, threads=config.threads,

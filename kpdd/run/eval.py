@@ -15,6 +15,7 @@ import dspy
 from kpdd.config import option, redefault, save_config
 from kpdd.eval.lm_guard import FailureGuard
 from kpdd.errors import ConfigError
+from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP, is_code_reference, label
 from kpdd.run.paths import default_out, slug
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.modules.student_format import PROMPT_FORMATS
@@ -27,11 +28,13 @@ AUTO = "auto"
 
 @dataclass(frozen=True)
 class EvalConfig(LocalEngineOptions, RemoteLMOptions):
-    program: str = option("kpdd-pot", "program: a registry name, or a compiled program directory")
+    program: str = option("kpdd-pot", PROGRAM_HELP + "; or a compiled program directory")
+    metric: str = option("", METRIC_HELP)
     lm: str = option("smollm2-135m", "the LM: a student or compiled-program directory, a checkpoint, the shipped "
                                      "alias, or a model string such as 'openai/<name>' (with --api-base)")
     device: str = redefault(TrainConfig, "device", "auto")
-    datasets: list[str] = option(["all"], "datasets: gsm8k, svamp, asdiv, multiarith, 'all', or JSON/JSONL files")
+    datasets: list[str] = option(["all"], "datasets: gsm8k, svamp, asdiv, multiarith, 'all', or JSON/JSONL files "
+                                          "whose rows hold the program's inputs by name")
     split: str | None = option(None, "dataset split (default: each dataset's test split)")
     holdout: float = option(0.0, "only the questions a fine-tune with this --val-fraction and the same --seed held "
                                  "out for validation (with --split train: a held-out part of train; 0: all)",
@@ -61,7 +64,8 @@ class EvalConfig(LocalEngineOptions, RemoteLMOptions):
     def predictions_path(self) -> Path:
         if self.out:
             return Path(self.out)
-        stem = "-".join(slug(Path(part).name) for part in (self.program, self.lm))
+        program = label(self.program) if is_code_reference(self.program) else Path(self.program).name
+        stem = "-".join(slug(part) for part in (program, Path(self.lm).name))
         suffix = f"-k{self.samples}" if self.samples > 1 else ""
         return default_out("eval", f"{stem}{suffix}.jsonl")
 
@@ -83,7 +87,7 @@ def lm_kind(config: EvalConfig) -> str:
 
     if is_compiled(config.program) or is_compiled(config.lm):
         return COMPILED
-    if looks_like_path(config.program):
+    if looks_like_path(config.program) and not is_code_reference(config.program):
         raise ConfigError(f"--program {config.program}: no compiled program there (no {MANIFEST}); "
                           "expected a compiled program directory or a program name such as kpdd-pot")
     if looks_like_path(config.lm):
@@ -152,7 +156,7 @@ def served_compiled(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.Modul
     import json
 
     from kpdd.finetune.student import read_student
-    from kpdd.modules.saved import MANIFEST, load_program
+    from kpdd.modules.saved import MANIFEST, load_program, with_prompt_adapter
     from kpdd.modules.student_format import adapter_for
 
     manifest = json.loads((Path(config.program) / MANIFEST).read_text())
@@ -163,16 +167,16 @@ def served_compiled(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.Modul
     program = load_program(config.program)
     program.set_lm(model_lm(config, lm_kwargs))
     student_dir = Path(config.program) / students[0]
-    program.prompt_adapter = adapter_for(manifest.get("prompt_format") or read_student(student_dir).prompt_format)
-    return program
+    return with_prompt_adapter(program, adapter_for(manifest.get("prompt_format") or read_student(student_dir).prompt_format))
 
 
 def with_prompt_format(program: dspy.Module, prompt_format: str) -> dspy.Module:
     """``--prompt-format``: ``auto`` keeps the format the program carries; ``student`` or ``chat`` overrides it."""
+    from kpdd.modules.saved import with_prompt_adapter
     from kpdd.modules.student_format import adapter_for
 
     if prompt_format != AUTO:
-        program.prompt_adapter = adapter_for(prompt_format)
+        with_prompt_adapter(program, adapter_for(prompt_format))
     return program
 
 
@@ -206,8 +210,13 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     names = config.dataset_names()
     if not names:
         raise ConfigError("no datasets to evaluate: pass --datasets gsm8k,svamp,... or all")
-    examples = [e for name in names for e in held_out(load_dataset(name, split=config.split), config)]
+    from kpdd.modules.metric import resolve_metric
+    from kpdd.modules.one_call import program_inputs
+
     program, program_name, local = load_program_and_lm(config)
+    inputs, metric = program_inputs(program), resolve_metric(config.metric) if config.metric else None
+    examples = [e for name in names for e in held_out(load_dataset(name, split=config.split, inputs=inputs,
+                                                                   numeric_answer=metric is None), config)]
     # A trained student's program carries its own prompt format; a bare local model reads DSPy's chat format
     # without the JSON fallback (a second call it was never asked for); an API LM keeps DSPy's defaults.
     adapter = student_adapter(CHAT) if local else None
@@ -217,7 +226,7 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     with dspy_tracing(config.trace_sample_rate if log and mlflow_active() else 0.0):
         scores = evaluate(program, examples, path, threads=config.threads, samples=config.samples,
                           temperature=config.temperature, adapter=adapter, progress=progress,
-                          guard=FailureGuard(config.server_gone_s))
+                          guard=FailureGuard(config.server_gone_s), metric=metric)
     if log:
         log_eval(scores, path, examples)
     return {"program": program_name, "predictions": str(path), "scores": scores, "report": format_report(scores)}

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dspy
+
 from kpdd.config import option, save_config
 from kpdd.distributed import is_main_process
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig, TrainResult
+from kpdd.modules.reference import PROGRAM_HELP
 from kpdd.run.options import StudentFormatOptions
-from kpdd.run.paths import default_out
+from kpdd.run.paths import default_out, program_slug
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +32,14 @@ ALL_STAGES = "all"
 @dataclass(frozen=True)
 class FinetuneConfig(StudentFormatOptions, TrainConfig):
     traces: list[str] = option([], "trace store file(s) written by `kpdd traces`")
-    program: str = option("kpdd-pot", "the program the traces belong to (registry name)")
+    program: str = option("kpdd-pot", "the program the traces belong to: " + PROGRAM_HELP)
     stages: list[str] = option([], "train only these predictors (default: all of the program's)")
     max_traces: int | None = option(None, "use at most this many traces (a seeded subset of questions)", at_least=1)
     out: str = option("", "output directory (default kpdd-runs/finetune/<program>)")
     resume: bool = option(True, "resume from the latest checkpoint in the output directory")
 
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else default_out("finetune", self.program)
+        return Path(self.out) if self.out else default_out("finetune", program_slug(self.program))
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})
@@ -47,6 +50,7 @@ def load_traces(paths: list[str], program: str, max_traces: int | None = None, s
     import random
 
     from kpdd.compile.store import TraceStore
+    from kpdd.modules.reference import label
 
     if not paths:
         raise ConfigError("no trace store given: pass --traces <file> (written by `kpdd traces`)")
@@ -55,7 +59,7 @@ def load_traces(paths: list[str], program: str, max_traces: int | None = None, s
         if not Path(path).is_file():
             raise ConfigError(f"trace store {path} does not exist; run `kpdd traces --program {program}` first")
         store_traces = TraceStore(path).traces()
-        other = {t["method"] for t in store_traces} - {program}
+        other = {t["method"] for t in store_traces if label(t["method"]) != label(program)}
         if other:
             raise ConfigError(f"{path} holds traces of {sorted(other)}, not of program {program!r}")
         traces += store_traces
@@ -65,15 +69,19 @@ def load_traces(paths: list[str], program: str, max_traces: int | None = None, s
 
 
 def run_finetune(config: FinetuneConfig, progress: bool = True,
-                 on_log: Callable[[dict, int], None] | None = None) -> dict[str, Any]:
-    """Train the student(s) and write the compiled program; returns its directory and each student's figures."""
+                 on_log: Callable[[dict, int], None] | None = None, program: dspy.Module | None = None) -> dict[str, Any]:
+    """Train the student(s) and write the compiled program; returns its directory and each student's figures.
+    ``program``: the program object to train (default: a fresh one built from ``config.program``)."""
     from kpdd.finetune.sft import build_sft_data, merge_tasks
     from kpdd.finetune.trainer import train_student
     from kpdd.modules.one_call import OneCallProgram, repeated_predictors
-    from kpdd.modules.saved import build_student_program, save_program
+    from kpdd.modules.saved import as_student_program, build_student_program, save_program
 
     traces = load_traces(config.traces, config.program, config.max_traces, config.seed)
-    program = build_student_program(config.program, config.student_calls, repeated_predictors(traces))
+    if program is None:
+        program = build_student_program(config.program, config.student_calls, repeated_predictors(traces))
+    else:
+        program = as_student_program(program.deepcopy(), config.student_calls, repeated_predictors(traces))
     data = build_sft_data(traces, program.program if isinstance(program, OneCallProgram) else program,
                           val_fraction=config.val_fraction, seed=config.seed, predictors=config.stages or None,
                           prompt_format=config.prompt_format, student_calls=config.student_calls)

@@ -27,8 +27,9 @@ from typing import Any
 from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
+from kpdd.modules.reference import PROGRAM_HELP
 from kpdd.run.options import LocalEngineOptions, TrainingQuestions
-from kpdd.run.paths import default_out
+from kpdd.run.paths import default_out, program_slug
 
 logger = logging.getLogger(__name__)
 ROUNDS_FILE = "rounds.jsonl"
@@ -36,7 +37,7 @@ ROUNDS_FILE = "rounds.jsonl"
 
 @dataclass(frozen=True)
 class ImproveConfig(TrainingQuestions, LocalEngineOptions, TrainConfig):
-    program: str = option("kpdd-pot", "program (registry name) the student runs")
+    program: str = option("kpdd-pot", "the program the student runs: " + PROGRAM_HELP)
     student_program: str = option("", "compiled program directory of the starting student (`kpdd finetune` output)")
     traces: list[str] = option([], "trace stores mixed into every round's training (gold, augmented)")
     rounds: int = option(3, "rounds at most (each: sample, keep, retrain, validate)", at_least=1)
@@ -47,7 +48,7 @@ class ImproveConfig(TrainingQuestions, LocalEngineOptions, TrainConfig):
     out: str = option("", "output directory (default kpdd-runs/improve/<program>)")
 
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else default_out("improve", self.program)
+        return Path(self.out) if self.out else default_out("improve", program_slug(self.program))
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})

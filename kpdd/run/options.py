@@ -38,7 +38,7 @@ class StudentFormatOptions(Checked):
 class TrainingQuestions(Checked):
     """Which training questions a command reads."""
 
-    dataset: str = option("gsm8k", "training dataset: a name or a JSON/JSONL file")
+    dataset: str = option("gsm8k", "dataset name, or a JSON/JSONL file whose rows hold the program's inputs by name")
     split: str = option("train", "dataset split")
     limit: int | None = option(None, "use a seeded random subset of this many questions (default: all)", at_least=1)
 

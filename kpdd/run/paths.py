@@ -15,3 +15,10 @@ def slug(text: str) -> str:
 def default_out(command: str, name: str) -> Path:
     """``kpdd-runs/<command>/<name>``."""
     return RUNS / command / name
+
+
+def program_slug(reference: str) -> str:
+    """A program reference as a path component: its registry name, or its class's name."""
+    from kpdd.modules.reference import label
+
+    return slug(label(reference))

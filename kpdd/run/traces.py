@@ -17,17 +17,19 @@ from kpdd.compile.traces import Teacher, generate_traces
 from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.eval.lm_guard import FailureGuard
-from kpdd.run.paths import default_out, slug
+from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
 from kpdd.run.options import TrainingQuestions
+from kpdd.run.paths import default_out, program_slug, slug
 from kpdd.run.remote_options import RemoteLMOptions
 
 
 @dataclass(frozen=True)
 class TracesConfig(TrainingQuestions, RemoteLMOptions):
-    program: str = option("kpdd-pot", "program (registry name): kpdd-cot, kpdd-pot, socratic, cot, pot, direct")
+    program: str = option("kpdd-pot", PROGRAM_HELP)
     teacher: str = option("gold", "'gold' (dataset annotations, no LM), a model directory ('./my-student' or "
                                   "'local:<path>'), or a model string such as 'openai/gpt-4o-mini'")
     teacher_program: str | None = option(None, "a saved, optimised teacher program (program.save JSON) to sample")
+    metric: str = option("", METRIC_HELP)
     seed: int = option(0, "seed for the subset")
     samples: int = option(1, "samples per question (k); > 1 needs temperature > 0", at_least=1)
     temperature: float = option(0.7, "sampling temperature when samples > 1", at_least=0)
@@ -38,7 +40,7 @@ class TracesConfig(TrainingQuestions, RemoteLMOptions):
     def store_path(self) -> Path:
         if self.out:
             return Path(self.out)
-        name = f"{self.program}-{slug(self.teacher)}-{Path(self.dataset).stem}-{self.split}.jsonl"
+        name = f"{program_slug(self.program)}-{slug(self.teacher)}-{Path(self.dataset).stem}-{self.split}.jsonl"
         return default_out("traces", name)
 
 
@@ -46,14 +48,21 @@ def build_teacher(config: TracesConfig, program: dspy.Module) -> Teacher:
     """The teacher a config names: gold annotations, or the program on a teacher LM."""
     if config.teacher == "gold":
         from kpdd.compile.gold import GoldTeacher
+        from kpdd.modules import PROGRAMS
 
+        if config.program not in PROGRAMS:
+            raise ConfigError(f"--teacher gold writes traces of the built-in programs only ({', '.join(PROGRAMS)}); "
+                              f"{config.program} needs an LM teacher (--teacher openai/<model> or local:<path>)")
         return GoldTeacher(config.program)
     from kpdd.compile.teachers import LMTeacher
     if config.samples > 1 and config.temperature <= 0:
         raise ConfigError(f"samples={config.samples} needs temperature > 0 (got {config.temperature}): "
                           "greedy samples would all be the same")
     lm = config.remote_lm(config.teacher, "--teacher", max_tokens=config.max_tokens)
-    return LMTeacher(program, lm, config.program, temperature=config.temperature, name=config.teacher)
+    from kpdd.modules.metric import resolve_metric
+
+    return LMTeacher(program, lm, config.program, temperature=config.temperature, name=config.teacher,
+                     metric=resolve_metric(config.metric))
 
 
 def check_lms(config: TracesConfig) -> None:
@@ -68,8 +77,11 @@ def run_traces(config: TracesConfig, progress: bool = True) -> dict[str, Any]:
     from kpdd.modules import build_program
     from kpdd.modules.saved import load_program
 
+    from kpdd.modules.one_call import program_inputs
+
     program = load_program(config.teacher_program, config.program) if config.teacher_program else build_program(config.program)
-    examples = load_dataset(config.dataset, config.split, limit=config.limit, seed=config.seed)
+    examples = load_dataset(config.dataset, config.split, limit=config.limit, seed=config.seed,
+                            inputs=program_inputs(program), numeric_answer=not config.metric)
     teacher = build_teacher(config, program)
     header = {"method": config.program, "teacher": teacher.name, "dataset": Path(config.dataset).stem,
               "split": config.split, "meta": {"samples": config.samples, "temperature": config.temperature,
