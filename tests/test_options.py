@@ -92,6 +92,7 @@ def test_a_file_value_is_named_with_its_file(tmp_path):
     (["eval", "--engine", "vlm"], "error: --engine: expected one of transformers, vllm, vllm-burst, got 'vlm'"),
     (["finetune", "--learning-rate", "0"], "error: --learning-rate: expected a number > 0, got 0.0"),
     (["augment", "--variants", "8", "--max-attempts", "4"], "error: --max-attempts: expected at least --variants"),
+    (["finetune", "--traces", "nope.jsonl"], "error: trace store nope.jsonl does not exist"),
 ])
 def test_cli_exits_2_with_one_line_before_anything_is_written(args, line, tmp_path, mlflow_store, capsys):
     import mlflow

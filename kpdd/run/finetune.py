@@ -45,6 +45,15 @@ class FinetuneConfig(StudentFormatOptions, TrainConfig):
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})
 
 
+def check_stores(paths: list[str], program: str) -> None:
+    """Every trace store named is there (the CLI calls this before it opens the MLflow run)."""
+    if not paths:
+        raise ConfigError("no trace store given: pass --traces <file> (written by `kpdd traces`)")
+    for path in paths:
+        if not Path(path).is_file():
+            raise ConfigError(f"trace store {path} does not exist; run `kpdd traces --program {program}` first")
+
+
 def load_traces(paths: list[str], program: str, max_traces: int | None = None, seed: int = 0) -> list[dict]:
     """The traces of ``program`` from the stores, optionally a seeded subset of their questions."""
     import random
@@ -52,12 +61,9 @@ def load_traces(paths: list[str], program: str, max_traces: int | None = None, s
     from kpdd.compile.store import TraceStore
     from kpdd.modules.reference import label
 
-    if not paths:
-        raise ConfigError("no trace store given: pass --traces <file> (written by `kpdd traces`)")
+    check_stores(paths, program)
     traces = []
     for path in paths:
-        if not Path(path).is_file():
-            raise ConfigError(f"trace store {path} does not exist; run `kpdd traces --program {program}` first")
         store_traces = TraceStore(path).traces()
         other = {t["method"] for t in store_traces if label(t["method"]) != label(program)}
         if other:
