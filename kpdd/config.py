@@ -37,11 +37,88 @@ def use_offline_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def option(default: Any, help: str, **kwargs) -> Any:
-    """A config field with a default and a one-line help text."""
+def option(default: Any, help: str, *, choices: tuple | None = None, at_least: float | None = None,
+           above: float | None = None, at_most: float | None = None, below: float | None = None,
+           pattern: tuple[str, str] | None = None, aliases: tuple[str, ...] = (), default_text: str | None = None,
+           **kwargs) -> Any:
+    """A config field with a default, a one-line help text and the values it accepts.
+
+    ``choices`` (a list option: each item), a range (``at_least``/``above``/``at_most``/``below``; ``None`` stays
+    allowed for an optional field) or ``pattern`` (a regular expression and how to say it) are checked when the config
+    is built (:class:`Checked`), so a bad value is one error line before a run starts; ``aliases`` are old names
+    that still work, with a warning; ``default_text`` says in words what a default of ``None`` means.
+    """
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "at_least": at_least, "above": above,
+                "at_most": at_most, "below": below, "pattern": pattern, "aliases": tuple(aliases),
+                "default_text": default_text}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def redefault(config_cls: type, name: str, default: Any, **metadata: Any) -> Any:
+    """The field ``name`` of ``config_cls`` with another default: a command that composes a shared group of options
+    keeps their help, checks and spelling and changes only what it starts from (and ``metadata``, e.g. the
+    ``aliases`` it still answers to)."""
+    field = next(f for f in dataclasses.fields(config_cls) if f.name == name)
+    metadata = {**field.metadata, "default_text": None, **metadata}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def flag(name: str) -> str:
+    """A field's command-line spelling: ``max_steps`` → ``--max-steps``."""
+    return "--" + name.replace("_", "-")
+
+
+def expectation(metadata: typing.Mapping[str, Any], kind: str = "a number") -> str | None:
+    """What a field accepts, in words (``None`` when it accepts any value of its type)."""
+    if metadata.get("choices"):
+        return "one of " + ", ".join(map(str, metadata["choices"]))
+    if metadata.get("pattern"):
+        return metadata["pattern"][1]
+    bounds = [f"{sign} {metadata[key]:g}" for key, sign in (("at_least", ">="), ("above", ">"), ("at_most", "<="),
+                                                             ("below", "<")) if metadata.get(key) is not None]
+    return f"{kind} " + " and ".join(bounds) if bounds else None
+
+
+def _accepts(value: Any, metadata: typing.Mapping[str, Any]) -> bool:
+    import re
+
+    if value is None:
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_accepts(item, metadata) for item in value)
+    if metadata.get("choices") and value not in metadata["choices"]:
+        return False
+    if metadata.get("pattern") and not re.fullmatch(metadata["pattern"][0], str(value)):
+        return False
+    return ((metadata.get("at_least") is None or value >= metadata["at_least"])
+            and (metadata.get("above") is None or value > metadata["above"])
+            and (metadata.get("at_most") is None or value <= metadata["at_most"])
+            and (metadata.get("below") is None or value < metadata["below"]))
+
+
+def check_options(config: Any) -> None:
+    """Every field's value against its choices, range or pattern: the first that fails is one error line that
+    names the option and what it expects."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if not _accepts(value, field.metadata):
+            shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            kind = "a whole number" if isinstance(value, int) else "a number"
+            error = ConfigError(f"{flag(field.name)}: expected {expectation(field.metadata, kind)}, got {shown!r}")
+            error.option = field.name
+            raise error
+
+
+class Checked:
+    """Base of the config dataclasses: a config checks its values (:func:`check_options`) whenever it is built,
+    from the command line, a file or code."""
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def read_config_file(path: str | Path, section: str | None = None) -> dict[str, Any]:
@@ -106,8 +183,29 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
-    """Validate ``values`` against the dataclass ``cls``; unknown keys and bad types are errors."""
+def _renamed(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Old option names (a field's ``aliases``) mapped to the current ones, each with a warning."""
+    import sys
+
+    renamed = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        new = next((f.name for f in dataclasses.fields(cls) if name in f.metadata.get("aliases", ())), None)
+        if new is not None and value is not None:
+            print(f"warning: {source}: {flag(name)} is now {flag(new)}; the old name will go", file=sys.stderr)
+            if values.get(new) is not None or values.get(flag(new)[2:]) is not None:
+                raise ConfigError(f"{source}: {flag(name)} and {flag(new)} are the same option: give one")
+            renamed[new] = value
+        elif new is None:
+            renamed[key] = value
+    return renamed
+
+
+def build_config(cls: type[C], values: dict[str, Any], source: str = "config", given_here: tuple[str, ...] = ()) -> C:
+    """Validate ``values`` against the dataclass ``cls``; unknown keys, bad types and values outside a field's
+    choices or range are errors (prefixed by ``source``, except for the fields in ``given_here``: options given on
+    the command line)."""
+    values = _renamed(cls, values, source)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = [k for k in values if k.replace("-", "_") not in fields]
@@ -121,14 +219,24 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
     for key, value in values.items():
         name = key.replace("-", "_")
         kwargs[name] = _coerce(value, hints[name], f"{source}: option {name!r}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        if source == OPTIONS or getattr(e, "option", None) in given_here:
+            raise
+        raise ConfigError(f"{source}: {e}") from None
+
+
+OPTIONS = "options"
 
 
 def load_config(cls: type[C], path: str | Path | None = None, section: str | None = None, **overrides) -> C:
     """File values first, then explicit overrides (those that are not None) on top."""
     values = read_config_file(path, section) if path else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return build_config(cls, values, source=str(path) if path else "options")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    return build_config(cls, values, source=str(path) if path else OPTIONS,
+                        given_here=tuple(k.replace("-", "_") for k in given))
 
 
 def config_to_dict(config) -> dict[str, Any]:

@@ -9,7 +9,7 @@ requirement of every carried wheel is met by another carried wheel or by the ima
 
 `pack` writes `data.tar.gz` (GSM8K, SVAMP, ASDiv, MultiArith) and the shipped student's GGUF, gzipped and split
 into `model.part1` and `model.part2` with a SHA-256 file: the GGUF alone (about 88 MiB gzipped) is larger than
-the 64 MiB one call may carry, so it travels in two calls (docs/RESULTS.md, "The GPU experiment: time plan").
+the 64 MiB one run may carry, so it travels in two runs (docs/GPU-EXPERIMENT.md, "What travels, in two runs").
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def main() -> int:
     pack = sub.add_parser("pack", help="the data archive and the GGUF in two parts")
     pack.add_argument("--dir", type=Path, default=ROOT / ".gpu")
     pack.add_argument("--data-dir", type=Path, default=None, help="default: $KPDD_DATA_DIR or ../shared/data")
-    pack.add_argument("--part1-mib", type=int, default=62, help="MiB of the gzipped GGUF carried by the first call")
+    pack.add_argument("--part1-mib", type=int, default=62, help="MiB of the gzipped GGUF carried by the first run")
     args = parser.parse_args()
     if args.command == "wheels":
         return wheels_command(args.dir)

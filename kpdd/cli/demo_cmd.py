@@ -29,7 +29,7 @@ def demo_command(config: DemoConfig, experiment=None, tracking_uri=None):
     if is_smoke_sized(config):  # say what the figures are, so nobody reads a smoke run as a result
         steps = ", ".join(f"{program} {sum(r.steps for r in result['students'].values())}"
                           for program, result in results.items())
-        training = f"{config.steps} optimizer steps" if config.steps > 0 else f"{config.epochs:g} epoch(s)"
+        training = f"{config.max_steps} optimizer steps" if config.max_steps > 0 else f"{config.epochs:g} epoch(s)"
         typer.echo(f"\nThese rows are smoke-sized: {training} over {config.train_size or 'all'} traced questions "
                    f"(optimizer steps: {steps}), {config.eval_size or 'all'} questions per set; they show the loop "
                    "and the error taxonomy, not accuracy. A real run: `kpdd demo --config configs/gsm8k-full.toml` "

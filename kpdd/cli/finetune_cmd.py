@@ -12,9 +12,11 @@ from kpdd.run.finetune import FinetuneConfig
 @config_command(app, "finetune", FinetuneConfig)
 def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None):
     """Fine-tune a student (LoRA or full, multitask or per stage) on trace stores; writes a compiled program."""
-    from kpdd.run.finetune import run_finetune
+    from kpdd.run.finetune import check_stores, run_finetune
     from kpdd.tracking import METHOD, STUDENT, command_run
     from kpdd.tracking.results import log_finetune, metrics_logger
+
+    check_stores(config.traces, config.program)  # a missing store: one line, no MLflow run
 
     with command_run("finetune", config, tags={METHOD: label(config.program), STUDENT: config.student},
                      experiment=experiment, tracking_uri=tracking_uri):

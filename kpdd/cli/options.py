@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from kpdd.config import load_config
+from kpdd.config import flag, load_config
 
 
 def _cli_type(tp: Any) -> Any:
@@ -31,20 +31,34 @@ def _cli_type(tp: Any) -> Any:
     return tp
 
 
-def _option(field: dataclasses.Field, tp: Any) -> inspect.Parameter:
-    flag = "--" + field.name.replace("_", "-")
-    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-    cli_type = _cli_type(tp)
-    shown = ",".join(default) if isinstance(default, list) else default
+def _help(field: dataclasses.Field, default: Any) -> str:
+    """The field's help, with its default and the choices it takes where the text does not already say them."""
     help_text = field.metadata.get("help", "")
+    choices = field.metadata.get("choices")
+    if choices and not all(str(choice) in help_text for choice in choices):
+        help_text += f" (one of: {', '.join(map(str, choices))})"
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    shown = field.metadata.get("default_text") or shown
     if shown not in ("", None) and "default" not in help_text:  # some help texts explain their own default
         help_text += f" (default: {shown})"
+    return help_text
+
+
+def _parameter(name: str, option_name: str, cli_type: Any, **option_kwargs) -> inspect.Parameter:
     if cli_type is bool:
-        decl = typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False)
+        decl = typer.Option(f"{option_name}/--no-{option_name[2:]}", show_default=False, **option_kwargs)
     else:
-        decl = typer.Option(flag, help=help_text, show_default=False)
-    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+        decl = typer.Option(option_name, show_default=False, **option_kwargs)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[cli_type], decl])
+
+
+def _options(field: dataclasses.Field, tp: Any) -> list[inspect.Parameter]:
+    """The field's ``--flag``, and a hidden flag for each old name it still answers to (the config warns)."""
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    cli_type = _cli_type(tp)
+    return [_parameter(field.name, flag(field.name), cli_type, help=_help(field, default)),
+            *[_parameter(alias, flag(alias), cli_type, hidden=True) for alias in field.metadata.get("aliases", ())]]
 
 
 TRACKING = [
@@ -65,13 +79,17 @@ def in_reading_order(config_cls: type) -> list[dataclasses.Field]:
     declared_at: dict[str, int] = {}
     for level, klass in enumerate(config_cls.__mro__):
         for name in vars(klass).get("__annotations__", {}):
-            declared_at.setdefault(name, level)
+            declared_at[name] = level  # a shared option given another default stays with its group
     return sorted(dataclasses.fields(config_cls), key=lambda f: declared_at[f.name])
+
+
+CONFIGS: dict[str, type] = {}  # command name → its config dataclass, for the docs and the option checks' tests
 
 
 def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
     """Register ``fn(config, experiment=..., tracking_uri=...)`` as ``kpdd <name>`` with generated options."""
     hints = typing.get_type_hints(config_cls)
+    CONFIGS[name] = config_cls
 
     def decorator(fn: Callable) -> Callable:
         def command(**kwargs):
@@ -80,7 +98,7 @@ def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
             config = load_config(config_cls, config_file, section=name, **kwargs)
             return fn(config, experiment=experiment, tracking_uri=tracking_uri)
 
-        fields = [_option(f, hints[f.name]) for f in in_reading_order(config_cls)]
+        fields = [p for f in in_reading_order(config_cls) for p in _options(f, hints[f.name])]
         command.__signature__ = inspect.Signature(TRACKING + fields)
         command.__doc__ = fn.__doc__
         command.__name__ = fn.__name__

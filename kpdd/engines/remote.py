@@ -84,9 +84,10 @@ def unavailable_message(error: LMError, lm, option: str, api_key_env: str | None
         fix = f"it serves {', '.join(served[:5])}" if served else "check the model name"
         return f"{name}: {where} does not serve model {model_id!r} ({status(error)}): {fix}"
     if isinstance(error, LMInvalidRequestError) and NO_PROVIDER in str(error):
-        return (f"{name}: LiteLLM knows no provider {model.split('/', 1)[0]!r}: expected provider/model such as "
-                "openai/gpt-4o-mini (with --api-base for an OpenAI-compatible server), or a model directory such as "
-                "./my-student")
+        # A relative path whose directory is not there yet reads as provider/model: say both.
+        return (f"{name}: no such directory, and LiteLLM knows no provider {model.split('/', 1)[0]!r}: "
+                "expected a model directory (./my-student; a student, compiled program or checkpoint) or "
+                "provider/model such as openai/gpt-4o-mini (with --api-base for an OpenAI-compatible server)")
     if isinstance(error, LMConfigurationError):
         return f"{name}: {detail(error)}"
     return None

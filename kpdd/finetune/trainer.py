@@ -8,7 +8,7 @@ What we add to TRL's defaults, and why:
   unpadded sequence per pass (no mask: SDPA's fast causal kernel), accumulated (see ``TrainConfig.for_device``);
 - gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs);
 - bf16 mixed precision wherever the hardware multiplies bf16 natively: GPUs, and CPUs with AVX512-BF16/AMX
-  (measured 1.5x faster than fp32 on this project's 2-core machines); fp32 elsewhere;
+  (1.5x faster than fp32, measured on a 2-core AVX512-BF16 CPU); fp32 elsewhere;
 - checkpoints every ``save_steps`` and automatic resume; validation loss and tokens/s in the logs;
 - one progress bar per training with the loss and tokens/s, instead of the trainer's printed log dictionaries
   (they go to ``on_log``, and from there to MLflow).
@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kpdd.config import option
+from kpdd.config import Checked, option
 from kpdd.distributed import any_process, is_main_process
 from kpdd.errors import ConfigError, DataError
 from kpdd.finetune.hardware import fast_bf16, resolve_device
@@ -39,36 +39,42 @@ ADAPTER = "adapter"
 WEIGHTS = "weights"
 
 
+DEVICE = (r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:<index>")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 @dataclass(frozen=True)
-class TrainConfig:
-    """How to fine-tune one student (the hyper-parameters; data and program come from the caller)."""
+class TrainConfig(Checked):
+    """How to fine-tune one student (the hyper-parameters; data and program come from the caller). Every command
+    that trains (finetune, compile, improve, demo, the GPU experiment) composes these options."""
 
     student: str = option("smollm2-135m", "base model: the shipped alias, or a Hugging Face checkpoint directory")
     lora: bool = option(True, "train a LoRA adapter (PEFT) instead of all weights")
-    lora_r: int = option(16, "LoRA rank")
-    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)")
-    lora_dropout: float = option(0.05, "LoRA dropout")
-    epochs: float = option(1.0, "passes over the training data (ignored when max_steps > 0)")
-    max_steps: int = option(-1, "stop after this many optimizer steps (-1: use epochs)")
-    batch_size: int | None = option(None, "sequences (or packed rows) per forward pass (default: 8 on GPU, 1 on CPU)")
-    grad_accum: int | None = option(None, "gradient accumulation steps (default: 1 on GPU, 8 on CPU)")
-    learning_rate: float | None = option(None, "peak learning rate (default 2e-4 with LoRA, 5e-5 full)")
-    warmup_ratio: float = option(0.03, "fraction of steps spent warming up the learning rate")
-    max_length: int = option(1024, "tokens per packed row / longest sequence")
-    packing: bool | None = option(None, "best-fit-decreasing packing, padding-free (default: on GPU, off on CPU)")
-    val_fraction: float = option(0.05, "fraction of questions held out for validation loss")
+    lora_r: int = option(16, "LoRA rank", at_least=1)
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", at_least=1)
+    lora_dropout: float = option(0.05, "LoRA dropout", at_least=0, below=1)
+    epochs: float = option(1.0, "passes over the training data (ignored when --max-steps > 0)", above=0)
+    max_steps: int = option(-1, "stop after this many optimizer steps (-1: use epochs)", at_least=-1)
+    batch_size: int | None = option(None, "sequences (or packed rows) per forward pass", at_least=1,
+                                    default_text="8 on GPU, 1 on CPU")
+    grad_accum: int | None = option(None, "gradient accumulation steps", at_least=1, default_text="1 on GPU, 8 on CPU")
+    learning_rate: float | None = option(None, "peak learning rate", above=0, default_text="2e-4 with LoRA, 5e-5 full")
+    warmup_ratio: float = option(0.03, "fraction of steps spent warming up the learning rate", at_least=0, below=1)
+    max_length: int = option(1024, "tokens per packed row / longest sequence", at_least=1)
+    packing: bool | None = option(None, "best-fit-decreasing packing, padding-free", default_text="on GPU, off on CPU")
+    val_fraction: float = option(0.05, "fraction of questions held out for validation loss", at_least=0, below=1)
     val_limit: int = option(0, "compute the validation loss on at most this many held-out records, a seeded "
-                               "subset (0: all); the held-out questions stay out of training either way")
-    eval_steps: int = option(50, "validation loss every N steps")
-    save_steps: int = option(50, "checkpoint every N steps (resume picks up the latest)")
+                               "subset (0: all); the held-out questions stay out of training either way", at_least=0)
+    eval_steps: int = option(50, "validation loss every N steps", at_least=1)
+    save_steps: int = option(50, "checkpoint every N steps (resume picks up the latest)", at_least=1)
     time_budget_s: float = option(0.0, "stop training after this many seconds of training (0: no limit); with a "
                                        "budget the learning rate stays constant after warm-up, since the step "
-                                       "count is not known in advance")
-    logging_steps: int = option(5, "log loss every N steps")
+                                       "count is not known in advance", at_least=0)
+    logging_steps: int = option(5, "log loss every N steps", at_least=1)
     seed: int = option(0, "seed for data order and initialisation")
-    device: str = option("auto", "auto, cpu or cuda")
+    device: str = option("auto", "auto, cpu or cuda (cuda:<index> for one GPU)", pattern=DEVICE)
     precision: str = option("auto", "auto (bf16 mixed precision where the hardware has bf16: GPUs, recent CPUs), "
-                                    "bf16 or fp32")
+                                    "bf16 or fp32", choices=PRECISIONS)
 
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 5e-5)
@@ -125,7 +131,7 @@ def warmup_steps(config: TrainConfig) -> float:
 
 def use_bf16(precision: str, device: str) -> bool:
     """bf16 mixed precision (fp32 master weights, bf16 matmuls) where the hardware runs it natively."""
-    if precision not in ("auto", "bf16", "fp32"):
+    if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected auto, bf16 or fp32")
     if precision == "auto":
         return fast_bf16(device)

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kpdd.compile.gold.augment import SUPPORTED_METHODS
 from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
+from kpdd.run.options import TrainingQuestions
 from kpdd.run.paths import default_out
 
 logger = logging.getLogger(__name__)
@@ -26,17 +28,20 @@ TEACHER = "augment"
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    program: str = option("kpdd-pot", "program whose gold traces are varied: kpdd-pot, pot or direct")
-    dataset: str = option("gsm8k", "dataset name or a JSON/JSONL file (with rationales or equations)")
-    split: str = option("train", "dataset split")
-    limit: int | None = option(None, "use a seeded random subset of this many questions")
+class AugmentConfig(TrainingQuestions):
+    program: str = option("kpdd-pot", "program whose gold traces are varied: kpdd-pot, pot or direct",
+                          choices=SUPPORTED_METHODS)
     seed: int = option(0, "seed for the subset and the new values")
-    variants: int = option(4, "variants kept per question at most (N)")
-    max_attempts: int = option(40, "candidates drawn per question at most")
-    batch_questions: int = option(512, "questions per batch (a kill loses at most the batch in flight)")
-    timeout: float = option(2.0, "sandbox seconds per program")
+    variants: int = option(4, "variants kept per question at most (N)", at_least=1)
+    max_attempts: int = option(40, "candidates drawn per question at most (>= --variants)", at_least=1)
+    batch_questions: int = option(512, "questions per batch (a kill loses at most the batch in flight)", at_least=1)
+    timeout: float = option(2.0, "sandbox seconds per program", above=0)
     out: str = option("", "trace store (default kpdd-runs/traces/<program>-augment-<dataset>-<split>.jsonl)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_attempts < self.variants:
+            raise ConfigError(f"--max-attempts: expected at least --variants ({self.variants}), got {self.max_attempts}")
 
     def store_path(self) -> Path:
         if self.out:

@@ -18,47 +18,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kpdd.compile.optimize import OPTIMIZERS as DSPY_OPTIMIZERS
 from kpdd.config import option, save_config
 from kpdd.distributed import is_main_process, main_process_first
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
+from kpdd.run.options import LocalEngineOptions, StudentFormatOptions, TrainingQuestions
 from kpdd.run.paths import default_out, program_slug, slug
 from kpdd.run.remote_options import RemoteLMOptions
 
 logger = logging.getLogger(__name__)
 
 NO_OPTIMIZER = "none"
+OPTIMIZERS = (NO_OPTIMIZER, *DSPY_OPTIMIZERS)
 TRACES = "traces.jsonl"
 
 
 @dataclass(frozen=True)
-class CompileConfig(TrainConfig, RemoteLMOptions):
+class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions, TrainConfig, RemoteLMOptions):
     program: str = option("kpdd-pot", PROGRAM_HELP)
     metric: str = option("", METRIC_HELP)
     teacher: str = option("gold", "'gold', a model directory ('./my-student' or 'local:<path>'), or a model string "
                                   "such as 'openai/gpt-4o-mini'")
     optimizer: str = option(NO_OPTIMIZER, "teacher optimizer: none, bootstrap-fewshot, bootstrap-random-search, "
-                                          "mipro, gepa")
-    optimize_size: int = option(50, "training questions used to optimise the teacher program")
+                                          "mipro, gepa", choices=OPTIMIZERS)
+    optimize_size: int = option(50, "training questions used to optimise the teacher program", at_least=1)
     reflection_lm: str | None = option(None, "GEPA's reflection LM (model string)")
-    dataset: str = option("gsm8k", "training dataset name or file")
-    split: str = option("train", "training split")
-    limit: int | None = option(None, "use a seeded subset of this many training questions")
-    samples: int = option(1, "teacher samples per question")
-    temperature: float = option(0.7, "teacher sampling temperature when samples > 1")
-    threads: int = option(8, "questions traced in parallel")
-    multitask: bool = option(True, "one student for every stage (else one per stage)")
-    prompt_format: str = option("student", "the students' prompt format: student (kpdd's compact format) or chat "
-                                           "(DSPy's ChatAdapter, for comparison)")
-    student_calls: str = option("one", "one: the student writes every stage in one completion; per-stage: one "
-                                       "call per stage, as the teacher ran it")
+    samples: int = option(1, "teacher samples per question", at_least=1)
+    temperature: float = option(0.7, "teacher sampling temperature when samples > 1", at_least=0)
+    threads: int = option(8, "questions traced in parallel", at_least=1)
     augment: int = option(0, "program-checked variants per traced question, added to the traces (kpdd augment; "
-                             "kpdd-pot, pot, direct; 0: none)")
-    rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)")
-    rft_samples: int = option(4, "student samples per question and RFT round")
-    engine: str = option("transformers", "local engine that samples the student in RFT rounds: transformers, vllm "
-                                          "or vllm-burst")
+                             "kpdd-pot, pot, direct; 0: none)", at_least=0)
+    rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)",
+                             at_least=0)
+    rft_samples: int = option(4, "student samples per question and RFT round", at_least=1)
     out: str = option("", "output directory (default kpdd-runs/compile/<program>-<teacher>)")
 
     def out_dir(self) -> Path:

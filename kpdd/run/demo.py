@@ -5,7 +5,8 @@ subset → a LoRA fine-tune of SmolLM2-135M → evaluation on seeded subsets of 
 Every step is an MLflow run (one ``demo`` run, a ``compile`` child per program with its stages), and the comparison
 table closes the demo. The defaults (one epoch over 24 questions, 2 per evaluation set) fit a 2-core CPU in a few
 minutes; the options scale it up to the full experiment on a GPU (``--train-size 0 --eval-size 0 --epochs 3
---device cuda``, or ``--config configs/gsm8k-full.toml``).
+--device cuda``, or ``--config configs/gsm8k-full.toml``). The training options are ``kpdd finetune``'s (the same
+:class:`~kpdd.finetune.trainer.TrainConfig`), with the demo's own defaults.
 """
 
 from __future__ import annotations
@@ -14,41 +15,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kpdd.config import option, save_config
+from kpdd.config import option, redefault, save_config
 from kpdd.distributed import is_main_process
+from kpdd.finetune.trainer import TrainConfig
+from kpdd.run.options import LocalEngineOptions, StudentFormatOptions, shared_options
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(StudentFormatOptions, LocalEngineOptions, TrainConfig):
     programs: list[str] = option(["kpdd-pot", "direct"], "programs to distil and compare")
-    train_size: int = option(24, "GSM8K train questions traced by the gold teacher (0: all 7,473)")
-    eval_size: int = option(2, "questions per evaluation dataset (0: the full sets)")
+    train_size: int = option(24, "GSM8K train questions traced by the gold teacher (0: all)", at_least=0)
+    eval_size: int = option(2, "questions per evaluation dataset (0: the full sets)", at_least=0)
     datasets: list[str] = option(["all"], "evaluation datasets")
-    steps: int = option(-1, "optimizer steps per student (-1: train for --epochs)")
-    epochs: float = option(1.0, "passes over the traces when --steps is -1 (one: every student sees each traced "
-                                "question once, however long its examples)")
-    batch_size: int = option(1, "packed rows per optimizer step")
-    max_length: int = option(512, "tokens per packed row")
-    learning_rate: float = option(2e-3, "peak learning rate (LoRA)")
-    lora: bool = option(True, "LoRA (else full fine-tuning)")
-    prompt_format: str = option("student", "the students' prompt format: student (compact) or chat (DSPy's)")
-    student_calls: str = option("one", "one: one student call writes every stage; per-stage: a call per stage")
-    student: str = option("smollm2-135m", "student base model")
-    device: str = option("auto", "auto, cpu or cuda")
-    engine: str = option("transformers", "inference engine: transformers, vllm or vllm-burst")
     max_tokens: int = option(320, "max new tokens per student call during evaluation (a one-call student writes "
-                                  "every stage in one call; its 7,260 gold completions on GSM8K train: median 157 "
-                                  "tokens, 98.6 % ≤ 320)")
-    threads: int = option(16, "questions in flight during evaluation (batched by the engine)")
-    augment: int = option(0, "program-checked variants per traced question (kpdd augment; 0: none)")
-    rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)")
-    seed: int = option(0, "seed for subsets, data order and initialisation")
+                                  "every stage in one call)", at_least=1)
+    threads: int = option(16, "questions in flight during evaluation (batched by the engine)", at_least=1)
+    augment: int = option(0, "program-checked variants per traced question (kpdd augment; 0: none)", at_least=0)
+    rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)",
+                             at_least=0)
     out: str = option("kpdd-runs/demo", "output directory")
+    # The training options of `kpdd finetune`, from the demo's sizes: one packed row per step, no accumulation.
+    max_steps: int = redefault(TrainConfig, "max_steps", -1, aliases=("steps",))
+    batch_size: int | None = redefault(TrainConfig, "batch_size", 1)
+    grad_accum: int | None = redefault(TrainConfig, "grad_accum", 1)
+    packing: bool | None = redefault(TrainConfig, "packing", True)
+    max_length: int = redefault(TrainConfig, "max_length", 512)
+    learning_rate: float | None = redefault(TrainConfig, "learning_rate", 2e-3)
+    eval_steps: int = redefault(TrainConfig, "eval_steps", 200)
+    save_steps: int = redefault(TrainConfig, "save_steps", 200)
+    logging_steps: int = redefault(TrainConfig, "logging_steps", 1)
 
 
 def is_small_training(config: DemoConfig) -> bool:
     """Few enough optimizer steps that every step's loss is worth logging."""
-    return 0 < config.steps <= 50 or 0 < config.train_size <= 256
+    return 0 < config.max_steps <= 50 or 0 < config.train_size <= 256
 
 
 def is_smoke_sized(config: DemoConfig) -> bool:
@@ -72,16 +72,10 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
     for program in config.programs:
         echo(f"\n== {program}: gold traces → LoRA fine-tune of {config.student} → evaluation ==")
         compile_config = CompileConfig(
-            program=program, teacher="gold", limit=config.train_size or None, seed=config.seed,
-            student=config.student, lora=config.lora, max_steps=config.steps, epochs=config.epochs,
-            batch_size=config.batch_size, grad_accum=1, packing=True, max_length=config.max_length,
-            learning_rate=config.learning_rate, prompt_format=config.prompt_format,
-            student_calls=config.student_calls, device=config.device,
-            eval_steps=max(config.steps, 1) if config.steps > 0 else 200,
-            save_steps=max(config.steps, 1) if config.steps > 0 else 200,
-            logging_steps=1 if is_small_training(config) else 10, out=str(out / program),
-            augment=config.augment if program in AUGMENTABLE else 0, rft_rounds=config.rft_rounds,
-            engine=config.engine)
+            **shared_options(config, TrainConfig, StudentFormatOptions, LocalEngineOptions),
+            rft_rounds=config.rft_rounds, program=program, teacher="gold",
+            limit=config.train_size or None, out=str(out / program),
+            augment=config.augment if program in AUGMENTABLE else 0)
         tags = {METHOD: program, TEACHER: "gold", STUDENT: config.student}
         with command_run("compile", compile_config, tags=tags) as run:
             compiled = run_compile(compile_config, progress=progress)

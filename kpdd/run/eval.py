@@ -12,11 +12,14 @@ from typing import Any
 
 import dspy
 
-from kpdd.config import option, save_config
+from kpdd.config import option, redefault, save_config
 from kpdd.eval.lm_guard import FailureGuard
 from kpdd.errors import ConfigError
 from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP, is_code_reference, label
 from kpdd.run.paths import default_out, slug
+from kpdd.finetune.trainer import TrainConfig
+from kpdd.modules.student_format import PROMPT_FORMATS
+from kpdd.run.options import LocalEngineOptions
 from kpdd.run.remote_options import RemoteLMOptions
 
 ALL = "all"
@@ -24,29 +27,33 @@ AUTO = "auto"
 
 
 @dataclass(frozen=True)
-class EvalConfig(RemoteLMOptions):
+class EvalConfig(LocalEngineOptions, RemoteLMOptions):
     program: str = option("kpdd-pot", PROGRAM_HELP + "; or a compiled program directory")
     metric: str = option("", METRIC_HELP)
     lm: str = option("smollm2-135m", "the LM: a student or compiled-program directory, a checkpoint, the shipped "
                                      "alias, or a model string such as 'openai/<name>' (with --api-base)")
-    engine: str = option("transformers", "local engine for local models: transformers, vllm or vllm-burst")
-    device: str = option("auto", "device for the local engine: auto, cpu or cuda")
+    device: str = redefault(TrainConfig, "device", "auto")
     datasets: list[str] = option(["all"], "datasets: gsm8k, svamp, asdiv, multiarith, 'all', or JSON/JSONL files "
                                           "whose rows hold the program's inputs by name")
     split: str | None = option(None, "dataset split (default: each dataset's test split)")
     holdout: float = option(0.0, "only the questions a fine-tune with this --val-fraction and the same --seed held "
-                                 "out for validation (with --split train: a held-out part of train; 0: all)")
-    limit: int | None = option(None, "evaluate a seeded random subset of this many questions per dataset")
+                                 "out for validation (with --split train: a held-out part of train; 0: all)",
+                            at_least=0, below=1)
+    limit: int | None = option(None, "evaluate a seeded random subset of this many questions per dataset "
+                                     "(default: all)", at_least=1)
     seed: int = option(0, "seed for the subsets and sampling")
-    samples: int = option(1, "self-consistency: sample k runs per question and take the majority answer")
-    temperature: float = option(0.7, "sampling temperature when samples > 1")
-    max_tokens: int = option(512, "max new tokens per LM call")
-    threads: int = option(16, "questions in flight at once (a local engine batches them)")
+    samples: int = option(1, "self-consistency: sample k runs per question and take the majority answer",
+                         at_least=1)
+    temperature: float = option(0.7, "sampling temperature when samples > 1", at_least=0)
+    max_tokens: int = option(512, "max new tokens per LM call", at_least=1)
+    threads: int = option(16, "questions in flight at once (a local engine batches them)", at_least=1)
     engine_batch: int | None = option(None, "most requests a local engine generates as one batch (default: the "
-                                            "engine's own; raise it on a GPU)")
-    trace_sample_rate: float = option(0.02, "share of questions whose DSPy calls are traced to MLflow (0: none)")
+                                            "engine's own; raise it on a GPU)", at_least=1)
+    trace_sample_rate: float = option(0.02, "share of questions whose DSPy calls are traced to MLflow (0: none)",
+                                     at_least=0, at_most=1)
     prompt_format: str = option(AUTO, "how the LM is prompted: auto (a compiled program's recorded format, local or "
-                                      "served; DSPy's defaults for other LMs), 'student' or 'chat' (override)")
+                                      "served; DSPy's defaults for other LMs), 'student' or 'chat' (override)",
+                                choices=(AUTO, *PROMPT_FORMATS))
     out: str = option("", "predictions file (default kpdd-runs/eval/<program>-<lm>.jsonl); rerun to resume")
 
     def dataset_names(self) -> list[str]:
@@ -204,8 +211,6 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     from kpdd.tracking import dspy_tracing
     from kpdd.tracking.results import log_eval, mlflow_active
 
-    if config.samples < 1:
-        raise ConfigError(f"samples must be >= 1, got {config.samples}")
     names = config.dataset_names()
     if not names:
         raise ConfigError("no datasets to evaluate: pass --datasets gsm8k,svamp,... or all")

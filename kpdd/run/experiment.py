@@ -1,4 +1,4 @@
-"""The full experiment in one time-boxed call: gold traces → full fine-tune → evaluation, method by method.
+"""The full experiment in one time-boxed run: gold traces → full fine-tune → evaluation, method by method.
 
     python -m kpdd.run.experiment --out DIR [--budget-s 540] [--dry-run]   (what scripts/gpu-experiment runs)
 
@@ -22,52 +22,64 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kpdd.config import option
+from kpdd.config import OPTIONS, build_config, flag, option, redefault
 from kpdd.errors import ConfigError
+from kpdd.finetune.trainer import TrainConfig
 from kpdd.run.experiment_plan import METHOD_ORDER, Rates, Recipe, Workload, mfu, new_tokens_cap, plan_recipes
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
-    out: str = option("", "output folder: at most 8 files (MLflow store, results, predictions, student, log)")
+class ExperimentConfig(TrainConfig):
+    """The experiment's own options, then the training options of `kpdd finetune` with the experiment's defaults:
+    a full fine-tune (``--lora`` is set per run; the LoRA student uses ``--lora-learning-rate``)."""
+
+    out: str = option("", "output folder: at most 8 files of at most 16 MB (MLflow store, results, predictions, "
+                          "student, log)")
     work: str = option("", "folder for traces, students and predictions (default <out>/../kpdd-experiment-work)")
-    budget_s: float = option(540.0, "seconds for the whole call, counted from $KPDD_EXPERIMENT_T0 (else from start)")
-    reserve_s: float = option(25.0, "seconds kept for writing the outputs at the end")
-    device: str = option("cuda", "cuda or cpu")
+    budget_s: float = option(540.0, "time budget in seconds for the whole experiment, set-up included, counted from "
+                                    "$KPDD_EXPERIMENT_T0 (else from the start); a run starts only if its estimate "
+                                    "fits what is left", above=0)
+    reserve_s: float = option(25.0, "seconds of the budget kept for writing the outputs at the end", at_least=0)
     gguf: str | None = option(None, "the student's GGUF file, converted into the kpdd cache when it is not there")
-    train_size: int = option(0, "GSM8K train questions traced (0: all 7,473)")
-    eval_size: int = option(500, "questions per evaluation set, a seeded subset (0: the full sets); 500 fits the "
-                                 "9-minute plan (docs/RESULTS.md)")
-    augment_size: int = option(1000, "GSM8K train questions `kpdd augment` varies (0: all; all took 25 min on the "
-                                     "project's 2 CPU cores)")
-    epochs: float = option(1.0, "epochs per full fine-tune")
-    max_steps: int = option(-1, "optimizer steps per student (-1: epochs)")
-    batch_size: int = option(16, "packed rows per optimizer step")
-    grad_accum: int = option(1, "gradient accumulation")
-    max_length: int = option(2048, "tokens per packed row")
-    learning_rate: float = option(1e-4, "peak learning rate, full fine-tuning")
-    lora_learning_rate: float = option(1e-3, "peak learning rate, the LoRA student")
+    train_size: int = option(0, "GSM8K train questions traced (0: all)", at_least=0)
+    eval_size: int = option(500, "questions per evaluation set, a seeded subset (0: the full sets)", at_least=0)
+    augment_size: int = option(1000, "GSM8K train questions `kpdd augment` varies (0: all)", at_least=0)
+    lora_learning_rate: float = option(1e-3, "peak learning rate of the LoRA student", above=0)
     max_tokens: int = option(512, "cap on new tokens per student call (lowered per program to 1.25x the 99th "
-                                  "percentile of its gold completions)")
-    threads: int = option(1024, "questions in flight during evaluation")
-    engine_batch: int = option(1024, "requests per generation batch")
-    trl_records: int = option(512, "SFT records for the TRL-defaults timing (0: skip it)")
-    methods: list[str] = option(list(METHOD_ORDER), "programs to run, a subset of the plan's (its order is kept)")
-    seed: int = option(0, "seed")
+                                  "percentile of its gold completions)", at_least=1)
+    threads: int = option(1024, "questions in flight during evaluation", at_least=1)
+    engine_batch: int = option(1024, "requests per generation batch", at_least=1)
+    trl_records: int = option(512, "SFT records on which TRL's trainer, as it comes, is timed against kpdd's "
+                                   "(0: skip it)", at_least=0)
+    methods: list[str] = option(list(METHOD_ORDER), "programs to run, a subset of the plan's (its order is kept)",
+                                choices=METHOD_ORDER)
+    device: str = redefault(TrainConfig, "device", "cuda")
+    lora: bool = redefault(TrainConfig, "lora", False)
+    batch_size: int | None = redefault(TrainConfig, "batch_size", 16)
+    grad_accum: int | None = redefault(TrainConfig, "grad_accum", 1)
+    packing: bool | None = redefault(TrainConfig, "packing", True)
+    max_length: int = redefault(TrainConfig, "max_length", 2048)
+    learning_rate: float | None = redefault(TrainConfig, "learning_rate", 1e-4)
+    val_fraction: float = redefault(TrainConfig, "val_fraction", 0.02)
+    eval_steps: int = redefault(TrainConfig, "eval_steps", 100_000)
+    save_steps: int = redefault(TrainConfig, "save_steps", 100_000)
+    logging_steps: int = redefault(TrainConfig, "logging_steps", 10)
 
     @classmethod
     def dry(cls, **overrides: Any) -> ExperimentConfig:
         """The same path on a 2-core CPU in about two minutes: a few questions, one step, one question per set."""
-        tiny = dict(budget_s=3600.0, reserve_s=10.0, device="cpu", train_size=4, eval_size=1, max_steps=1,
-                    batch_size=1, grad_accum=1, max_length=512, max_tokens=48, threads=4, engine_batch=4,
-                    trl_records=2, methods=["kpdd-pot"])
-        return cls(**{**tiny, **overrides})
+        return build_config(cls, {**DRY_RUN, **overrides}, source=OPTIONS)
+
+
+DRY_RUN = dict(budget_s=3600.0, reserve_s=10.0, device="cpu", train_size=4, eval_size=1, max_steps=1, batch_size=1,
+               grad_accum=1, max_length=512, max_tokens=48, threads=4, engine_batch=4, trl_records=2,
+               methods=["kpdd-pot"])
 
 
 class Clock:
-    """Seconds used and left of the call's budget."""
+    """Seconds used and left of the experiment's time budget."""
 
     def __init__(self, budget_s: float, reserve_s: float, start: float | None = None):
         self.start = start if start is not None else time.time()
@@ -109,7 +121,7 @@ def sft_records(traces: list[dict], program: str, student_calls: str | None) -> 
 
 
 class Experiment:
-    """One call's worth of runs; ``results`` is what the report is written from."""
+    """The experiment's runs; ``results`` is what the report is written from."""
 
     def __init__(self, config: ExperimentConfig, clock: Clock):
         self.config, self.clock = config, clock
@@ -194,7 +206,7 @@ class Experiment:
         try:
             stores = self.traces(recipe.program, recipe.variants)
             load, data = self.workload(recipe, stores, len(eval_examples))
-        except Exception as exc:  # noqa: BLE001  (one broken run must not lose the call's other results)
+        except Exception as exc:  # noqa: BLE001  (one broken run must not lose the other results)
             entry["status"] = f"failed before training: {type(exc).__name__}: {exc}"
             logger.exception("%s: preparing the run failed", recipe.name)
             return entry
@@ -225,17 +237,15 @@ class Experiment:
                        features: dict) -> dict[str, Any]:
         from kpdd.run.eval import EvalConfig, engine_spec, run_eval
         from kpdd.run.finetune import FinetuneConfig, run_finetune
+        from kpdd.run.options import shared_options
         from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
         from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
 
         c, out = self.config, self.work / recipe.name
         extra = {"student_calls": recipe.student_calls} if features["student_calls"] and recipe.student_calls else {}
-        finetune = FinetuneConfig(
-            traces=stores, program=recipe.program, lora=recipe.lora, epochs=c.epochs, max_steps=c.max_steps,
-            batch_size=c.batch_size, grad_accum=c.grad_accum, max_length=c.max_length, packing=True,
-            learning_rate=c.lora_learning_rate if recipe.lora else c.learning_rate, device=c.device, seed=c.seed,
-            val_fraction=0.02, eval_steps=100_000, save_steps=100_000, logging_steps=10, out=str(out / "compiled"),
-            **extra)
+        training = {**shared_options(c, TrainConfig), "lora": recipe.lora,
+                    "learning_rate": c.lora_learning_rate if recipe.lora else c.learning_rate}
+        finetune = FinetuneConfig(**training, traces=stores, program=recipe.program, out=str(out / "compiled"), **extra)
         tags = {METHOD: recipe.program, TEACHER: "gold+variants" if recipe.variants else "gold",
                 STUDENT: "smollm2-135m" + ("+lora" if recipe.lora else "")}
         with command_run("compile", finetune, tags=tags):
@@ -356,8 +366,7 @@ def run_experiment(config: ExperimentConfig, clock: Clock) -> dict[str, Any]:
     from kpdd.run.experiment_report import write_outputs
     from kpdd.tracking import command_run
 
-    unknown = [m for m in config.methods if m not in METHOD_ORDER]
-    if unknown or not config.methods:
+    if not config.methods:
         raise ConfigError(f"--methods {','.join(config.methods)}: expected some of {', '.join(METHOD_ORDER)}")
     experiment = Experiment(config, clock)
     experiment.work.mkdir(parents=True, exist_ok=True)
@@ -399,18 +408,21 @@ def best_kpdd_pot(runs: list[dict]) -> Recipe:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import typing
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU, a few questions, one step")
-    for field in dataclasses.fields(ExperimentConfig):
-        kind = {"float": float, "int": int, "list[str]": lambda text: [p for p in text.split(",") if p]}.get(
-            str(field.type).split(" ")[0], str)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None, help=field.metadata.get("help"))
+    hints = typing.get_type_hints(ExperimentConfig)
+    for field in dataclasses.fields(ExperimentConfig):  # values are read as text; the config coerces and checks them
+        boolean = hints[field.name] in (bool, bool | None)
+        parser.add_argument(flag(field.name), default=None, help=field.metadata.get("help"),
+                            action=argparse.BooleanOptionalAction if boolean else "store")
     args = parser.parse_args(argv)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
              if getattr(args, f.name) is not None}
     if not given.get("out"):
         parser.error("--out is required")
-    config = ExperimentConfig.dry(**given) if args.dry_run else ExperimentConfig(**given)
+    config = ExperimentConfig.dry(**given) if args.dry_run else build_config(ExperimentConfig, given, source=OPTIONS)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     t0 = float(os.environ["KPDD_EXPERIMENT_T0"]) if os.environ.get("KPDD_EXPERIMENT_T0") else None
     clock = Clock(config.budget_s, config.reserve_s, t0)

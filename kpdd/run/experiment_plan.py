@@ -5,15 +5,15 @@ full or LoRA fine-tuning, and how many students serve its stages. The estimate o
 before it starts: its SFT tokens (counted with the student's tokenizer), its evaluation calls, and the
 throughputs, which start as the assumptions below and are replaced by what the previous runs measured. The
 driver starts a run only if its estimate fits the time left, so every run finishes whole or not at all.
-No heavy imports here: docs/RESULTS.md's time plan is computed with the same functions.
+No heavy imports here: docs/GPU-EXPERIMENT.md's time plan is computed with the same functions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# H200 SXM dense bf16 peak by the vendor's datasheet; MFU is quoted against it (the device notes measured
-# 769-798 TFLOP/s on an 8192^3 bf16 product, so MFU against the measured ceiling is about 1.25x higher).
+# H200 SXM dense bf16 peak by the vendor's datasheet; MFU is quoted against it (an 8192^3 bf16 product runs at
+# 769-798 TFLOP/s on the target machine, so MFU against that ceiling is about 1.25x higher).
 H200_BF16_PEAK_FLOPS = 989e12
 SMOLLM2_135M_PARAMS = 134.5e6
 
@@ -39,8 +39,9 @@ class Recipe:
 
 
 def plan_recipes(augment: bool, student_calls: bool) -> list[Recipe]:
-    """The runs in priority order (issue 16). Without `kpdd augment` the variant runs fall back to gold traces
-    and duplicates drop out; with a `student_calls` option KPDD-PoT is also trained one student per stage."""
+    """The runs in priority order: KPDD-PoT, PoT and CoT first, then the ablations and the other methods. Without
+    `kpdd augment` the variant runs fall back to gold traces and duplicates drop out; with a `student_calls` option
+    KPDD-PoT is also trained one student per stage."""
     calls = "one" if student_calls else None
     wanted = [Recipe("kpdd-pot", augment, calls), Recipe("pot", augment, calls), Recipe("cot", augment, calls),
               Recipe("kpdd-pot", False, calls)]
@@ -65,9 +66,9 @@ class Rates:
 
     @classmethod
     def assumed(cls, device: str) -> Rates:
-        if device == "cpu":  # measured on the project's 2-core machine (README: 123-157 tokens/s full/LoRA)
+        if device == "cpu":  # measured on a 2-core CPU: 123-157 tokens/s full/LoRA
             return cls(train_tokens_per_s=120.0, decode_step_s=0.06, fixed_s_per_run=15.0)
-        # H200, assumed (docs/RESULTS.md): 6 N FLOPs per trained token at 10 % MFU is 1.2e5 tokens/s; a batched
+        # H200, assumed (docs/GPU-EXPERIMENT.md): 6 N FLOPs per trained token at 10 % MFU is 1.2e5 tokens/s; a batched
         # decoding step of a 135M model is bound by kernel launches and Python, about 35 ms up to a batch of 1,024.
         return cls(train_tokens_per_s=0.10 * H200_BF16_PEAK_FLOPS / (6 * SMOLLM2_135M_PARAMS),
                    decode_step_s=0.035, fixed_s_per_run=20.0)

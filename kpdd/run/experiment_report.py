@@ -1,4 +1,4 @@
-"""The GPU experiment's output folder: at most 8 files of at most 16 MB, what a device call can bring back.
+"""The GPU experiment's output folder: at most 8 files of at most 16 MB each (``--out``).
 
     mlflow.db                 the MLflow store (runs, params, metrics, tags) as one SQLite file
     results.md, results.json  the results table (accuracy with 95 % intervals, throughput, MFU) and every figure
@@ -25,7 +25,7 @@ OUTPUT_FILES = ("mlflow.db", "results.md", "results.json", "predictions.tar.xz",
 STUDENT_ARCHIVE = "student-kpdd-pot.tar.gz"
 SHIPPED_NAME = "kpdd-pot"
 
-# The papers' averages over the four sets, for the table (issue 16).
+# The papers' averages over the four sets, for the table.
 ANCHORS = {"Socratic CoT, GPT-2-large": 21.1, "KPDD-CoT, FlanT5-Large": 24.7, "PoTD, CodeT5+-770M": 44.9,
            "KPDD-PoT, FlanT5-Large": 63.8}
 DATASETS = ("gsm8k", "svamp", "asdiv", "multiarith")
@@ -46,7 +46,7 @@ def write_outputs(results: dict[str, Any], work: Path, out: Path) -> None:
     for path in sorted(out.iterdir()):
         results["files"][path.name] = path.stat().st_size
         if path.stat().st_size > MAX_FILE_BYTES:
-            logger.error("%s is %d bytes, over the 16 MB a device call brings back", path, path.stat().st_size)
+            logger.error("%s is %d bytes, over the 16 MB an output file may have", path, path.stat().st_size)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 

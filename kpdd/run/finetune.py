@@ -21,6 +21,7 @@ from kpdd.distributed import is_main_process
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig, TrainResult
 from kpdd.modules.reference import PROGRAM_HELP
+from kpdd.run.options import StudentFormatOptions
 from kpdd.run.paths import default_out, program_slug
 
 logger = logging.getLogger(__name__)
@@ -29,16 +30,11 @@ ALL_STAGES = "all"
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(TrainConfig):
+class FinetuneConfig(StudentFormatOptions, TrainConfig):
     traces: list[str] = option([], "trace store file(s) written by `kpdd traces`")
     program: str = option("kpdd-pot", "the program the traces belong to: " + PROGRAM_HELP)
-    multitask: bool = option(True, "one student for every stage (else one student per stage)")
-    prompt_format: str = option("student", "the students' prompt format: student (kpdd's compact format) or chat "
-                                           "(DSPy's ChatAdapter, for comparison)")
-    student_calls: str = option("one", "one: the student writes every stage in one completion; per-stage: one "
-                                       "call per stage, as the teacher ran it")
     stages: list[str] = option([], "train only these predictors (default: all of the program's)")
-    max_traces: int | None = option(None, "use at most this many traces (a seeded subset of questions)")
+    max_traces: int | None = option(None, "use at most this many traces (a seeded subset of questions)", at_least=1)
     out: str = option("", "output directory (default kpdd-runs/finetune/<program>)")
     resume: bool = option(True, "resume from the latest checkpoint in the output directory")
 
@@ -49,6 +45,15 @@ class FinetuneConfig(TrainConfig):
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})
 
 
+def check_stores(paths: list[str], program: str) -> None:
+    """Every trace store named is there (the CLI calls this before it opens the MLflow run)."""
+    if not paths:
+        raise ConfigError("no trace store given: pass --traces <file> (written by `kpdd traces`)")
+    for path in paths:
+        if not Path(path).is_file():
+            raise ConfigError(f"trace store {path} does not exist; run `kpdd traces --program {program}` first")
+
+
 def load_traces(paths: list[str], program: str, max_traces: int | None = None, seed: int = 0) -> list[dict]:
     """The traces of ``program`` from the stores, optionally a seeded subset of their questions."""
     import random
@@ -56,12 +61,9 @@ def load_traces(paths: list[str], program: str, max_traces: int | None = None, s
     from kpdd.compile.store import TraceStore
     from kpdd.modules.reference import label
 
-    if not paths:
-        raise ConfigError("no trace store given: pass --traces <file> (written by `kpdd traces`)")
+    check_stores(paths, program)
     traces = []
     for path in paths:
-        if not Path(path).is_file():
-            raise ConfigError(f"trace store {path} does not exist; run `kpdd traces --program {program}` first")
         store_traces = TraceStore(path).traces()
         other = {t["method"] for t in store_traces if label(t["method"]) != label(program)}
         if other:

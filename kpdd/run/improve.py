@@ -28,6 +28,7 @@ from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.modules.reference import PROGRAM_HELP
+from kpdd.run.options import LocalEngineOptions, TrainingQuestions
 from kpdd.run.paths import default_out, program_slug
 
 logger = logging.getLogger(__name__)
@@ -35,19 +36,15 @@ ROUNDS_FILE = "rounds.jsonl"
 
 
 @dataclass(frozen=True)
-class ImproveConfig(TrainConfig):
+class ImproveConfig(TrainingQuestions, LocalEngineOptions, TrainConfig):
     program: str = option("kpdd-pot", "the program the student runs: " + PROGRAM_HELP)
     student_program: str = option("", "compiled program directory of the starting student (`kpdd finetune` output)")
     traces: list[str] = option([], "trace stores mixed into every round's training (gold, augmented)")
-    dataset: str = option("gsm8k", "training dataset name or file")
-    split: str = option("train", "training split")
-    limit: int | None = option(None, "use a seeded subset of this many training questions")
-    rounds: int = option(3, "rounds at most (each: sample, keep, retrain, validate)")
-    samples: int = option(4, "samples per training question and round (k)")
-    temperature: float = option(0.7, "sampling temperature (> 0)")
-    engine: str = option("transformers", "local engine: transformers, vllm or vllm-burst")
-    max_tokens: int = option(256, "max new tokens per student call")
-    threads: int = option(16, "questions in flight at once (the engine batches them)")
+    rounds: int = option(3, "rounds at most (each: sample, keep, retrain, validate)", at_least=1)
+    samples: int = option(4, "samples per training question and round (k)", at_least=1)
+    temperature: float = option(0.7, "sampling temperature", above=0)
+    max_tokens: int = option(256, "max new tokens per student call", at_least=1)
+    threads: int = option(16, "questions in flight at once (the engine batches them)", at_least=1)
     out: str = option("", "output directory (default kpdd-runs/improve/<program>)")
 
     def out_dir(self) -> Path:
@@ -189,9 +186,6 @@ def run_improve(config: ImproveConfig, progress: bool = True, echo=print) -> dic
 
     if not config.student_program:
         raise ConfigError("no starting student: pass --student-program <compiled dir> (from `kpdd finetune`)")
-    if config.samples < 1 or config.rounds < 1 or config.temperature <= 0:
-        raise ConfigError(f"need samples >= 1, rounds >= 1 and temperature > 0, got {config.samples}, "
-                          f"{config.rounds}, {config.temperature}")
     out = config.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)

@@ -11,23 +11,23 @@ from typing import Any
 
 import dspy
 
-from kpdd.config import option
+from kpdd.config import Checked, option
 from kpdd.eval.lm_guard import RETRIES, SERVER_GONE_S
 
 
 @dataclass(frozen=True)
-class RemoteLMOptions:
+class RemoteLMOptions(Checked):
     api_base: list[str] = option([], "OpenAI-compatible server URL for a remote LM (e.g. a vLLM server); repeat it "
                                      "(or separate URLs by commas) to spread the calls over several servers")
     api_bases_file: str | None = option(None, "a file of server URLs, one a line, added to --api-base")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the remote LM's API key")
     request_timeout: float | None = option(None, "seconds a request to the server may take before it is abandoned "
                                                  "and retried (on another server when there are several); "
-                                                 "default: the client's own")
+                                                 "default: the client's own", above=0)
     retries: int = option(RETRIES, "retries of a remote LM call that failed transiently (rate limit, 5xx, timeout, "
-                                   "lost connection), after 1, 2, 4, ... s")
+                                   "lost connection), after 1, 2, 4, ... s", at_least=0)
     server_gone_s: float = option(SERVER_GONE_S, "stop the run when a remote LM has not answered for this many "
-                                                 "seconds (what was written is kept; rerun to resume)")
+                                                 "seconds (what was written is kept; rerun to resume)", above=0)
 
     def remote_options(self) -> dict[str, Any]:
         """These options as keyword arguments, to hand them on to another command's config."""

@@ -18,25 +18,23 @@ from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.eval.lm_guard import FailureGuard
 from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
+from kpdd.run.options import TrainingQuestions
 from kpdd.run.paths import default_out, program_slug, slug
 from kpdd.run.remote_options import RemoteLMOptions
 
 
 @dataclass(frozen=True)
-class TracesConfig(RemoteLMOptions):
+class TracesConfig(TrainingQuestions, RemoteLMOptions):
     program: str = option("kpdd-pot", PROGRAM_HELP)
     teacher: str = option("gold", "'gold' (dataset annotations, no LM), a model directory ('./my-student' or "
                                   "'local:<path>'), or a model string such as 'openai/gpt-4o-mini'")
     teacher_program: str | None = option(None, "a saved, optimised teacher program (program.save JSON) to sample")
-    dataset: str = option("gsm8k", "dataset name, or a JSON/JSONL file whose rows hold the program's inputs by name")
     metric: str = option("", METRIC_HELP)
-    split: str = option("train", "dataset split")
-    limit: int | None = option(None, "use a seeded random subset of this many questions")
     seed: int = option(0, "seed for the subset")
-    samples: int = option(1, "samples per question (k); > 1 needs temperature > 0")
-    temperature: float = option(0.7, "sampling temperature when samples > 1")
-    max_tokens: int = option(1024, "max tokens per teacher call")
-    threads: int = option(8, "questions processed in parallel")
+    samples: int = option(1, "samples per question (k); > 1 needs temperature > 0", at_least=1)
+    temperature: float = option(0.7, "sampling temperature when samples > 1", at_least=0)
+    max_tokens: int = option(1024, "max tokens per teacher call", at_least=1)
+    threads: int = option(8, "questions processed in parallel", at_least=1)
     out: str = option("", "trace store path (default kpdd-runs/traces/<program>-<teacher>-<dataset>-<split>.jsonl)")
 
     def store_path(self) -> Path:
@@ -88,8 +86,6 @@ def run_traces(config: TracesConfig, progress: bool = True) -> dict[str, Any]:
     from kpdd.modules import build_program
     from kpdd.modules.saved import load_program
 
-    if config.samples < 1:
-        raise ConfigError(f"samples must be >= 1, got {config.samples}")
     from kpdd.modules.one_call import program_inputs
 
     check_gold(config)

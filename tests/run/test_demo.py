@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_end_to_end_reduced(tmp_path, mlflow_store):
     command = [sys.executable, "-m", "kpdd", "demo", "--programs", "kpdd-pot,direct", "--train-size", "6",
-               "--eval-size", "1", "--steps", "2", "--max-length", "512", "--max-tokens", "24"]
+               "--eval-size", "1", "--max-steps", "2", "--max-length", "512", "--max-tokens", "24"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout

@@ -55,9 +55,8 @@ def test_one_served_model_cannot_stand_for_per_stage_students(tmp_path):
 
 
 def test_an_unknown_engine_fails_before_anything_is_written(tmp_path):
-    from kpdd.errors import RegistryError
-    from kpdd.run.eval import check_lms
+    from kpdd.errors import ConfigError
 
-    with pytest.raises(RegistryError, match="unknown engine 'vlm'"):
-        check_lms(EvalConfig(program="direct", lm="smollm2-135m", engine="vlm", out=str(tmp_path / "p.jsonl")))
+    with pytest.raises(ConfigError, match="--engine: expected one of transformers, vllm, vllm-burst, got 'vlm'"):
+        EvalConfig(program="direct", lm="smollm2-135m", engine="vlm", out=str(tmp_path / "p.jsonl"))
     assert not (tmp_path / "p.jsonl").exists()

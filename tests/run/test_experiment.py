@@ -54,7 +54,7 @@ def test_best_kpdd_pot_picks_the_best_average_and_ships_one_student():
 
 
 def test_experiment_refuses_unknown_methods(tmp_path):
-    with pytest.raises(Exception, match="expected some of kpdd-pot, pot"):
+    with pytest.raises(Exception, match="--methods: expected one of kpdd-pot, pot"):
         main(["--dry-run", "--out", str(tmp_path / "out"), "--methods", "nope", "--work", str(tmp_path / "w")])
 
 
