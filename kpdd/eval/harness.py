@@ -61,11 +61,16 @@ class DatasetScore:
 
 
 def _run_once(program: dspy.Module, question: str, settings: dict) -> dict[str, Any]:
-    """One run of the program; stage outputs, or the error that stopped it."""
+    return run_program(program, {"question": question}, settings)
+
+
+def run_program(program: dspy.Module, inputs: dict[str, Any], settings: dict | None = None) -> dict[str, Any]:
+    """One run of the program on ``inputs``: the answer and stage outputs, or the error that stopped it and what
+    the stages before it said (a served student's ``predict`` runs the same)."""
     try:
-        with dspy.context(**settings, trace=[]):
+        with dspy.context(**(settings or {}), trace=[]):
             try:
-                prediction = program(question=question)
+                prediction = program(**inputs)
             except dspy.utils.exceptions.AdapterParseError as e:
                 # The stages that did answer (from DSPy's trace and the partial parse), and what the LM wrote.
                 done = {k: v for _, _, outputs in dspy.settings.trace for k, v in outputs.items()}

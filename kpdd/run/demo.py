@@ -42,6 +42,8 @@ class DemoConfig:
     threads: int = option(16, "questions in flight during evaluation (batched by the engine)")
     augment: int = option(0, "program-checked variants per traced question (kpdd augment; 0: none)")
     rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)")
+    register_as: str | None = option(None, "register each trained student in the MLflow Model Registry under this "
+                                           "name, followed by -<program> when the demo trains several")
     seed: int = option(0, "seed for subsets, data order and initialisation")
     out: str = option("kpdd-runs/demo", "output directory")
 
@@ -62,9 +64,12 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
     from kpdd.eval.harness import format_report
     from kpdd.run.compile import CompileConfig, run_compile
     from kpdd.run.eval import EvalConfig, run_eval
+    from kpdd.run.compile import logged_student
     from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
-    from kpdd.tracking.results import maybe_stage
+    from kpdd.tracking.results import log_headline, maybe_stage
+    from kpdd.tracking.runs import check_registered_name
 
+    check_registered_name(config.register_as)
     out = Path(config.out)
     if is_main_process():  # under `accelerate launch`, one process writes
         save_config(config, out)
@@ -84,16 +89,30 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
             engine=config.engine)
         tags = {METHOD: program, TEACHER: "gold", STUDENT: config.student}
         with command_run("compile", compile_config, tags=tags) as run:
-            compiled = run_compile(compile_config, progress=progress)
+            compiled = run_compile(compile_config, progress=progress, log_model=False)
             if not is_main_process():  # under `accelerate launch` every process trains; the main one evaluates
                 continue
+            # Logged with the evaluation's settings, so the model predicts what the evaluation measured.
+            registered_as = registered_name(config, program)
+            model = logged_student(compile_config, compiled["compiled"], register_as=registered_as,
+                                   max_tokens=config.max_tokens, threads=config.threads)
             eval_config = EvalConfig(program=compiled["compiled"], lm=compiled["compiled"], engine=config.engine,
                                      device=config.device, datasets=config.datasets, limit=config.eval_size or None,
                                      seed=config.seed, max_tokens=config.max_tokens, threads=config.threads,
                                      out=str(out / program / "predictions.jsonl"))
             with maybe_stage("eval", **eval_config.__dict__):
-                evaluated = run_eval(eval_config, progress=progress)
+                evaluated = run_eval(eval_config, progress=progress, model_id=model and model.model_id)
+            log_headline(evaluated["scores"], evaluated["examples"])
+        log_headline(evaluated["scores"], evaluated["examples"], prefix=f"{program}/")  # on the demo run
         echo(format_report(evaluated["scores"]))
         results[program] = {"run_id": run.info.run_id, "compiled": compiled["compiled"], "scores": evaluated["scores"],
-                            "traces": compiled["traces"], "students": compiled["students"]}
+                            "traces": compiled["traces"], "students": compiled["students"],
+                            "model": model, "registered_as": registered_as}
     return results
+
+
+def registered_name(config: DemoConfig, program: str) -> str | None:
+    """``--register-as``: the name itself for one program, ``<name>-<program>`` for each of several."""
+    if config.register_as is None or len(config.programs) == 1:
+        return config.register_as
+    return f"{config.register_as}-{program}"

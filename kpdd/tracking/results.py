@@ -118,32 +118,66 @@ def log_finetune(result: dict[str, Any]) -> None:
     mlflow.set_tag("kpdd.compiled_program", str(Path(result["out"]).resolve()))
 
 
-def log_eval(scores: dict, predictions_path: str | Path, examples: list) -> None:
-    """Accuracy (with interval bounds) and error counts per dataset, the eval set, the predictions table."""
+def eval_metrics(scores: dict) -> dict[str | None, dict[str, float]]:
+    """The evaluation's metrics by dataset (accuracy, its interval bounds, n, error counts); under None the totals
+    over datasets: error counts and the average accuracy."""
+    by_dataset: dict[str | None, dict[str, float]] = {}
+    totals: dict[str, float] = {}
+    for dataset, score in scores.items():
+        low, high = score.interval
+        metrics = {runs.accuracy_key(dataset): score.accuracy, f"{runs.CI_LOW_PREFIX}{dataset}": low,
+                   f"{runs.CI_HIGH_PREFIX}{dataset}": high, f"eval/n/{dataset}": score.total}
+        for error, count in score.errors.items():
+            metrics[_metric_name(f"{runs.error_key(error)}/{dataset}")] = count
+            totals[_metric_name(runs.error_key(error))] = totals.get(_metric_name(runs.error_key(error)), 0) + count
+        by_dataset[dataset] = metrics
+    if scores:
+        totals[runs.ACCURACY_AVERAGE] = sum(score.accuracy for score in scores.values()) / len(scores)
+    by_dataset[None] = totals
+    return by_dataset
+
+
+def log_eval(scores: dict, predictions_path: str | Path, examples: list, model_id: str | None = None) -> None:
+    """Accuracy (with interval bounds) and error counts per dataset, the eval set, the predictions table.
+    ``model_id``: the evaluated MLflow model, to which the metrics are linked too (each dataset's with its dataset,
+    so the Models tab shows them per dataset)."""
     if not mlflow_active():
         return
     import mlflow
 
     from kpdd.eval.harness import read_predictions
 
-    metrics: dict[str, float] = {}
-    for dataset, score in scores.items():
-        low, high = score.interval
-        metrics[runs.accuracy_key(dataset)] = score.accuracy
-        metrics[f"{runs.CI_LOW_PREFIX}{dataset}"], metrics[f"{runs.CI_HIGH_PREFIX}{dataset}"] = low, high
-        metrics[f"eval/n/{dataset}"] = score.total
-        for error, count in score.errors.items():
-            metrics[_metric_name(f"{runs.error_key(error)}/{dataset}")] = count
-    totals: dict[str, int] = {}
-    for score in scores.values():
-        for error, count in score.errors.items():
-            totals[error] = totals.get(error, 0) + count
-    metrics.update({_metric_name(runs.error_key(e)): c for e, c in totals.items()})
-    mlflow.log_metrics(metrics)
-    for dataset in sorted({e.get("dataset") for e in examples}):
-        runs.log_dataset_input([e for e in examples if e.get("dataset") == dataset], name=dataset, context="eval")
+    datasets = {name: runs.examples_dataset([e for e in examples if e.get("dataset") == name], name)
+                for name in sorted({e.get("dataset") for e in examples})}
+    for name, metrics in eval_metrics(scores).items():
+        mlflow.log_metrics(metrics, model_id=model_id, dataset=datasets.get(name) if model_id else None)
+    for dataset in datasets.values():
+        mlflow.log_input(dataset, context="eval")
     records = read_predictions(predictions_path)
     flat = [{k: v for k, v in r.items() if k != "stages"} | {"stages": str(r.get("stages"))} for r in records]
     runs.log_records_table(flat, "predictions.json")
     mlflow.log_artifact(str(predictions_path))
 
+
+ACCURACY_KEYS = (runs.ACCURACY_PREFIX, runs.CI_LOW_PREFIX, runs.CI_HIGH_PREFIX)
+
+
+def log_headline(scores: dict, examples: list, prefix: str = "") -> None:
+    """The figures a runs table compares methods by, on the active run (a student's command run, which holds the
+    stages): accuracy per dataset with its interval, the average, error counts, and the evaluation sets as inputs.
+    ``prefix`` (e.g. ``kpdd-pot/``) names the method on a run above several (``demo``); the inputs are then left
+    to the runs below."""
+    if not mlflow_active():
+        return
+    import mlflow
+
+    by_dataset = eval_metrics(scores)
+    headline = {key: value for dataset, metrics in by_dataset.items() if dataset is not None
+                for key, value in metrics.items() if key.startswith(ACCURACY_KEYS)} | by_dataset[None]
+    if prefix:
+        headline = {f"{prefix}{key}": value for key, value in headline.items()
+                    if key.startswith(runs.ACCURACY_PREFIX)}
+    mlflow.log_metrics(headline)
+    if not prefix:
+        for name in sorted({e.get("dataset") for e in examples}):
+            runs.log_dataset_input([e for e in examples if e.get("dataset") == name], name=name, context="eval")
