@@ -101,8 +101,8 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
                                      seed=config.seed, max_tokens=config.max_tokens, threads=config.threads,
                                      out=str(out / program / "predictions.jsonl"))
             with maybe_stage("eval", **eval_config.__dict__):
-                evaluated = run_eval(eval_config, progress=progress, model_id=model and model.model_id)
-            log_headline(evaluated["scores"], evaluated["examples"])
+                evaluated = run_eval(eval_config, progress=progress)
+            log_headline(evaluated["scores"], evaluated["examples"], model_id=model and model.model_id)
         log_headline(evaluated["scores"], evaluated["examples"], prefix=f"{program}/")  # on the demo run
         echo(format_report(evaluated["scores"]))
         results[program] = {"run_id": run.info.run_id, "compiled": compiled["compiled"], "scores": evaluated["scores"],

@@ -187,9 +187,8 @@ def held_out(examples: list[dspy.Example], config: EvalConfig) -> list[dspy.Exam
     return sample_records(examples, config.limit, config.seed)
 
 
-def run_eval(config: EvalConfig, progress: bool = True, log: bool = True, model_id: str | None = None) -> dict[str, Any]:
-    """Evaluate and (when an MLflow run is active) log accuracy, intervals, errors and predictions; ``model_id``:
-    the MLflow model of the program evaluated, to which the metrics are linked too."""
+def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dict[str, Any]:
+    """Evaluate and (when an MLflow run is active) log accuracy, intervals, errors and predictions."""
     from kpdd.data import load_dataset
     from kpdd.eval.harness import evaluate, format_report
     from kpdd.modules.saved import student_adapter
@@ -215,6 +214,6 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True, model_
                           temperature=config.temperature, adapter=adapter, progress=progress,
                           guard=FailureGuard(config.server_gone_s))
     if log:
-        log_eval(scores, path, examples, model_id=model_id)
+        log_eval(scores, path, examples)
     return {"program": program_name, "predictions": str(path), "scores": scores, "report": format_report(scores),
             "examples": examples}

@@ -35,19 +35,26 @@ REQUIREMENTS = ("dspy", "mlflow", "torch", "transformers", "peft")
 TRAINING_ONLY = ("checkpoints",)  # trainer state: resumes training, never read by a loaded program
 
 
+# The loaded model's settings (``model_config``). MLflow also logs them as params of the run the model is logged
+# in, beside the command's own (whose ``engine``, ``device`` and ``threads`` mean training and tracing), hence
+# names of their own.
+ENGINE, DEVICE, MAX_TOKENS, THREADS = "inference_engine", "inference_device", "inference_max_tokens", "inference_threads"
+
+
 class StudentModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc flavour of a compiled program. ``model_config`` keys: ``engine`` (transformers, vllm,
-    vllm-burst), ``device``, ``max_tokens`` per LM call, ``threads`` (rows in flight at once)."""
+    """The pyfunc flavour of a compiled program. ``model_config``: ``inference_engine`` (transformers, vllm,
+    vllm-burst), ``inference_device``, ``inference_max_tokens`` per LM call, ``inference_threads`` (rows in flight
+    at once, batched by the engine)."""
 
     def load_context(self, context) -> None:
         from kpdd.engines.batching import shared_engine
         from kpdd.engines.compiled import load_compiled
 
-        config = {**default_model_config(), **(context.model_config or {})}
-        engine = shared_engine(config["engine"], device=config["device"])
-        self.program = load_compiled(context.artifacts[PROGRAM], engine=engine, max_tokens=int(config["max_tokens"]))
+        config = {**model_config(), **(context.model_config or {})}
+        engine = shared_engine(config[ENGINE], device=config[DEVICE])
+        self.program = load_compiled(context.artifacts[PROGRAM], engine=engine, max_tokens=int(config[MAX_TOKENS]))
         self.inputs = input_fields(self.program)
-        self.threads = max(1, int(config["threads"]))
+        self.threads = max(1, int(config[THREADS]))
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         from kpdd.eval.harness import run_program
@@ -59,8 +66,9 @@ class StudentModel(mlflow.pyfunc.PythonModel):
                  **{k: v for k, v in run.items() if k not in ("answer", "error")}} for run in runs]
 
 
-def default_model_config() -> dict[str, Any]:
-    return {"engine": "transformers", "device": "auto", "max_tokens": DEFAULT_MAX_TOKENS, "threads": DEFAULT_THREADS}
+def model_config(engine: str = "transformers", device: str = "auto", max_tokens: int = DEFAULT_MAX_TOKENS,
+                 threads: int = DEFAULT_THREADS) -> dict[str, Any]:
+    return {ENGINE: engine, DEVICE: device, MAX_TOKENS: max_tokens, THREADS: threads}
 
 
 def input_fields(program) -> list[str]:
@@ -72,20 +80,16 @@ def input_fields(program) -> list[str]:
 
 
 def input_rows(model_input: Any, fields: list[str]) -> list[dict[str, Any]]:
-    """Rows of program inputs from what pyfunc hands over: a DataFrame, a list of dicts, one dict, or bare strings
-    (for a one-input program). A row without a field is one error naming the row and the field."""
+    """Rows of program inputs from what pyfunc hands over (a DataFrame, after the signature's check) or what a
+    caller passes: a list of dicts, or one dict. A row without a field is one error naming the row and the field."""
     import pandas as pd
 
     if isinstance(model_input, pd.DataFrame):
         rows = model_input.to_dict(orient="records")
     elif isinstance(model_input, dict):
         rows = [model_input]
-    elif isinstance(model_input, str):
-        rows = [model_input]
     else:
         rows = list(model_input)
-    if len(fields) == 1:
-        rows = [row if isinstance(row, dict) else {fields[0]: row} for row in rows]
     for index, row in enumerate(rows):
         if not isinstance(row, dict) or any(name not in row for name in fields):
             raise ConfigError(f"input row {index}: expected the field(s) {', '.join(fields)}, got {row!r}")
@@ -110,7 +114,7 @@ def log_student_model(compiled: str | Path, *, register_as: str | None = None, p
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=str(CODE_FILE), artifacts={PROGRAM: str(program_dir)},
             signature=ModelSignature(inputs=Schema([ColSpec("string", name) for name in fields])),
-            model_config={"engine": engine, "device": device, "max_tokens": max_tokens, "threads": threads},
+            model_config=model_config(engine, device, max_tokens, threads),
             pip_requirements=requirements(), registered_model_name=register_as,
             params={k: str(v) for k, v in {**model_params(program_dir, manifest), **(params or {})}.items()
                     if v is not None},

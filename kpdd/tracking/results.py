@@ -129,7 +129,8 @@ def eval_metrics(scores: dict) -> dict[str | None, dict[str, float]]:
                    f"{runs.CI_HIGH_PREFIX}{dataset}": high, f"eval/n/{dataset}": score.total}
         for error, count in score.errors.items():
             metrics[_metric_name(f"{runs.error_key(error)}/{dataset}")] = count
-            totals[_metric_name(runs.error_key(error))] = totals.get(_metric_name(runs.error_key(error)), 0) + count
+            total = _metric_name(runs.error_key(error))
+            totals[total] = totals.get(total, 0) + count
         by_dataset[dataset] = metrics
     if scores:
         totals[runs.ACCURACY_AVERAGE] = sum(score.accuracy for score in scores.values()) / len(scores)
@@ -137,47 +138,50 @@ def eval_metrics(scores: dict) -> dict[str | None, dict[str, float]]:
     return by_dataset
 
 
-def log_eval(scores: dict, predictions_path: str | Path, examples: list, model_id: str | None = None) -> None:
-    """Accuracy (with interval bounds) and error counts per dataset, the eval set, the predictions table.
-    ``model_id``: the evaluated MLflow model, to which the metrics are linked too (each dataset's with its dataset,
-    so the Models tab shows them per dataset)."""
+def log_eval(scores: dict, predictions_path: str | Path, examples: list) -> None:
+    """Accuracy (with interval bounds) and error counts per dataset, the eval set, the predictions table."""
     if not mlflow_active():
         return
     import mlflow
 
     from kpdd.eval.harness import read_predictions
 
-    datasets = {name: runs.examples_dataset([e for e in examples if e.get("dataset") == name], name)
-                for name in sorted({e.get("dataset") for e in examples})}
-    for name, metrics in eval_metrics(scores).items():
-        mlflow.log_metrics(metrics, model_id=model_id, dataset=datasets.get(name) if model_id else None)
-    for dataset in datasets.values():
-        mlflow.log_input(dataset, context="eval")
+    mlflow.log_metrics({key: value for metrics in eval_metrics(scores).values() for key, value in metrics.items()})
+    log_eval_inputs(examples)
     records = read_predictions(predictions_path)
     flat = [{k: v for k, v in r.items() if k != "stages"} | {"stages": str(r.get("stages"))} for r in records]
     runs.log_records_table(flat, "predictions.json")
     mlflow.log_artifact(str(predictions_path))
 
 
+def log_eval_inputs(examples: list) -> None:
+    for name in sorted({e.get("dataset") for e in examples}):
+        runs.log_dataset_input([e for e in examples if e.get("dataset") == name], name=name, context="eval")
+
+
 ACCURACY_KEYS = (runs.ACCURACY_PREFIX, runs.CI_LOW_PREFIX, runs.CI_HIGH_PREFIX)
 
 
-def log_headline(scores: dict, examples: list, prefix: str = "") -> None:
-    """The figures a runs table compares methods by, on the active run (a student's command run, which holds the
+def log_headline(scores: dict, examples: list, model_id: str | None = None, prefix: str = "") -> None:
+    """The figures a runs table compares students by, on the active run (a student's command run, which holds the
     stages): accuracy per dataset with its interval, the average, error counts, and the evaluation sets as inputs.
-    ``prefix`` (e.g. ``kpdd-pot/``) names the method on a run above several (``demo``); the inputs are then left
-    to the runs below."""
+    ``model_id``: the student's MLflow model, to which they are linked, each dataset's with that dataset (the
+    Models tab shows them per dataset). ``prefix`` (e.g. ``kpdd-pot/``) names the method on a run above several
+    (``demo``): the accuracies only, no inputs."""
     if not mlflow_active():
         return
     import mlflow
 
     by_dataset = eval_metrics(scores)
-    headline = {key: value for dataset, metrics in by_dataset.items() if dataset is not None
-                for key, value in metrics.items() if key.startswith(ACCURACY_KEYS)} | by_dataset[None]
+    headline = {dataset: {key: value for key, value in metrics.items() if dataset is None
+                          or key.startswith(ACCURACY_KEYS)} for dataset, metrics in by_dataset.items()}
     if prefix:
-        headline = {f"{prefix}{key}": value for key, value in headline.items()
-                    if key.startswith(runs.ACCURACY_PREFIX)}
-    mlflow.log_metrics(headline)
-    if not prefix:
-        for name in sorted({e.get("dataset") for e in examples}):
-            runs.log_dataset_input([e for e in examples if e.get("dataset") == name], name=name, context="eval")
+        mlflow.log_metrics({f"{prefix}{key}": value for metrics in headline.values() for key, value in metrics.items()
+                            if key.startswith(runs.ACCURACY_PREFIX)})
+        return
+    for dataset, metrics in headline.items():
+        examples_of = [e for e in examples if e.get("dataset") == dataset]
+        linked = runs.examples_dataset(examples_of, dataset) if model_id and examples_of else None
+        # An explicit model id: MLflow would otherwise link a run's step-0 metrics to its models, without datasets.
+        mlflow.log_metrics(metrics, model_id=model_id, dataset=linked)
+    log_eval_inputs(examples)

@@ -217,8 +217,8 @@ def stage_run(stage: str, *, tags: dict[str, Any] | None = None, **params: Any) 
     if parent is not None:
         parent_tags = mlflow.MlflowClient().get_run(parent.info.run_id).data.tags
         inherited = {key: parent_tags[key] for key in INHERITED_TAGS if key in parent_tags}
-    name = stage_run_name(stage, inherited.get(METHOD))
-    with _tracked_run(name, {**inherited, STAGE: stage, **(tags or {})}, nested=parent is not None) as run:
+    run_tags = {**inherited, STAGE: stage, **(tags or {})}
+    with _tracked_run(stage_run_name(stage, run_tags.get(METHOD)), run_tags, nested=parent is not None) as run:
         if params:
             mlflow.log_params(config_params(params))
         yield run

@@ -22,12 +22,12 @@ from kpdd.errors import ConfigError
 from kpdd.eval.harness import read_predictions
 from kpdd.run.finetune import FinetuneConfig, run_finetune
 from kpdd.run.traces import TracesConfig, run_traces
-from kpdd.tracking.model import BUNDLED_BASE, input_rows, log_student_model
+from kpdd.tracking.model import BUNDLED_BASE, MAX_TOKENS, THREADS, input_rows, log_student_model
 from kpdd.tracking.runs import check_registered_name
 
 pytestmark = pytest.mark.slow
 NAME = "tiny-kpdd-pot"
-LOADED = {"threads": 1, "max_tokens": 48}  # the load-time settings, as the evaluation below runs
+LOADED = {THREADS: 1, MAX_TOKENS: 48}  # the load-time settings, as the evaluation below runs
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def register(trained, name=NAME):
 
 def evaluate(compiled, out):
     assert kpdd_main(["eval", "--lm", str(compiled), "--datasets", "multiarith", "--limit", "3", "--threads", "1",
-                      "--max-tokens", str(LOADED["max_tokens"]), "--out", str(out)]) in (0, None)
+                      "--max-tokens", str(LOADED[MAX_TOKENS]), "--out", str(out)]) in (0, None)
     return sorted(read_predictions(out), key=lambda r: r["question_id"])
 
 
@@ -134,31 +134,36 @@ def test_the_model_carries_the_program_its_students_and_a_base_from_outside(trai
     assert not list(local.rglob("*.pkl"))  # models-from-code: nothing pickled
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     assert loaded.metadata.get_input_schema().input_names() == ["question"]
-    assert loaded.model_config["max_tokens"] == 32
+    assert loaded.model_config[MAX_TOKENS] == 32
 
 
-def test_eval_metrics_are_linked_to_the_model_per_dataset(trained, tmp_path):
+def test_the_evaluation_headline_is_linked_to_the_model_once_per_dataset(trained, tmp_path):
     from kpdd.run.eval import EvalConfig, run_eval
+    from kpdd.tracking.results import log_headline
 
     compiled, _ = trained
-    mlflow.set_experiment("linked")
-    with mlflow.start_run():
+    experiment_id = mlflow.set_experiment("linked").experiment_id
+    with mlflow.start_run() as run:
         info = log_student_model(compiled)
-        run_eval(EvalConfig(lm=str(compiled), datasets=["multiarith", "svamp"], limit=1, max_tokens=16, threads=1,
-                            out=str(tmp_path / "p.jsonl")), progress=False, model_id=info.model_id)
-    [model] = mlflow.search_logged_models(experiment_ids=[mlflow.get_experiment_by_name("linked").experiment_id],
-                                          output_format="list")
-    metrics = {(m.key, m.dataset_name) for m in model.metrics}
+        evaluated = run_eval(EvalConfig(lm=str(compiled), datasets=["multiarith", "svamp"], limit=1, max_tokens=16,
+                                        threads=1, out=str(tmp_path / "p.jsonl")), progress=False, log=False)
+        log_headline(evaluated["scores"], evaluated["examples"], model_id=info.model_id)
+    [model] = mlflow.search_logged_models(experiment_ids=[experiment_id], output_format="list")
+    linked = [(m.key, m.dataset_name) for m in model.metrics]
+    assert len(linked) == len(set(linked))  # not also linked a second time, without the dataset
     assert {("accuracy/multiarith", "multiarith/test"), ("accuracy/svamp", "svamp/test"),
-            ("accuracy_ci_high/svamp", "svamp/test"), ("accuracy/average", None)} <= metrics
+            ("accuracy_ci_high/svamp", "svamp/test"), ("accuracy/average", None)} <= set(linked)
+    assert {key for key, _ in linked} == set(mlflow.get_run(run.info.run_id).data.metrics)
+    assert sorted(d.dataset.name for d in mlflow.get_run(run.info.run_id).inputs.dataset_inputs) == [
+        "multiarith/test", "svamp/test"]
 
 
-def test_input_rows_take_frames_dicts_and_strings_and_name_a_missing_field():
+def test_input_rows_take_frames_and_dicts_and_name_a_missing_field():
     import pandas as pd
 
     expected = [{"question": "a"}, {"question": "b"}]
     assert input_rows(pd.DataFrame({"question": ["a", "b"], "extra": [1, 2]}), ["question"]) == expected
-    assert input_rows(["a", "b"], ["question"]) == input_rows(expected, ["question"]) == expected
+    assert input_rows(expected, ["question"]) == expected
     assert input_rows({"question": "a"}, ["question"]) == expected[:1]
     with pytest.raises(ConfigError, match=r"input row 1: expected the field\(s\) question"):
         input_rows([{"question": "a"}, {"text": "b"}], ["question"])
