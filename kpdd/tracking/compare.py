@@ -2,8 +2,9 @@
 
 Which runs make a row: every FINISHED run that logged ``accuracy/<dataset>`` metrics (``accuracy/average`` names
 no dataset), grouped by its command run (the nearest run, itself or above, tagged ``kpdd.command``) and its method,
-student and teacher (the nearest such tags, itself or above). So an ``eval`` command makes one row whether it logs accuracy on its parent run, on
-one child run, or on one child per dataset, and a ``demo`` that evaluates several methods makes one row each.
+student and teacher (the nearest such tags, itself or above). So an ``eval`` command makes one row whether it logs
+accuracy on its parent run, on one child run, or on one child per dataset, and a ``demo`` that evaluates several
+methods makes one row each (whose run is the method's ``compile`` run, which carries the headline too).
 A row's other figures (``traces/count`` or the ``train_size`` param, ``train/time_s``, the ``train/loss``
 curve) come from the first run that has them: the row's own runs, then the rest of its command run (stages of
 another method or student excepted), then the runs above the command.

@@ -38,7 +38,8 @@ TRAINING_ONLY = ("checkpoints",)  # trainer state: resumes training, never read 
 # The loaded model's settings (``model_config``). MLflow also logs them as params of the run the model is logged
 # in, beside the command's own (whose ``engine``, ``device`` and ``threads`` mean training and tracing), hence
 # names of their own.
-ENGINE, DEVICE, MAX_TOKENS, THREADS = "inference_engine", "inference_device", "inference_max_tokens", "inference_threads"
+ENGINE, DEVICE = "inference_engine", "inference_device"
+MAX_TOKENS, THREADS = "inference_max_tokens", "inference_threads"
 
 
 class StudentModel(mlflow.pyfunc.PythonModel):
