@@ -58,13 +58,17 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         self.threads = max(1, int(config[THREADS]))
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One dict per row: ``answer``, ``error`` (None with an answer; else why not, as the evaluation's
+        taxonomy says), and each stage's fields: a predictions record's ``answer``, ``error`` and ``stages``."""
         from kpdd.eval.harness import run_program
+        from kpdd.eval.taxonomy import classify
 
         rows = input_rows(model_input, self.inputs)
         with ThreadPoolExecutor(max_workers=min(self.threads, max(1, len(rows)))) as pool:
             runs = list(pool.map(lambda row: run_program(self.program, row), rows))
-        return [{"answer": run.get("answer"), "error": run.get("error"),
-                 **{k: v for k, v in run.items() if k not in ("answer", "error")}} for run in runs]
+        return [{"answer": run.get("answer"),
+                 "error": None if run.get("answer") is not None else classify(row.get("question", ""), run, False),
+                 **{k: v for k, v in run.items() if k not in ("answer", "error")}} for row, run in zip(rows, runs)]
 
 
 def model_config(engine: str = "transformers", device: str = "auto", max_tokens: int = DEFAULT_MAX_TOKENS,

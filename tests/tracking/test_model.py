@@ -158,6 +158,27 @@ def test_the_evaluation_headline_is_linked_to_the_model_once_per_dataset(trained
         "multiarith/test", "svamp/test"]
 
 
+def test_predict_runs_every_stage_and_the_program_in_the_sandbox():
+    """``predict`` on a program whose LM is scripted (the tests above load real weights, whose programs do not run)."""
+    import pandas as pd
+    from dspy.utils import DummyLM
+
+    from kpdd.modules import build_program
+    from kpdd.tracking.model import StudentModel
+
+    model = StudentModel()
+    model.program, model.inputs, model.threads = build_program("kpdd-pot"), ["question"], 1
+    model.program.set_lm(DummyLM([
+        {"core_question": "How many apples?"}, {"key_points": ["3 apples", "4 more"]},
+        {"program": "```python\napples = 3\nbought = 4\nans = apples + bought\n```"},
+        {"core_question": "How many?"}, {"key_points": ["1 apple"]}, {"program": "ans = 1 / 0"}]))
+    first, second = model.predict(None, pd.DataFrame({"question": ["Tom has 3 apples and buys 4.", "One apple."]}))
+    assert first == {"answer": 7.0, "error": None, "core_question": "How many apples?",
+                     "key_points": ["3 apples", "4 more"], "execution": 7.0,
+                     "program": "```python\napples = 3\nbought = 4\nans = apples + bought\n```"}
+    assert (second["answer"], second["execution"], second["error"]) == (None, "runtime", "program: runtime")
+
+
 def test_input_rows_take_frames_and_dicts_and_name_a_missing_field():
     import pandas as pd
 
