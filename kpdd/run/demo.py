@@ -2,8 +2,9 @@
 
 For each program (KPDD-PoT and the direct-answer baseline by default): gold-annotation traces of a small GSM8K
 subset → a LoRA fine-tune of SmolLM2-135M → evaluation on seeded subsets of GSM8K, SVAMP, ASDiv and MultiArith.
-Every step is an MLflow run (one ``demo`` run, a ``compile`` child per program with its stages), and the comparison
-table closes the demo. The defaults (one epoch over 24 questions, 2 per evaluation set) fit a 2-core CPU in a few
+Every step is an MLflow run (one ``demo`` run, a ``compile`` child per program with its stages), each trained student
+is an MLflow model with its accuracy (``--register-as``: also in the Model Registry), and the comparison table
+closes the demo. The defaults (one epoch over 24 questions, 2 per evaluation set) fit a 2-core CPU in a few
 minutes; the options scale it up to the full experiment on a GPU (``--train-size 0 --eval-size 0 --epochs 3
 --device cuda``, or ``--config configs/gsm8k-full.toml``).
 """
@@ -62,9 +63,8 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
     """Run the demo under the active MLflow run; returns each program's compiled directory and scores."""
     from kpdd.compile.gold.augment import SUPPORTED_METHODS as AUGMENTABLE
     from kpdd.eval.harness import format_report
-    from kpdd.run.compile import CompileConfig, run_compile
+    from kpdd.run.compile import CompileConfig, logged_student, run_compile
     from kpdd.run.eval import EvalConfig, run_eval
-    from kpdd.run.compile import logged_student
     from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
     from kpdd.tracking.results import log_headline, maybe_stage
     from kpdd.tracking.runs import check_registered_name

@@ -50,7 +50,9 @@ def test_demo_end_to_end_reduced(tmp_path, mlflow_store):
     assert compiles.loc["kpdd-pot", "run_id"][:8] in out  # the comparison row is that run
 
     # One MLflow model per trained student, its accuracy linked per dataset, registered under --register-as.
-    models = {m.tags["kpdd.method"]: m for m in mlflow.search_logged_models(output_format="list")}
+    experiment_id = runs["experiment_id"].iloc[0]
+    models = {m.tags["kpdd.method"]: m for m in mlflow.search_logged_models(experiment_ids=[experiment_id],
+                                                                            output_format="list")}
     assert sorted(models) == ["direct", "kpdd-pot"]
     for program, model in models.items():
         assert model.source_run_id == compiles.loc[program, "run_id"]
@@ -58,7 +60,7 @@ def test_demo_end_to_end_reduced(tmp_path, mlflow_store):
             *((f"accuracy/{d}", f"{d}/test") for d in datasets), ("accuracy/average", None)}
         assert (model.params["method"], model.params["steps"], model.params["data"]) == (program, "2", "gsm8k:train")
         version = mlflow.MlflowClient().get_model_version(f"demo-student-{program}", "1")
-        assert version.model_id == model.model_id
+        assert version.source == model.model_uri
         assert f"models:/demo-student-{program}/1" in out
 
     for program in ("kpdd-pot", "direct"):
