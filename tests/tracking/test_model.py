@@ -25,7 +25,6 @@ from kpdd.run.traces import TracesConfig, run_traces
 from kpdd.tracking.model import BUNDLED_BASE, MAX_TOKENS, THREADS, input_rows, log_student_model
 from kpdd.tracking.runs import check_registered_name
 
-pytestmark = pytest.mark.slow
 NAME = "tiny-kpdd-pot"
 LOADED = {THREADS: 1, MAX_TOKENS: 48}  # the load-time settings, as the evaluation below runs
 
@@ -62,6 +61,7 @@ def kpdd_env(**extra):
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", **extra}
 
 
+@pytest.mark.slow
 def test_a_registered_student_loads_in_a_fresh_process_and_predicts_what_kpdd_eval_does(trained, tmp_path):
     register(trained)
     records = evaluate(trained[0], tmp_path / "predictions.jsonl")
@@ -86,6 +86,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_a_question_over_http(trained, tmp_path):
     register(trained)
     question = "Tom had 3 apples and bought 4 more. How many apples does he have?"
@@ -117,6 +118,7 @@ def test_mlflow_models_serve_answers_a_question_over_http(trained, tmp_path):
     assert set(expected[0]) >= {"answer", "error"}
 
 
+@pytest.mark.slow
 def test_the_model_carries_the_program_its_students_and_a_base_from_outside(trained, mlflow_store):
     compiled, _ = trained
     mlflow.set_experiment("models")
@@ -137,6 +139,7 @@ def test_the_model_carries_the_program_its_students_and_a_base_from_outside(trai
     assert loaded.model_config[MAX_TOKENS] == 32
 
 
+@pytest.mark.slow
 def test_the_evaluation_headline_is_linked_to_the_model_once_per_dataset(trained, tmp_path):
     from kpdd.run.eval import EvalConfig, run_eval
     from kpdd.tracking.results import log_headline
