@@ -2,6 +2,7 @@
 
 import typer
 
+from kpdd.cli.finetune_cmd import model_line
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
 from kpdd.distributed import is_main_process
@@ -25,3 +26,5 @@ def compile_command(config: CompileConfig, experiment=None, tracking_uri=None):
     typer.echo(f"traces: {stats['traces']} for {stats['covered']} of {stats['questions']} questions "
                f"({stats['coverage']:.1%})")
     typer.echo(f"compiled program: {result['compiled']}  (evaluate: kpdd eval --lm {result['compiled']})")
+    if result["model"] is not None:
+        typer.echo(f"MLflow model: {model_line(result['model'], config.register_as)}")

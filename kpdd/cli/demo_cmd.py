@@ -2,6 +2,7 @@
 
 import typer
 
+from kpdd.cli.finetune_cmd import model_line
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
 from kpdd.distributed import is_main_process
@@ -37,4 +38,7 @@ def demo_command(config: DemoConfig, experiment=None, tracking_uri=None):
     typer.echo("")
     for plot in result.plots:
         typer.echo(f"plot: {plot}")
+    for program, outcome in results.items():
+        if outcome["model"] is not None:
+            typer.echo(f"MLflow model of {program}: {model_line(outcome['model'], outcome['registered_as'])}")
     typer.echo(f"MLflow: {ui_command(result.tracking_uri)}  (then open http://127.0.0.1:5000)")

@@ -12,19 +12,30 @@ from kpdd.run.finetune import FinetuneConfig
 @config_command(app, "finetune", FinetuneConfig)
 def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None):
     """Fine-tune a student (LoRA or full, multitask or per stage) on trace stores; writes a compiled program."""
-    from kpdd.run.finetune import check_stores, run_finetune
+    from kpdd.run.finetune import check_stores, logged_student, run_finetune
     from kpdd.tracking import METHOD, STUDENT, command_run
     from kpdd.tracking.results import log_finetune, metrics_logger
+    from kpdd.tracking.runs import check_registered_name
 
     check_stores(config.traces, config.program)  # a missing store: one line, no MLflow run
-
+    check_registered_name(config.register_as)
     with command_run("finetune", config, tags={METHOD: label(config.program), STUDENT: config.student},
                      experiment=experiment, tracking_uri=tracking_uri):
         result = run_finetune(config, on_log=metrics_logger())
         log_finetune(result)
+        model = logged_student(config, result)
     if not is_main_process():  # the main process of an `accelerate launch` reports for all
         return
     typer.echo(f"compiled program: {result['out']}  (evaluate: kpdd eval --lm {result['out']})")
+    if model is not None:
+        typer.echo(f"MLflow model: {model_line(model, config.register_as)}")
     for task, trained in result["students"].items():
         typer.echo(f"  student {task}: {trained.steps} steps, loss {trained.first_loss} → {trained.train_loss}, "
                    f"val loss {trained.val_loss}, {trained.tokens_per_s:.0f} tokens/s, {trained.train_time_s:.0f} s")
+
+
+def model_line(model, registered_name: str | None) -> str:
+    """Where the logged student is, as ``mlflow.pyfunc.load_model`` takes it."""
+    version = model.registered_model_version
+    registered = f"  (registered: models:/{registered_name}/{version})" if registered_name and version else ""
+    return f"{model.model_uri}{registered}"

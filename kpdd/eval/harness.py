@@ -88,9 +88,14 @@ class DatasetScore:
 
 
 def _run_once(program: dspy.Module, inputs: dict[str, Any], settings: dict) -> dict[str, Any]:
-    """One run of the program; its output fields (every stage's), or the error that stopped it."""
+    return run_program(program, inputs, settings)
+
+
+def run_program(program: dspy.Module, inputs: dict[str, Any], settings: dict | None = None) -> dict[str, Any]:
+    """One run of the program on ``inputs``: the answer and stage outputs, or the error that stopped it and what
+    the stages before it said (a served student's ``predict`` runs the same)."""
     try:
-        with dspy.context(**settings, trace=[]):
+        with dspy.context(**(settings or {}), trace=[]):
             try:
                 prediction = program(**inputs)
             except dspy.utils.exceptions.AdapterParseError as e:

@@ -53,6 +53,8 @@ class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions,
     rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)",
                              at_least=0)
     rft_samples: int = option(4, "student samples per question and RFT round", at_least=1)
+    register_as: str | None = option(None, "register the compiled student in the MLflow Model Registry under this "
+                                           "name (a new version each run; it is logged as a model either way)")
     out: str = option("", "output directory (default kpdd-runs/compile/<program>-<teacher>)")
 
     def out_dir(self) -> Path:
@@ -92,14 +94,17 @@ def check_lms(config: CompileConfig) -> None:
     that cannot answer one probe call, is one error line (the CLI calls this before it opens the MLflow run)."""
     from kpdd.engines.batching import check_engine
     from kpdd.engines.lm import check_teacher
+    from kpdd.tracking.runs import check_registered_name
 
+    check_registered_name(config.register_as)
     check_engine(config.engine)
     config.check_remote(config.teacher, "--teacher")
     check_teacher(config.reflection_lm, "--reflection-lm", api_key_env=None)
 
 
-def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
-    """The whole compile: returns the compiled program's directory, the trace stats and the training figures."""
+def run_compile(config: CompileConfig, progress: bool = True, log_model: bool = True) -> dict[str, Any]:
+    """The whole compile: returns the compiled program's directory, the trace stats, the training figures and
+    (``log_model``, with MLflow active) the student's MLflow model (``ModelInfo``, else None)."""
     from kpdd.run.finetune import FinetuneConfig, run_finetune
     from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
 
@@ -121,7 +126,26 @@ def run_compile(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
         trained = run_finetune(finetune_config, progress=progress, on_log=metrics_logger())
         log_finetune(trained)
     compiled = improved(config, trained["out"], stores, progress)
-    return {"compiled": compiled, "traces": stats, "students": trained["students"]}
+    model = logged_student(config, compiled, register_as=config.register_as) if log_model else None
+    return {"compiled": compiled, "traces": stats, "students": trained["students"], "model": model}
+
+
+def logged_student(config: CompileConfig, compiled: str, register_as: str | None = None, **model_config) -> Any:
+    """The compiled student as an MLflow model of the active run, with how it was made as params (None when
+    tracking is off, or on a process other than the main one). ``model_config``: the loaded model's defaults
+    (``max_tokens``, ``threads``)."""
+    from kpdd.tracking import METHOD, STUDENT, TEACHER
+    from kpdd.tracking.model import log_student_model
+    from kpdd.tracking.results import mlflow_active
+
+    if not mlflow_active():
+        return None
+    params = {"teacher": config.teacher, "optimizer": config.optimizer, "data": f"{config.dataset}:{config.split}",
+              "limit": config.limit, "samples": config.samples, "augment": config.augment,
+              "rft_rounds": config.rft_rounds, "seed": config.seed}
+    return log_student_model(compiled, register_as=register_as, params=params, engine=config.engine,
+                             device=config.device, tags={METHOD: config.program, TEACHER: config.teacher,
+                                                         STUDENT: config.student}, **model_config)
 
 
 def teacher_traces(config: CompileConfig, progress: bool = True) -> dict[str, Any]:

@@ -233,4 +233,5 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
                           guard=FailureGuard(config.server_gone_s), metric=metric)
     if log:
         log_eval(scores, path, examples)
-    return {"program": program_name, "predictions": str(path), "scores": scores, "report": format_report(scores)}
+    return {"program": program_name, "predictions": str(path), "scores": scores, "report": format_report(scores),
+            "examples": examples}

@@ -37,6 +37,8 @@ class FinetuneConfig(StudentFormatOptions, TrainConfig):
     max_traces: int | None = option(None, "use at most this many traces (a seeded subset of questions)", at_least=1)
     out: str = option("", "output directory (default kpdd-runs/finetune/<program>)")
     resume: bool = option(True, "resume from the latest checkpoint in the output directory")
+    register_as: str | None = option(None, "register the trained student in the MLflow Model Registry under this "
+                                           "name (a new version each run; it is logged as a model either way)")
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else default_out("finetune", program_slug(self.program))
@@ -112,3 +114,18 @@ def run_finetune(config: FinetuneConfig, progress: bool = True,
     if is_main_process():  # under `accelerate launch` every process trained; one writes
         save_program(program, out, config.program, students=students, traces=len(traces), **meta)
     return {"out": str(out), "traces": len(traces), "students": results}
+
+
+def logged_student(config: FinetuneConfig, result: dict[str, Any]) -> Any:
+    """The compiled program of :func:`run_finetune` as an MLflow model of the active run, with how it was made as
+    params (None when tracking is off, or on a process other than the main one)."""
+    from kpdd.tracking import METHOD, STUDENT
+    from kpdd.tracking.model import log_student_model
+    from kpdd.tracking.results import mlflow_active
+
+    if not mlflow_active():
+        return None
+    params = {"data": ",".join(Path(path).name for path in config.traces), "max_traces": config.max_traces,
+              "seed": config.seed}
+    return log_student_model(result["out"], register_as=config.register_as, params=params, device=config.device,
+                             tags={METHOD: config.program, STUDENT: config.student})

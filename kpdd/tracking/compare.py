@@ -1,9 +1,10 @@
 """`kpdd compare`: one table and up to four plots over the evaluated runs of an MLflow experiment.
 
-Which runs make a row: every FINISHED run that logged ``accuracy/<dataset>`` metrics, grouped by its command
-run (the nearest run, itself or above, tagged ``kpdd.command``) and its method, student and teacher (the nearest
-such tags, itself or above). So an ``eval`` command makes one row whether it logs accuracy on its parent run, on
-one child run, or on one child per dataset, and a ``demo`` that evaluates several methods makes one row each.
+Which runs make a row: every FINISHED run that logged ``accuracy/<dataset>`` metrics (``accuracy/average`` names
+no dataset), grouped by its command run (the nearest run, itself or above, tagged ``kpdd.command``) and its method,
+student and teacher (the nearest such tags, itself or above). So an ``eval`` command makes one row whether it logs
+accuracy on its parent run, on one child run, or on one child per dataset, and a ``demo`` that evaluates several
+methods makes one row each (whose run is the method's ``compile`` run, which carries the headline too).
 A row's other figures (``traces/count`` or the ``train_size`` param, ``train/time_s``, the ``train/loss``
 curve) come from the first run that has them: the row's own runs, then the rest of its command run (stages of
 another method or student excepted), then the runs above the command.
@@ -26,6 +27,7 @@ from kpdd.errors import ConfigError, KpddError
 from kpdd.tracking.plots import render_all
 from kpdd.tracking.rows import CompareRow
 from kpdd.tracking.runs import (
+    ACCURACY_AVERAGE,
     ACCURACY_PREFIX,
     CI_HIGH_PREFIX,
     CI_LOW_PREFIX,
@@ -157,7 +159,7 @@ class RunTree:
         for run_id in sorted(members, key=lambda r: self.runs[r].info.start_time or 0):  # the latest value wins
             metrics = self.runs[run_id].data.metrics
             accuracy |= {k.removeprefix(ACCURACY_PREFIX): v for k, v in metrics.items()
-                         if k.startswith(ACCURACY_PREFIX)}
+                         if k.startswith(ACCURACY_PREFIX) and k != ACCURACY_AVERAGE}
             intervals |= {dataset: (metrics[CI_LOW_PREFIX + dataset], metrics[CI_HIGH_PREFIX + dataset])
                           for dataset in accuracy if CI_LOW_PREFIX + dataset in metrics
                           and CI_HIGH_PREFIX + dataset in metrics}
@@ -291,4 +293,4 @@ def _percent(value: float | None) -> str:
 def _table_record(row: CompareRow, datasets: list[str]) -> dict[str, Any]:
     return {"run_id": row.run_id, "method": row.method, "student": row.student, "teacher": row.teacher,
             "traces": row.traces, "train_time_s": row.train_time_s,
-            **{f"accuracy/{d}": row.accuracy.get(d) for d in datasets}, "accuracy/average": row.average}
+            **{f"accuracy/{d}": row.accuracy.get(d) for d in datasets}, ACCURACY_AVERAGE: row.average}

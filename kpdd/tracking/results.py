@@ -118,6 +118,26 @@ def log_finetune(result: dict[str, Any]) -> None:
     mlflow.set_tag("kpdd.compiled_program", str(Path(result["out"]).resolve()))
 
 
+def eval_metrics(scores: dict) -> dict[str | None, dict[str, float]]:
+    """The evaluation's metrics by dataset (accuracy, its interval bounds, n, error counts); under None the totals
+    over datasets: error counts and the average accuracy."""
+    by_dataset: dict[str | None, dict[str, float]] = {}
+    totals: dict[str, float] = {}
+    for dataset, score in scores.items():
+        low, high = score.interval
+        metrics = {runs.accuracy_key(dataset): score.accuracy, f"{runs.CI_LOW_PREFIX}{dataset}": low,
+                   f"{runs.CI_HIGH_PREFIX}{dataset}": high, f"eval/n/{dataset}": score.total}
+        for error, count in score.errors.items():
+            metrics[_metric_name(f"{runs.error_key(error)}/{dataset}")] = count
+            total = _metric_name(runs.error_key(error))
+            totals[total] = totals.get(total, 0) + count
+        by_dataset[dataset] = metrics
+    if scores:
+        totals[runs.ACCURACY_AVERAGE] = sum(score.accuracy for score in scores.values()) / len(scores)
+    by_dataset[None] = totals
+    return by_dataset
+
+
 def log_eval(scores: dict, predictions_path: str | Path, examples: list) -> None:
     """Accuracy (with interval bounds) and error counts per dataset, the eval set, the predictions table."""
     if not mlflow_active():
@@ -126,24 +146,42 @@ def log_eval(scores: dict, predictions_path: str | Path, examples: list) -> None
 
     from kpdd.eval.harness import read_predictions
 
-    metrics: dict[str, float] = {}
-    for dataset, score in scores.items():
-        low, high = score.interval
-        metrics[runs.accuracy_key(dataset)] = score.accuracy
-        metrics[f"{runs.CI_LOW_PREFIX}{dataset}"], metrics[f"{runs.CI_HIGH_PREFIX}{dataset}"] = low, high
-        metrics[f"eval/n/{dataset}"] = score.total
-        for error, count in score.errors.items():
-            metrics[_metric_name(f"{runs.error_key(error)}/{dataset}")] = count
-    totals: dict[str, int] = {}
-    for score in scores.values():
-        for error, count in score.errors.items():
-            totals[error] = totals.get(error, 0) + count
-    metrics.update({_metric_name(runs.error_key(e)): c for e, c in totals.items()})
-    mlflow.log_metrics(metrics)
-    for dataset in sorted({e.get("dataset") for e in examples}):
-        runs.log_dataset_input([e for e in examples if e.get("dataset") == dataset], name=dataset, context="eval")
+    mlflow.log_metrics({key: value for metrics in eval_metrics(scores).values() for key, value in metrics.items()})
+    log_eval_inputs(examples)
     records = read_predictions(predictions_path)
     flat = [{k: v for k, v in r.items() if k != "stages"} | {"stages": str(r.get("stages"))} for r in records]
     runs.log_records_table(flat, "predictions.json")
     mlflow.log_artifact(str(predictions_path))
 
+
+def log_eval_inputs(examples: list) -> None:
+    for name in sorted({e.get("dataset") for e in examples}):
+        runs.log_dataset_input([e for e in examples if e.get("dataset") == name], name=name, context="eval")
+
+
+ACCURACY_KEYS = (runs.ACCURACY_PREFIX, runs.CI_LOW_PREFIX, runs.CI_HIGH_PREFIX)
+
+
+def log_headline(scores: dict, examples: list, model_id: str | None = None, prefix: str = "") -> None:
+    """The figures a runs table compares students by, on the active run (a student's command run, which holds the
+    stages): accuracy per dataset with its interval, the average, error counts, and the evaluation sets as inputs.
+    ``model_id``: the student's MLflow model, to which they are linked, each dataset's with that dataset (the
+    Models tab shows them per dataset). ``prefix`` (e.g. ``kpdd-pot/``) names the method on a run above several
+    (``demo``): the accuracies only, no inputs."""
+    if not mlflow_active():
+        return
+    import mlflow
+
+    by_dataset = eval_metrics(scores)
+    headline = {dataset: {key: value for key, value in metrics.items() if dataset is None
+                          or key.startswith(ACCURACY_KEYS)} for dataset, metrics in by_dataset.items()}
+    if prefix:
+        mlflow.log_metrics({f"{prefix}{key}": value for metrics in headline.values() for key, value in metrics.items()
+                            if key.startswith(runs.ACCURACY_PREFIX)})
+        return
+    for dataset, metrics in headline.items():
+        examples_of = [e for e in examples if e.get("dataset") == dataset]
+        linked = runs.examples_dataset(examples_of, dataset) if model_id and examples_of else None
+        # An explicit model id: MLflow would otherwise link a run's step-0 metrics to its models, without datasets.
+        mlflow.log_metrics(metrics, model_id=model_id, dataset=linked)
+    log_eval_inputs(examples)

@@ -49,6 +49,7 @@ INHERITED_TAGS = (METHOD, TEACHER, STUDENT)  # stage runs copy these from their 
 # Metrics.
 ACCURACY_PREFIX = "accuracy/"  # accuracy/<dataset>, a fraction in [0, 1]
 CI_LOW_PREFIX, CI_HIGH_PREFIX = "accuracy_ci_low/", "accuracy_ci_high/"  # <prefix><dataset>: its 95 % interval
+ACCURACY_AVERAGE = "accuracy/average"  # the mean over the datasets evaluated (not a dataset)
 TRAIN_LOSS = "train/loss"
 VAL_LOSS = "train/val_loss"
 TOKENS_PER_S = "train/tokens_per_s"
@@ -70,6 +71,16 @@ def accuracy_key(dataset: str) -> str:
 
 def error_key(error_type: str) -> str:
     return f"{ERRORS_PREFIX}{error_type}"
+
+
+REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_registered_name(name: str | None, option: str = "--register-as") -> None:
+    """A Model Registry name that ``models:/<name>/<version>`` URIs can carry; checked before any work starts."""
+    if name is not None and not REGISTERED_NAME.fullmatch(name):
+        raise ConfigError(f"{option} {name!r}: expected a model name of letters, digits, '.', '_' and '-' "
+                          "(starting with a letter or digit), e.g. gsm8k-kpdd-pot")
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
@@ -206,10 +217,17 @@ def stage_run(stage: str, *, tags: dict[str, Any] | None = None, **params: Any) 
     if parent is not None:
         parent_tags = mlflow.MlflowClient().get_run(parent.info.run_id).data.tags
         inherited = {key: parent_tags[key] for key in INHERITED_TAGS if key in parent_tags}
-    with _tracked_run(stage, {**inherited, STAGE: stage, **(tags or {})}, nested=parent is not None) as run:
+    run_tags = {**inherited, STAGE: stage, **(tags or {})}
+    with _tracked_run(stage_run_name(stage, run_tags.get(METHOD)), run_tags, nested=parent is not None) as run:
         if params:
             mlflow.log_params(config_params(params))
         yield run
+
+
+def stage_run_name(stage: str, method: str | None) -> str:
+    """What a stage run is called in the runs table: its method and stage (``kpdd-pot · eval``), so runs of
+    several methods under one command tell apart without reading their parents."""
+    return f"{method} · {stage}" if method else stage
 
 
 @contextlib.contextmanager
@@ -267,6 +285,15 @@ def log_dataset_input(examples: Iterable[Any], name: str, context: str = "eval",
     does; ``split`` defaults to the examples' own when they share one. Returns the digest.
     """
     import mlflow
+
+    dataset = examples_dataset(examples, name, split)
+    mlflow.log_input(dataset, context=context)
+    return dataset.digest
+
+
+def examples_dataset(examples: Iterable[Any], name: str, split: str | None = None) -> Any:
+    """Examples as an MLflow dataset (see :func:`log_dataset_input`), e.g. to link a model's metrics to it."""
+    import mlflow
     import pandas as pd
 
     rows = [_as_dict(example) for example in examples]
@@ -274,9 +301,7 @@ def log_dataset_input(examples: Iterable[Any], name: str, context: str = "eval",
                          columns=list(DATASET_COLUMNS))
     splits = set(frame["split"].dropna())
     split = split or (splits.pop() if len(splits) == 1 else None)
-    dataset = mlflow.data.from_pandas(frame, name=f"{name}/{split}" if split else name, targets="answer")
-    mlflow.log_input(dataset, context=context)
-    return dataset.digest
+    return mlflow.data.from_pandas(frame, name=f"{name}/{split}" if split else name, targets="answer")
 
 
 def _as_dict(example: Any) -> dict[str, Any]:

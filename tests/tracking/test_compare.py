@@ -98,6 +98,25 @@ def test_compare_rows_follow_the_commands(tmp_path):
     assert result.datasets == ["gsm8k", "svamp", "asdiv", "multiarith"]
 
 
+def test_a_student_run_with_headline_metrics_is_its_row_and_its_average_no_dataset(tmp_path):
+    """As ``kpdd demo`` logs: the eval stage's figures, and the same headline (with the average) on the student's
+    command run, where the runs table shows them without expanding it."""
+    from kpdd.tracking.results import log_headline
+    from kpdd.eval.harness import DatasetScore
+
+    scores = {"gsm8k": DatasetScore("gsm8k", total=4, correct=1), "svamp": DatasetScore("svamp", total=2, correct=1)}
+    with command_run("compile", tags={METHOD: "kpdd-pot", TEACHER: "gold"}) as run:
+        with stage_run("eval") as evaluated:
+            mlflow.log_metrics({accuracy_key(d): s.accuracy for d, s in scores.items()})
+        log_headline(scores, [])
+    logged = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
+    assert logged["accuracy/average"] == 0.375 and logged["accuracy/gsm8k"] == 0.25
+    assert 0 < logged["accuracy_ci_low/gsm8k"] < 0.25 < logged["accuracy_ci_high/gsm8k"]
+    assert mlflow.MlflowClient().get_run(evaluated.info.run_id).info.run_name == "kpdd-pot · eval"
+    [row] = compare(out_dir=tmp_path).rows
+    assert row.run_id == run.info.run_id and row.accuracy == {"gsm8k": 0.25, "svamp": 0.5}
+
+
 def test_compare_table_shows_the_logged_metrics(tmp_path):
     log_experiment()
     cells = table_cells(compare(out_dir=tmp_path).table)

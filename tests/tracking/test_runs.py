@@ -107,6 +107,7 @@ def test_stage_run_is_a_child_with_the_parent_tags_and_fails_both():
         assert child.data.tags[tracking.METHOD] == "socratic" and child.data.tags[tracking.TEACHER] == "gold"
         assert tracking.COMMAND not in child.data.tags
     assert done_run.data.tags[tracking.STAGE] == "traces" and done_run.data.params == {"limit": "10"}
+    assert (done_run.info.run_name, crashed_run.info.run_name) == ("socratic · traces", "socratic · finetune")
     assert done_run.info.status == "FINISHED"
     assert crashed_run.info.status == "FAILED" and crashed_run.data.tags[tracking.ERROR_TYPE] == "RuntimeError"
     assert client.get_run(parent.info.run_id).info.status == "FAILED"
