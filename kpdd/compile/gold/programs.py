@@ -48,7 +48,7 @@ _UNITS = {w: i for i, w in enumerate("zero one two three four five six seven eig
                                      "fourteen fifteen sixteen seventeen eighteen nineteen".split())}
 _TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
 _MULTIPLES = {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "triple": 3, "thrice": 3}
-_MULTIPLIERS = {"twice", "double", "triple", "thrice"}
+MULTIPLIERS = {"twice", "double", "triple", "thrice"}
 _WORD_NUMBER = re.compile(r"\b(?:(%s)(?:-(%s))?|(%s))\b" % (
     "|".join(_TENS), "|".join(list(_UNITS)[1:10]), "|".join([*_UNITS, *_MULTIPLES])), re.IGNORECASE)
 
@@ -62,17 +62,31 @@ class Quantity:
     start: int
     end: int
     money: bool
+    hundredths: bool = False  # a rationale may write it divided by 100: '40%', '40 percent', '5 cents'
 
 
 def question_quantities(question: str) -> list[Quantity]:
     """Digits and number words of a problem, in order of appearance."""
-    found = [Quantity(written_value(m), m.group(), m.start(), m.end(), bool(m.group(1)))
+    found = [Quantity(written_value(m), m.group(), m.start(), m.end(), bool(m.group(1)),
+                      bool(m.group(4)) or question[m.end():].lower().startswith(_HUNDREDTHS))
              for m in WRITTEN_NUMBER.finditer(question)]
     for m in _WORD_NUMBER.finditer(question):
         tens, unit, single = (g.lower() if g else None for g in m.groups())
         value = _TENS[tens] + _UNITS.get(unit, 0) if tens else _UNITS.get(single, _MULTIPLES.get(single))
-        found.append(Quantity(float(value), m.group(), m.start(), m.end(), False))
+        found.append(Quantity(float(value), m.group(), m.start(), m.end(), False,
+                              question[m.end():].lower().startswith(_HUNDREDTHS)))
     return sorted(found, key=lambda q: q.start)
+
+
+_HUNDREDTHS = (" percent", " per cent", " cents", " cent ")
+_FRACTION = re.compile(r"\b(half|halves|thirds?|quarters?|fourths?|fifths?|sixths?|tenths?)\b", re.IGNORECASE)
+_DENOMINATORS = {"half": 2, "halve": 2, "third": 3, "quarter": 4, "fourth": 4, "fifth": 5, "sixth": 6, "tenth": 10}
+
+
+def fraction_words(question: str) -> list[Quantity]:
+    """The denominators that fraction words state ('half' 2, 'a third' 3): a rationale's '/ 3' may read them."""
+    return [Quantity(float(_DENOMINATORS[m.group(1).lower().rstrip("s")]), m.group(), m.start(), m.end(), False)
+            for m in _FRACTION.finditer(question)]
 
 
 _STOP = set("""a an the of to and or but her his their its my your our he she they it we i you him them me us
@@ -189,12 +203,15 @@ class ProgramBuilder:
         self.results: list[tuple[float | None, str]] = []  # (written value, variable), in order
         self.referenced: set[str] = set()  # results used in an expression so far
         self.statements: list[str] = []
+        self.context: set[str] = set()  # content words of the rationale line being read
+        self.fractions = fraction_words(question)
+        self.spoken: set[str] = set()  # content words of the whole rationale
 
     def _quantity(self, index: int) -> str:
         if index not in self.declared:
             q = self.quantities[index]
             words = name_words(self.question[q.end:], self.question[: q.start], q.money)
-            if q.text.lower() in _MULTIPLIERS:  # 'twice a week' → times_per_week
+            if q.text.lower() in MULTIPLIERS:  # 'twice a week' → times_per_week
                 words = ["times", *words] if words[:1] == ["per"] else ["times"]
             elif q.text.endswith("%"):
                 words = [*words[:2], "percent"]
@@ -208,15 +225,42 @@ class ProgramBuilder:
             return tokens[i]  # a percentage's denominator
         neighbours = {tokens[i - 1] if i else None, tokens[i + 1] if i + 1 < len(tokens) else None}
         matches = [k for k, q in enumerate(self.quantities)
-                   if q.value == value and (q.text.lower() not in _MULTIPLIERS or "*" in neighbours)]
+                   if q.value == value and (q.text.lower() not in MULTIPLIERS or "*" in neighbours)]
         unused = [k for k in matches if k not in self.declared]
         results = [name for written, name in reversed(self.results) if written == value]
         latest = next((name for name in results if name not in self.referenced), results[0] if results else None)
-        if unused or matches and not latest:
-            return self._quantity((unused or matches)[0])
+        candidates = unused or (matches if not latest else [])
+        if candidates and latest and self._shared(self._closest(candidates), self.spoken) == 0:
+            candidates = []  # a result, not a number whose words the rationale never says (an irrelevant one)
+        if candidates:
+            best = self._closest(candidates)
+            fraction = next((f for f in self.fractions if f.value == value and {"*", "/"} & neighbours), None)
+            if fraction and self._shared(fraction) > self._shared(best):
+                return _literal(tokens[i])  # the '3' of 'one-third', not '3 patients'
+            return self._quantity(best)
         if latest:
             self.referenced.add(latest)
-        return latest or _literal(tokens[i])
+            return latest
+        hundredths = [k for k, q in enumerate(self.quantities) if q.hundredths and round(q.value / 100, 9) == value]
+        if hundredths:  # '500 * .40' reads '40 percent', '0.05 * 60' reads 'five cents'
+            share = f"{self._quantity(self._closest(hundredths))} / 100"
+            return share if {tokens[i - 1] if i else "", tokens[i + 1] if i + 1 < len(tokens) else ""} == {"(", ")"} \
+                else f"({share})"
+        return _literal(tokens[i])
+
+    def _shared(self, k: int | Quantity, words: set[str] | None = None) -> int:
+        """How many of a quantity's neighbouring words (and its own, for 'third') the rationale line (or
+        ``words``) repeats."""
+        q = self.quantities[k] if isinstance(k, int) else k
+        before = re.split(r"[.?!;]\s", self.question[: q.start])[-1].split()[-5:]
+        after = re.split(r"[.?!;]\s", self.question[q.end:])[0].split()[:5]
+        return len(set(_words(" ".join([*before, q.text, *after]))) - _STOP & (self.context if words is None else words))
+
+    def _closest(self, candidates: list[int]) -> int:
+        """Of quantities with the same value, the one whose neighbouring words the rationale line repeats most
+        (the first on a tie): '3 / 2' in 'peanut butter costs 3 / 2' reads '$3' of 'peanut butter costs $3', not
+        the 'three' of 'three times the amount'."""
+        return max(candidates, key=lambda k: (self._shared(k), -candidates.index(k)))
 
     def expression(self, tokens: tuple[str, ...]) -> str:
         return format_expression([self._operand(tokens, i) if t[0].isdigit() else t for i, t in enumerate(tokens)])
@@ -224,6 +268,7 @@ class ProgramBuilder:
     def assign(self, calculation: Calculation) -> str:
         """``<name from the calculation's frame> = <expression>``; returns the name."""
         before, after, money = frame(calculation)
+        self.context = set(_words(f"{calculation.before} {calculation.after}")) - _STOP
         expression = self.expression(calculation.tokens)  # names the quantities it uses first
         name = self.names.new(name_words(after, before, money), f"step_{len(self.results) + 1}", before)
         self.statements.append(f"{name} = {expression}")
@@ -252,9 +297,24 @@ def rationale_builder(question: str, rationale: str, gold: float) -> tuple[Progr
     if not hits:
         raise NoTrace("no calculation result equals gold")
     builder = ProgramBuilder(question)
+    builder.spoken = set(_words(rationale)) - _STOP
     for calculation in readable[: hits[-1] + 1]:
         name = builder.assign(calculation)
     return builder, name
+
+
+def solution_reads(question: str, gold: float, rationale: str | None = None, equation: str | None = None) -> set[int]:
+    """Indices of the question quantities the gold solution reads: those its program declares; for a rationale
+    with no program, those whose value the rationale writes."""
+    try:
+        if rationale:
+            return set(rationale_builder(question, rationale, gold)[0].declared)
+        if equation:
+            return set(equation_builder(question, equation, gold)[0].declared)
+    except NoTrace:
+        pass
+    written = {written_value(m) for m in WRITTEN_NUMBER.finditer(rationale or equation or "")}
+    return {i for i, q in enumerate(question_quantities(question)) if q.value in written}
 
 
 _REMAINDER = re.compile(r"=\s*(\d+)\s*r\s*(\d+)\s*$")
