@@ -82,7 +82,7 @@ def test_pot_program_names_given_quantities_including_number_words():
 def test_pot_normalises_people_arithmetic_and_equations():
     rationale = "He pays 2 x $1,500 = $3,000.\nThen 3,000 ÷ 4 = 750 each."  # no annotations: plain arithmetic
     assert execute(rationale_program("He buys 2 tickets at $1,500 each.", rationale, 750)).value == 750.0
-    assert equation_program(SVAMP.question, SVAMP.equation).endswith("ans = dvds_costs_dollars - dollars_on_pack")
+    assert equation_program(SVAMP.question, SVAMP.equation).endswith("ans = pack_dvds_dollars - dollars_on_pack")
     remainder = equation_program("47 cookies go in jars of 6. How many are left?", "47/6=7 r5", answer=5)
     assert "%" in remainder and execute(remainder).value == 5.0
 

@@ -151,7 +151,49 @@ def name_words(after: str, before: str, money: bool) -> list[str]:
         money, words = True, words[1:]
     if words[:1] == ["per"] and money:  # '$12 an hour' → 'dollars_per_hour'
         words = ["dollars", *words]
-    return words or _content(_clause_before(before), 2, from_end=True) + (["dollars"] if money else [])
+    if words:
+        return words
+    before_words = _clause_before(before)
+    while before_words and before_words[-1] in _STATING_VERBS:  # 'peanut butter costs $3' → peanut_butter
+        before_words.pop()
+    return _content(before_words, 2, from_end=True) + (["dollars"] if money else [])
+
+
+_STATING_VERBS = set("""costs cost is are was were pays paid charges charged sells sold earns earned spends spent has
+had makes made gets got weighs weighed needs takes took buys bought saves saved worth priced""".split())
+
+
+_INSTRUCTIONS = set("""first then next last find add adding subtract subtracting multiply multiplying divide dividing
+calculate compute figure out get number total so thus hence therefore now finally means meaning how many much we
+perform performing determine""".split())
+_TARGET = re.compile(r"\bto (?:find|get|calculate|figure out|know)\b(.*)$|^(.*?)\s+by\s+\w+ing\b", re.IGNORECASE)
+
+
+def _line_subject(before: str) -> list[str]:
+    """The words that say what a rationale line computes: the text before a ':' ('First find the cost of
+    the electricity:'), the target of 'to find ...', else the last clause; instructions, numbers and units of
+    an expression left out."""
+    text = before.split(":")[0] if ":" in before and len(before.split(":")[0].split()) >= 2 else before
+    if match := _TARGET.search(text):
+        text = match.group(1) or match.group(2) or text
+    text = re.split(r",\s+|;\s+|\b(?:so|because|since|which means|then)\b", text)[-1] or text
+    words = [w for w in _words(re.sub(r"\S*\d\S*(?:\s+[a-z]+/[a-z]+)?", " ", text))
+             if w not in _INSTRUCTIONS and not _WORD_NUMBER.fullmatch(w)]
+    return _content(words, 3)
+
+
+def result_words(after: str, before: str, money: bool) -> tuple[list[str], list[str]]:
+    """Words for a computed value from its rationale line (see the module docstring): the words after the
+    result when they say more than a unit ('24 clips in May' → clips_in_may); else what the line says it
+    computes, then that unit ('Meena bakes a total of 60 cookies' → meena_bakes_cookies). Returns the name's
+    words and a longer form for when the name is taken."""
+    noun = name_words(after, "", money) if re.search(r"[A-Za-z]", after) else (["dollars"] if money else [])
+    if sum(w not in _PREPOSITIONS for w in noun) >= 2:
+        return noun, noun
+    subject = [w for w in _line_subject(before) if w not in noun and w not in _PREPOSITIONS]
+    if not subject:
+        return noun or name_words(after, before, money), noun
+    return [*subject[:2], *noun], [*subject[:3], *noun]
 
 
 class Names:
@@ -160,10 +202,12 @@ class Names:
     def __init__(self):
         self.taken: set[str] = set()
 
-    def new(self, words: list[str], fallback: str, before: str = "") -> str:
-        """A name from ``words``; when taken, qualified by the first word of the clause before the number
-        ('sharon_oranges'), else numbered ('oranges_2')."""
+    def new(self, words: list[str], fallback: str, before: str = "", longer: list[str] | None = None) -> str:
+        """A name from ``words``; when taken, from ``longer``, else qualified by the first word of the clause
+        before the number ('sharon_oranges'), else numbered ('oranges_2')."""
         base = "_".join(words)[:40].strip("_") or fallback
+        if base in self.taken and longer:
+            base = "_".join(longer)[:48].strip("_") or base
         qualifier = _content([w for w in _clause_before(before) if not _WORD_NUMBER.fullmatch(w)], 1)
         if base in self.taken and qualifier and qualifier[0] not in words:
             base = f"{qualifier[0]}_{base}"
@@ -206,6 +250,7 @@ class ProgramBuilder:
         self.context: set[str] = set()  # content words of the rationale line being read
         self.fractions = fraction_words(question)
         self.spoken: set[str] = set()  # content words of the whole rationale
+        self.sources: dict[str, str] = {}  # variable → the clause or rationale line it is named from
 
     def _quantity(self, index: int) -> str:
         if index not in self.declared:
@@ -216,6 +261,10 @@ class ProgramBuilder:
             elif q.text.endswith("%"):
                 words = [*words[:2], "percent"]
             self.declared[index] = self.names.new(words, f"quantity_{len(self.declared) + 1}", self.question[: q.start])
+            start = max(self.question.rfind(mark, 0, q.start) for mark in (". ", "? ", "! ", ", "))
+            end = min(((e for e in (self.question.find(mark, q.end) for mark in (". ", "?", ", ")) if e >= 0)),
+                      default=len(self.question))
+            self.sources[self.declared[index]] = self.question[start + 1: end + 1].strip()
         return self.declared[index]
 
     def _operand(self, tokens: tuple[str, ...], i: int) -> str:
@@ -233,7 +282,8 @@ class ProgramBuilder:
         if candidates and latest and self._shared(self._closest(candidates), self.spoken) == 0:
             candidates = []  # a result, not a number whose words the rationale never says (an irrelevant one)
         if candidates:
-            best = self._closest(candidates)
+            # A number read before is the one whose words the line repeats; a new one is the first not read yet.
+            best = candidates[0] if unused else self._closest(candidates)
             fraction = next((f for f in self.fractions if f.value == value and {"*", "/"} & neighbours), None)
             if fraction and self._shared(fraction) > self._shared(best):
                 return _literal(tokens[i])  # the '3' of 'one-third', not '3 patients'
@@ -270,8 +320,10 @@ class ProgramBuilder:
         before, after, money = frame(calculation)
         self.context = set(_words(f"{calculation.before} {calculation.after}")) - _STOP
         expression = self.expression(calculation.tokens)  # names the quantities it uses first
-        name = self.names.new(name_words(after, before, money), f"step_{len(self.results) + 1}", before)
+        words, longer = result_words(after, before, money)
+        name = self.names.new(words, f"step_{len(self.results) + 1}", before, longer)
         self.statements.append(f"{name} = {expression}")
+        self.sources[name] = f"{calculation.before} {calculation.after}".strip()
         self.results.append((calculation.result, name))
         return name
 
