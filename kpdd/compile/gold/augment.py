@@ -24,6 +24,7 @@ to the wrong role, the variant's answer follows the program, not the problem.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
@@ -31,12 +32,21 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import combinations
 from typing import Any
 
 from kpdd.compile.gold import language as gold_language
 from kpdd.compile.gold.calculations import WRITTEN_NUMBER, NoTrace, format_number
-from kpdd.compile.gold.programs import ProgramBuilder, equation_builder, question_quantities, rationale_builder
+from kpdd.compile.gold.programs import (
+    ProgramBuilder,
+    equation_builder,
+    fraction_words,
+    question_quantities,
+    rationale_builder,
+)
 from kpdd.compile.store import VARIANT_MARK
+from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
 AUGMENT_VERSION = "augment/1"
@@ -80,6 +90,11 @@ class Source:
     @property
     def program(self) -> str:
         return self.builder.program(self.answer_expression)
+
+    @cached_property
+    def changeable(self) -> list[int]:
+        """Indices of the quantities a variant may change (see :func:`changeable_indices`)."""
+        return changeable_indices(self)
 
 
 @dataclass
@@ -156,22 +171,117 @@ def _choices(scaled: int, places: int, under_100_percent: bool, rng: random.Rand
     return [c for c in choices if all(c % d == 0 for d in divisors)] or choices
 
 
+# Numbers a question states besides its quantities: parts of fractions ('1/4'), ordinals ('3rd'), clock times.
+_OTHER_NUMBERS = re.compile(r"(\d+)\s*/\s*(\d+)|\b(\d+)(?:st|nd|rd|th)\b|\b(\d+):(\d+)")
+# 'the 3 boys', 'all 4 friends', 'both': a number that refers back to people or things the text lists.
+_REFERS_BACK = re.compile(r"\b(?:the|these|those|all|both|each of the|all of the)\s+$", re.IGNORECASE)
+
+
+def _fixed_values(source: Source) -> Counter:
+    """How often each value stands in the question in any role: quantities, the denominators of fraction words
+    ('half' 2, 'a third' 3), the parts of written fractions, ordinals and clock times."""
+    question = source.example.question
+    values = Counter(q.value for q in source.builder.quantities)
+    values.update(q.value for q in fraction_words(question))
+    values.update(float(n) for m in _OTHER_NUMBERS.finditer(question) for n in m.groups() if n)
+    return values
+
+
+def _in_a_sum(index: int, quantities, question: str) -> bool:
+    """Whether a quantity is the total of three or more later ones, or one of them, that count the same thing
+    ('7 brothers. 3 of them ..., 1 of them ..., 1 ..., and another 2 of them'): the text holds that sum, which a
+    new value would break."""
+    def counts(k: int) -> str:
+        return " ".join(question[quantities[k].end:].split()[:2]).lower().rstrip(".,")
+
+    values = [q.value if WRITTEN_NUMBER.fullmatch(q.text) else None for q in quantities]  # digits only
+    for total, value in enumerate(values):
+        later = [(k, v) for k, v in enumerate(values[total + 1:], total + 1) if v and v < (value or 0)][:12]
+        for size in range(3, min(len(later), 5) + 1):
+            for parts in combinations(later, size):
+                same = sum(counts(k).startswith(("of them", "of these", "of those", counts(total).split(" ")[0]))
+                           for k, _ in parts)
+                if sum(v for _, v in parts) == value and 2 * same >= size and index in {total, *(k for k, _ in parts)}:
+                    return True
+    return False
+
+
 def draw_changes(source: Source, rng: random.Random) -> list[Change]:
-    """New values for the quantities the program reads whose value no other number of the question shares."""
-    quantities = source.builder.quantities
-    values = Counter(q.value for q in quantities)
+    """New values for the quantities the program reads whose value plays no other role in the question (see
+    :func:`unchangeable`)."""
     changes = []
-    for index, variable in sorted(source.builder.declared.items()):
-        quantity = quantities[index]
-        drawn = new_value(quantity.text, rng) if values[quantity.value] == 1 else None
-        if drawn:
+    for index in source.changeable:
+        quantity, variable = source.builder.quantities[index], source.builder.declared[index]
+        if drawn := new_value(quantity.text, rng):
             changes.append(Change(quantity.start, quantity.end, quantity.text, drawn[0], drawn[1], variable))
     return changes
 
 
+def changeable_indices(source: Source) -> list[int]:
+    """The quantities a variant may change: read by the program; their value stated once in any role (not also
+    a fraction's part, an ordinal or a 'half'); not a part or the total of a sum the text holds; not 'the 3
+    boys' (a count of what the text lists)."""
+    values, quantities, question = _fixed_values(source), source.builder.quantities, source.example.question
+    answer_reads = read_by_answer(source.program)
+    return [index for index, variable in sorted(source.builder.declared.items())
+            if variable in answer_reads and values[quantities[index].value] == 1
+            and not _in_a_sum(index, quantities, question)
+            and not _REFERS_BACK.search(question[: quantities[index].start])]
+
+
 def changeable(source: Source) -> bool:
     """Whether any number the program reads can change (else every candidate would be the question itself)."""
-    return bool(draw_changes(source, random.Random(0)))
+    return unchangeable(source) is None
+
+
+def unchangeable(source: Source) -> str | None:
+    """Why no variant of the source can be right, or None."""
+    if unexplained_literal(source):
+        return "program keeps a literal the question does not explain"
+    if not draw_changes(source, random.Random(0)):
+        return "no number to change"
+    return None
+
+
+# Literals a program may keep: a unit's size or a relation's number, when the question speaks of that unit or
+# relation. Any other literal is a number the rationale wrote from the problem's numbers (an age it worked out,
+# 0.6 for 100 % - 40 %), which would keep its old value in a variant.
+_EXPLAINED = {
+    1: r"", 100: r"", 0.01: r"", 2: r"half|twice|double|pair|both|couple|two|each|every|round.?trip|twin",
+    0.5: r"half", 3: r"third|triple|thrice|three|yard|feet|foot", 4: r"quarter|fourth|four|week|month",
+    0.25: r"quarter|fourth", 0.75: r"quarter|fourth", 5: r"fifth|five|nickel|week", 60: r"minute|hour|second",
+    24: r"hour|day", 7: r"day|week", 12: r"month|year|dozen|inch|foot|feet", 52: r"week|year", 365: r"day|year",
+    30: r"day|month", 31: r"day|month|march|may|july|august|october|december|january", 1000: r"gram|kg|kilo|meter|"
+    r"metre|ml|millilit|liter|litre|km|thousand", 16: r"ounce|pound|cup|quart|gallon", 10: r"dime|decade|ten",
+    25: r"quarter", 8: r"ounce|cup|pint|gallon|octopus|spider", 6: r"half.dozen|six", 0.1: r"dime|ten|tenth",
+    0.05: r"nickel|five", 0.2: r"fifth|five", 20: r"twenty|score", 3600: r"hour|second", 1440: r"day|minute",
+}
+
+
+def unexplained_literal(source: Source) -> str | None:
+    """The first literal of the source's program that the question does not explain (see ``_EXPLAINED``)."""
+    question = f"{source.example.question} ".lower()
+    fractions = [(float(a), float(b)) for a, b in re.findall(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])", question)]
+    stated = {v for a, b in fractions for v in (a, b, round(a / b, 6) if b else a)}
+    for number in program_literals(source.program):
+        if float(number) in stated:
+            continue  # a part or the value of a fraction the question writes: '2/3 of', '1/2 your wage'
+        pattern = _EXPLAINED.get(float(number))
+        if pattern is None or pattern and not re.search(pattern, question):
+            return number
+    return None
+
+
+def program_literals(program: str) -> list[str]:
+    """The numbers written in a program's computed lines (its given lines and '/ 100' of a percentage aside)."""
+    literals = []
+    for line in program.splitlines():
+        if _GIVEN.fullmatch(line) or " = " not in line:
+            continue
+        expression = line.split(" = ", 1)[1]
+        literals += [m.group() for m in re.finditer(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", expression)
+                     if not (m.group() == "100" and expression[: m.start()].rstrip().endswith("/"))]
+    return literals
 
 
 # Variants -----------------------------------------------------------------------------------------------
@@ -206,6 +316,85 @@ def check_variant(source: Source, variant: Variant) -> str | None:
     if not changed or all(given[v] == source.builder.quantities[i].value
                           for i, v in source.builder.declared.items() if v in changed):
         return "no number changed"
+    if changed - read_by_answer(variant.program):
+        return "changed number not read by the answer"
+    return None
+
+
+def read_by_answer(program: str) -> set[str]:
+    """The variables that the program's ``ans`` depends on."""
+    reads = {node.targets[0].id: {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+             for node in ast.parse(program).body if isinstance(node, ast.Assign)}
+    needed, todo = set(), ["ans"]
+    while todo:
+        for name in reads.get(todo.pop(), ()):
+            if name not in needed:
+                needed.add(name)
+                todo.append(name)
+    return needed
+
+
+_ARITHMETIC = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+               ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b,
+               ast.Pow: lambda a, b: a ** b}
+
+
+def step_values(program: str) -> dict[str, float] | None:
+    """Every variable's value, computed from the program's arithmetic alone (names, numbers, + - * / // % **;
+    no code runs); None when it holds anything else or fails (the sandbox, which runs it, says why)."""
+    values: dict[str, float] = {}
+
+    def value(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return values[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return -value(node.operand) if isinstance(node.op, ast.USub) else value(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC and abs(value(node.left)) < 1e12:
+            return float(_ARITHMETIC[type(node.op)](value(node.left), value(node.right)))
+        raise ValueError(ast.dump(node))
+
+    try:
+        for node in ast.parse(program).body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                return None
+            values[node.targets[0].id] = value(node.value)
+    except (ValueError, KeyError, ArithmeticError, SyntaxError, RecursionError):
+        return None
+    return values
+
+
+# Steps that measure (money, time, length, weight, shares) may leave whole numbers; steps that count may not.
+_MEASURES = re.compile(r"\$|%|\b(?:dollars?|cents?|price|cost|costs|paid|pay|earn\w*|spen[dt]\w*|money|profit|saves?|"
+                       r"savings|budget|fee|bill|tax|tip|wage|salary|hours?|minutes?|seconds?|days?|weeks?|months?|"
+                       r"years?|miles?|mph|km|kilomet\w*|met\w*|feet|foot|inch\w*|yards?|pounds?|lbs?|ounces?|oz|"
+                       r"kg|kilograms?|grams?|gallons?|liters?|litres?|ml|cups?|quarts?|pints?|tons?|percent\w*|"
+                       r"average|rate|speed|ratio|fraction|share|portion|each|per|degrees?|area|length|width|"
+                       r"height|distance|weight|volume)\b", re.IGNORECASE)
+
+
+def _measures(name: str, source: Source) -> bool:
+    return bool(_MEASURES.search(f"{name.replace('_', ' ')} {source.builder.sources.get(name, '')}"))
+
+
+def variant_problem(source: Source, variant: Variant, value: float | None) -> str | None:
+    """Why a variant's rerun answer ``value`` is not right or not sensible, or None: :func:`answer_problem`;
+    the answer is the source's although a number it reads changed; a step that counts (people, things) and was
+    whole in the source is not whole (100 bars among 3 friends)."""
+    if problem := answer_problem(value, source.example.answer):
+        return problem
+    if is_correct(value, source.example.answer):
+        return "answer unchanged"
+    before, after = step_values(source.program), step_values(variant.program)
+    if before is None or after is None:
+        return None
+    given = set(given_values(source.program))
+    for name, old in before.items():
+        if name in given or name == "ans" or not float(old).is_integer() or _measures(name, source):
+            continue
+        if not round(after.get(name, 0.0), 6).is_integer():
+            return "a count is not whole"
     return None
 
 
@@ -230,7 +419,7 @@ def variant_answer(value: float, original: float) -> float:
 
 def rewrite_stages(source: Source, variant: Variant) -> list[dict]:
     """Every stage of the source trace, its fields re-derived from the variant's question and program."""
-    core_question, key_points = gold_language.core_question_and_key_points(variant.question)
+    core_question, key_points = gold_language.core_question_and_key_points(variant.question, source.builder.declared)
     values = {"question": variant.question, "core_question": core_question, "key_points": key_points,
               "program": variant.program, "answer": format_number(variant.answer)}
     stages = []

@@ -304,7 +304,8 @@ class ProgramBuilder:
         q = self.quantities[k] if isinstance(k, int) else k
         before = re.split(r"[.?!;]\s", self.question[: q.start])[-1].split()[-5:]
         after = re.split(r"[.?!;]\s", self.question[q.end:])[0].split()[:5]
-        return len(set(_words(" ".join([*before, q.text, *after]))) - _STOP & (self.context if words is None else words))
+        words = self.context if words is None else words
+        return len(set(_words(" ".join([*before, q.text, *after]))) - _STOP & words)
 
     def _closest(self, candidates: list[int]) -> int:
         """Of quantities with the same value, the one whose neighbouring words the rationale line repeats most
