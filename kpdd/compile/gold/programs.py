@@ -156,6 +156,9 @@ def name_words(after: str, before: str, money: bool) -> list[str]:
     before_words = _clause_before(before)
     while before_words and before_words[-1] in _STATING_VERBS:  # 'peanut butter costs $3' → peanut_butter
         before_words.pop()
+    if not before_words:  # 'a tailored suit that costs three ...' → tailored_suit
+        before_words = [w for w in _words(re.split(r"[.,;:?!()\d$]", before)[-1])
+                        if w not in _STATING_VERBS and w not in _CLAUSE_WORDS]
     return _content(before_words, 2, from_end=True) + (["dollars"] if money else [])
 
 
@@ -178,7 +181,7 @@ def _line_subject(before: str) -> list[str]:
         text = match.group(1) or match.group(2) or text
     text = re.split(r",\s+|;\s+|\b(?:so|because|since|which means|then)\b", text)[-1] or text
     words = [w for w in _words(re.sub(r"\S*\d\S*(?:\s+[a-z]+/[a-z]+)?", " ", text))
-             if w not in _INSTRUCTIONS and not _WORD_NUMBER.fullmatch(w)]
+             if w not in _INSTRUCTIONS and w not in _STATING_VERBS and not _WORD_NUMBER.fullmatch(w)]
     return _content(words, 3)
 
 
@@ -190,6 +193,9 @@ def result_words(after: str, before: str, money: bool) -> tuple[list[str], list[
     noun = name_words(after, "", money) if re.search(r"[A-Za-z]", after) else (["dollars"] if money else [])
     if sum(w not in _PREPOSITIONS for w in noun) >= 2:
         return noun, noun
+    purpose = re.match(r"\s*(?:more |less |extra )?(?:to|for) \w+ (?:the |a |an |on |in |for )?([A-Za-z' -]+)", after)
+    if purpose and (what := _content(_clause_after(purpose.group(1)), 2)):  # '$4.50 to use almond butter'
+        return [*what, *noun], [*what, *noun]
     subject = [w for w in _line_subject(before) if w not in noun and w not in _PREPOSITIONS]
     if not subject:
         return noun or name_words(after, before, money), noun
