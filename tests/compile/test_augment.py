@@ -67,7 +67,11 @@ def test_variant_programs_rerun_to_their_recorded_answers(tmp_path):
 def test_variant_stages_are_the_gold_teachers_own_for_the_new_question(tmp_path):
     _, store = augmented(tmp_path, limit=10)
     trace = store.traces()[0]
-    core, key_points = augment.gold_language.core_question_and_key_points(trace["question"])
+    source_example = next(e for e in EXAMPLES if e.id == trace["meta"]["source_question_id"])
+    (gold,) = GoldTeacher("kpdd-pot").sample(source_example).traces
+    reads = augment.source_of(source_example, gold["stages"]).builder.declared
+    core, key_points = augment.gold_language.core_question_and_key_points(trace["question"], reads)
+    assert len(key_points) == len(gold["stages"][1]["outputs"]["key_points"])  # the same facts, new numbers
     assert [s["predictor"] for s in trace["stages"]] == ["key_points.core", "key_points.info", "solve"]
     assert trace["stages"][0]["outputs"]["core_question"] == core
     assert trace["stages"][1]["outputs"]["key_points"] == key_points == trace["stages"][2]["inputs"]["key_points"]
@@ -126,3 +130,62 @@ def test_compile_augment_option_adds_a_variant_store(tmp_path):
     assert traces and {t["teacher"] for t in traces} == {"augment"}
     assert max(sum(t["meta"]["source_question_id"] == s for t in traces)
                for s in {t["meta"]["source_question_id"] for t in traces}) <= 2
+
+
+# Variants that are right ---------------------------------------------------------------------------------
+
+TRAIN = {e.question.split(".")[0]: e for e in load_dataset("gsm8k", "train")}
+
+
+def source(opening: str) -> augment.Source:
+    example = TRAIN[opening]
+    (trace,) = GoldTeacher("kpdd-pot").sample(example).traces
+    return augment.source_of(example, trace["stages"])
+
+
+def changeable_texts(source_: augment.Source) -> list[str]:
+    return [source_.builder.quantities[i].text for i in source_.changeable]
+
+
+def test_a_literal_the_old_numbers_produced_makes_a_question_unchangeable():
+    """Michael's age (8) is worked out in the rationale and stays a literal: no variant could update it."""
+    michael = source("Michael has two brothers")
+    assert "+ 8" in michael.program and augment.unexplained_literal(michael) == "8"
+    assert augment.unchangeable(michael) == "program keeps a literal the question does not explain"
+    assert augment.unexplained_literal(source("A chocolate box contains 200 bars")) is None  # '1/4' explains 4
+
+
+def test_a_number_in_two_roles_stays():
+    """'his 4 friends take 1/4 of the bars': the 4 is also the fraction's denominator; 200 may change."""
+    assert changeable_texts(source("A chocolate box contains 200 bars")) == ["200"]
+
+
+def test_the_parts_and_total_of_a_stated_sum_stay():
+    """'7 brothers. 3 of them ..., 1 of them ..., 1 ..., another 2 of them': no new value keeps the sum."""
+    santana = source("Santana has 7 brothers")
+    assert changeable_texts(santana) == [] and augment.unchangeable(santana) == "no number to change"
+
+
+def test_a_count_that_is_no_longer_whole_is_rejected():
+    thomas = source("A chocolate box contains 200 bars")
+    (change,) = [c for c in augment.draw_changes(thomas, random.Random(0))]
+    halves = augment.make_variant(thomas, [augment.Change(change.start, change.end, "200", "210", 210.0,
+                                                          change.variable)])
+    steps = augment.step_values(halves.program)
+    assert any(not v.is_integer() for v in steps.values())  # 210 / 4 bars: 52.5
+    value = steps["ans"]
+    assert augment.variant_problem(thomas, halves, value) in {"a count is not whole", "answer not a whole number"}
+    whole = augment.make_variant(thomas, [augment.Change(change.start, change.end, "200", "400", 400.0,
+                                                         change.variable)])
+    assert augment.variant_problem(thomas, whole, augment.step_values(whole.program)["ans"]) is None
+
+
+def test_an_answer_left_at_the_sources_is_rejected():
+    variant = augment.candidates(a_source(), seed=0, start=0, count=1)[0]
+    assert augment.variant_problem(a_source(), variant, a_source().example.answer) == "answer unchanged"
+
+
+def test_step_values_compute_the_programs_arithmetic_without_running_it():
+    assert augment.step_values("a = 3\nb = a * 2 / 4\nans = -b + 1") == {"a": 3.0, "b": 1.5, "ans": -0.5}
+    assert augment.step_values("import os\nans = 1") is None and augment.step_values("ans = a + 1") is None
+    assert augment.read_by_answer("a = 3\nb = 4\nc = b * 2\nans = c + 1") == {"b", "c"}

@@ -370,7 +370,7 @@ _MEASURES = re.compile(r"\$|%|\b(?:dollars?|cents?|price|cost|costs|paid|pay|ear
                        r"savings|budget|fee|bill|tax|tip|wage|salary|hours?|minutes?|seconds?|days?|weeks?|months?|"
                        r"years?|miles?|mph|km|kilomet\w*|met\w*|feet|foot|inch\w*|yards?|pounds?|lbs?|ounces?|oz|"
                        r"kg|kilograms?|grams?|gallons?|liters?|litres?|ml|cups?|quarts?|pints?|tons?|percent\w*|"
-                       r"average|rate|speed|ratio|fraction|share|portion|each|per|degrees?|area|length|width|"
+                       r"average|rate|speed|ratio|fraction|share|portion|per|degrees?|area|length|width|"
                        r"height|distance|weight|volume)\b", re.IGNORECASE)
 
 

@@ -88,6 +88,10 @@ def _verb_form(word: str) -> str | None:
     return None
 
 
+def _states_quantity(text: str) -> bool:
+    return bool(_QUANTITY.search(text) or question_quantities(text))
+
+
 def _clauses(sentence: str) -> list[tuple[str, str]]:
     """The clauses of :func:`split_facts` before they are made facts, each with its words as they stand in the
     sentence (a clause given its subject's words lacks them there)."""
@@ -102,7 +106,7 @@ def _clauses(sentence: str) -> list[tuple[str, str]]:
             if new_clause and _QUANTITY.search(current) and _QUANTITY.search(piece):
                 facts.append((current, verbatim))
                 current = verbatim = piece
-            elif len(words) >= 2 and _QUANTITY.search(current) and _QUANTITY.search(piece) \
+            elif len(words) >= 2 and _states_quantity(current) and _states_quantity(piece) \
                     and (verb := _verb_index(before)) is not None and _verb_form(before[verb]) \
                     and _verb_form(words[0]) == _verb_form(before[verb]):  # 'She eats 3 ... and bakes ... 4'
                 facts.append((current, verbatim))
