@@ -217,16 +217,37 @@ def draw_changes(source: Source, rng: random.Random) -> list[Change]:
     return changes
 
 
+# A number that states how big a unit is, where the text names that unit: '30 days' with 'a month', '5 pennies'
+# as the value of a nickel. A new value would change the world, not the problem.
+_UNIT_SIZES = [(30, "days?", "month"), (31, "days?", "month"), (7, "days?", "week"), (24, "hours?", "day"),
+               (60, "minutes?", "hour"), (60, "seconds?", "minute"), (12, "months?", "year"), (52, "weeks?", "year"),
+               (365, "days?", "year"), (12, "inch(?:es)?", "foot|feet"), (3, "feet", "yard"), (16, "ounces?", "pound"),
+               (100, "cents?|pennies", "dollar"), (5, "cents?|pennies", "nickel"), (10, "cents?|pennies", "dime"),
+               (25, "cents?|pennies", "quarter"), (12, "\\w+", "dozen"), (1000, "\\w+", "thousand|kilo|liter|litre")]
+_EQUIVALENCE = re.compile(r"\b(?:same (?:value|amount) as|(?:is|are) equal to|equals?|is worth|are worth|"
+                          r"there are \S+ \w+ in (?:a|an|one|each))\b", re.IGNORECASE)
+
+
+def _sizes_a_unit(quantity, question: str) -> bool:
+    after = question[quantity.end:quantity.end + 20]
+    sentence = re.split(r"(?<=[.?!])\s", question[: quantity.start])[-1] + question[quantity.start:].split(". ")[0]
+    return bool(_EQUIVALENCE.search(sentence)) or any(
+        quantity.value == size and re.match(rf"\s*-?(?:{small})\b", after, re.IGNORECASE)
+        and re.search(rf"\b(?:{big})", question, re.IGNORECASE) for size, small, big in _UNIT_SIZES)
+
+
 def changeable_indices(source: Source) -> list[int]:
     """The quantities a variant may change: read by the program; their value stated once in any role (not also
     a fraction's part, an ordinal or a 'half'); not a part or the total of a sum the text holds; not 'the 3
-    boys' (a count of what the text lists)."""
+    boys' (a count of what the text lists); not the size of a unit the text names ('30 days' and 'a month', 'the
+    same value as 5 pennies')."""
     values, quantities, question = _fixed_values(source), source.builder.quantities, source.example.question
     answer_reads = read_by_answer(source.program)
     return [index for index, variable in sorted(source.builder.declared.items())
             if variable in answer_reads and values[quantities[index].value] == 1
             and not _in_a_sum(index, quantities, question)
-            and not _REFERS_BACK.search(question[: quantities[index].start])]
+            and not _REFERS_BACK.search(question[: quantities[index].start])
+            and not _sizes_a_unit(quantities[index], question)]
 
 
 def changeable(source: Source) -> bool:
