@@ -228,6 +228,9 @@ _EQUIVALENCE = re.compile(r"\b(?:same (?:value|amount) as|(?:is|are) equal to|eq
                           r"there are \S+ \w+ in (?:a|an|one|each))\b", re.IGNORECASE)
 
 
+_CLOCK = re.compile(r"\s*(?:a\.?m\b|p\.?m\b|o'clock)", re.IGNORECASE)  # '6 P.M.': a time of day, not a count
+
+
 def _sizes_a_unit(quantity, question: str) -> bool:
     after = question[quantity.end:quantity.end + 20]
     sentence = re.split(r"(?<=[.?!])\s", question[: quantity.start])[-1] + question[quantity.start:].split(". ")[0]
@@ -239,14 +242,17 @@ def _sizes_a_unit(quantity, question: str) -> bool:
 def changeable_indices(source: Source) -> list[int]:
     """The quantities a variant may change: read by the program; their value stated once in any role (not also
     a fraction's part, an ordinal or a 'half'); not a part or the total of a sum the text holds; not 'the 3
-    boys' (a count of what the text lists); not the size of a unit the text names ('30 days' and 'a month', 'the
-    same value as 5 pennies')."""
+    boys' (a count of what the text lists); not a time of day ('6 P.M.'); not the size of a unit the text names
+    ('30 days' and 'a month', 'the same value as 5 pennies'); not one the program reads where the rationale may
+    have meant a result of the same value (``builder.ambiguous``)."""
     values, quantities, question = _fixed_values(source), source.builder.quantities, source.example.question
     answer_reads = read_by_answer(source.program)
     return [index for index, variable in sorted(source.builder.declared.items())
             if variable in answer_reads and values[quantities[index].value] == 1
             and not _in_a_sum(index, quantities, question)
+            and index not in source.builder.ambiguous
             and not _REFERS_BACK.search(question[: quantities[index].start])
+            and not _CLOCK.match(question[quantities[index].end:])
             and not _sizes_a_unit(quantities[index], question)]
 
 
