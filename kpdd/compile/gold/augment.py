@@ -92,9 +92,9 @@ class Source:
         return self.builder.program(self.answer_expression)
 
     @cached_property
-    def changeable(self) -> list[int]:
-        """Indices of the quantities a variant may change (see :func:`changeable_indices`)."""
-        return changeable_indices(self)
+    def changeable(self) -> list[list[int]]:
+        """The quantities a variant may change, grouped by value (see :func:`changeable_groups`)."""
+        return changeable_groups(self)
 
 
 @dataclass
@@ -207,14 +207,16 @@ def _in_a_sum(index: int, quantities, question: str) -> bool:
 
 
 def draw_changes(source: Source, rng: random.Random) -> list[Change]:
-    """New values for the quantities the program reads whose value plays no other role in the question (see
-    :func:`unchangeable`)."""
+    """New values for the quantities a variant may change (:func:`changeable_groups`); the numbers of a group
+    (the same number written twice: '2 dogs and 2 cats') all get the same new value, so whichever of them the
+    program reads, it reads the new value."""
     changes = []
-    for index in source.changeable:
-        quantity, variable = source.builder.quantities[index], source.builder.declared[index]
-        if drawn := new_value(quantity.text, rng):
-            changes.append(Change(quantity.start, quantity.end, quantity.text, drawn[0], drawn[1], variable))
-    return changes
+    for group in source.changeable:
+        first = source.builder.quantities[group[0]]
+        if drawn := new_value(first.text, rng):
+            changes += [Change(q.start, q.end, q.text, drawn[0], drawn[1], source.builder.declared.get(k, ""))
+                        for k in group for q in [source.builder.quantities[k]]]
+    return sorted(changes, key=lambda c: c.start)
 
 
 # A number that states how big a unit is, where the text names that unit: '30 days' with 'a month', '5 pennies'
@@ -239,21 +241,29 @@ def _sizes_a_unit(quantity, question: str) -> bool:
         and re.search(rf"\b(?:{big})", question, re.IGNORECASE) for size, small, big in _UNIT_SIZES)
 
 
-def changeable_indices(source: Source) -> list[int]:
-    """The quantities a variant may change: read by the program; their value stated once in any role (not also
-    a fraction's part, an ordinal or a 'half'); not a part or the total of a sum the text holds; not 'the 3
-    boys' (a count of what the text lists); not a time of day ('6 P.M.'); not the size of a unit the text names
-    ('30 days' and 'a month', 'the same value as 5 pennies'); not one the program reads where the rationale may
-    have meant a result of the same value (``builder.ambiguous``)."""
-    values, quantities, question = _fixed_values(source), source.builder.quantities, source.example.question
+def changeable_groups(source: Source) -> list[list[int]]:
+    """The quantities a variant may change, grouped by value: some of a group is read by the answer; the value
+    stands in no other role (not also a fraction's part, an ordinal or a 'half'), and where it is written more
+    than once, it is written the same way each time; no member is a part or the total of a sum the text holds,
+    'the 3 boys' (a count of what the text lists), a time of day ('6 P.M.'), the size of a unit the text names
+    ('30 days' and 'a month', 'the same value as 5 pennies') or a number the rationale may have meant as a
+    result of the same value (``builder.ambiguous``)."""
+    quantities, question, declared = source.builder.quantities, source.example.question, source.builder.declared
     answer_reads = read_by_answer(source.program)
-    return [index for index, variable in sorted(source.builder.declared.items())
-            if variable in answer_reads and values[quantities[index].value] == 1
-            and not _in_a_sum(index, quantities, question)
-            and index not in source.builder.ambiguous
-            and not _REFERS_BACK.search(question[: quantities[index].start])
-            and not _CLOCK.match(question[quantities[index].end:])
-            and not _sizes_a_unit(quantities[index], question)]
+    other_roles = _fixed_values(source) - Counter(q.value for q in quantities)
+    by_value: dict[float, list[int]] = {}
+    for index, quantity in enumerate(quantities):
+        by_value.setdefault(quantity.value, []).append(index)
+
+    def free(index: int) -> bool:
+        q = quantities[index]
+        return WRITTEN_NUMBER.fullmatch(q.text) is not None and index not in source.builder.ambiguous \
+            and not _in_a_sum(index, quantities, question) and not _REFERS_BACK.search(question[: q.start]) \
+            and not _CLOCK.match(question[q.end:]) and not _sizes_a_unit(q, question)
+
+    return [group for value, group in sorted(by_value.items(), key=lambda item: item[1][0])
+            if not other_roles[value] and any(declared.get(k) in answer_reads for k in group)
+            and len({quantities[k].text for k in group}) == 1 and all(map(free, group))]
 
 
 def changeable(source: Source) -> bool:
@@ -339,11 +349,11 @@ def check_variant(source: Source, variant: Variant) -> str | None:
     for index, variable in source.builder.declared.items():
         if given.get(variable) != quantities[index].value:
             return "question mismatch: program reads another value"
-    changed = {c.variable for c in variant.changes}
+    changed = {c.variable for c in variant.changes} - {""}  # "": a number of a group the program does not read
     if not changed or all(given[v] == source.builder.quantities[i].value
                           for i, v in source.builder.declared.items() if v in changed):
         return "no number changed"
-    if changed - read_by_answer(variant.program):
+    if not changed & read_by_answer(variant.program):
         return "changed number not read by the answer"
     return None
 
