@@ -275,6 +275,11 @@ def unchangeable(source: Source) -> str | None:
     """Why no variant of the source can be right, or None."""
     if unexplained_literal(source):
         return "program keeps a literal the question does not explain"
+    computed = {statement.split(" = ")[0] for statement in source.builder.statements}
+    if source.builder.ambiguous and computed - read_by_answer(source.program):
+        # It read a number where a result of the same value may be meant, and left a result unread: a guess
+        # that new values would test ('$20 fine' read for the $20 a week of trash bins).
+        return "program reads a number where a result of the same value may be meant"
     if not draw_changes(source, random.Random(0)):
         return "no number to change"
     return None
@@ -376,10 +381,12 @@ _ARITHMETIC = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mul
                ast.Pow: lambda a, b: a ** b}
 
 
-def step_values(program: str) -> dict[str, float] | None:
+def step_values(program: str, operations: list[float] | None = None) -> dict[str, float] | None:
     """Every variable's value, computed from the program's arithmetic alone (names, numbers, + - * / // % **;
-    no code runs); None when it holds anything else or fails (the sandbox, which runs it, says why)."""
+    no code runs); None when it holds anything else or fails (the sandbox, which runs it, says why). The value
+    of every operation, in program order, is appended to ``operations`` when given."""
     values: dict[str, float] = {}
+    operations = [] if operations is None else operations
 
     def value(node):
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
@@ -389,7 +396,8 @@ def step_values(program: str) -> dict[str, float] | None:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             return -value(node.operand) if isinstance(node.op, ast.USub) else value(node.operand)
         if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC and abs(value(node.left)) < 1e12:
-            return float(_ARITHMETIC[type(node.op)](value(node.left), value(node.right)))
+            operations.append(float(_ARITHMETIC[type(node.op)](value(node.left), value(node.right))))
+            return operations[-1]
         raise ValueError(ast.dump(node))
 
     try:
@@ -417,15 +425,19 @@ def _measures(name: str, source: Source) -> bool:
 
 def variant_problem(source: Source, variant: Variant, value: float | None) -> str | None:
     """Why a variant's rerun answer ``value`` is not right or not sensible, or None: :func:`answer_problem`;
-    the answer is the source's although a number it reads changed; a step that counts (people, things) and was
-    whole in the source is not whole (100 bars among 3 friends)."""
+    the answer is the source's although a number it reads changed; an operation that was positive in the source
+    is not; a step that counts (people, things) and was whole in the source is not whole (100 bars among 3
+    friends)."""
     if problem := answer_problem(value, source.example.answer):
         return problem
     if is_correct(value, source.example.answer):
         return "answer unchanged"
-    before, after = step_values(source.program), step_values(variant.program)
+    old_operations, new_operations = [], []
+    before, after = step_values(source.program, old_operations), step_values(variant.program, new_operations)
     if before is None or after is None:
         return None
+    if any(old > 0 >= new for old, new in zip(old_operations, new_operations)):
+        return "a step turns negative"  # 40 games to lose of 20 left, pollywogs below none
     given = set(given_values(source.program))
     for name, old in before.items():
         if name in given or name == "ans" or not float(old).is_integer() or _measures(name, source):
