@@ -147,6 +147,25 @@ def changeable_texts(source_: augment.Source) -> list[str]:
     return [source_.builder.quantities[i].text for group in source_.changeable for i in group]
 
 
+def test_a_number_read_where_a_result_may_be_meant_stays_with_what_the_result_is_made_of():
+    """Mary's '$20 fine' is read where the rationale meant the $20 a week of trash bins ($10 * 2), and that result
+    where it meant the fine: the fine, the $10 and the 2 stay; the recycling bin's $5 and the 18 % may change."""
+    mary = source("Mary is paying her monthly garbage bill for a month with exactly four weeks")
+    assert list(mary.builder.ambiguous.values()) == ["mary_weekly_dollars"]
+    assert changeable_texts(mary) == ["$5", "18%"]
+
+
+def test_a_step_that_turns_negative_is_rejected():
+    """40 % of 50 games won, 20 to play, 30 % to win: the program's 'wins still needed' goes below zero."""
+    team = source("A basketball team played 40 games and won 70% of the games")
+    changes = [augment.Change(q.start, q.end, q.text, new, float(new.rstrip("%")), team.builder.declared[k])
+               for k, q in enumerate(team.builder.quantities) for new in [{"40": "50", "70%": "90%", "10": "20",
+                                                                            "60%": "30%"}[q.text]]]
+    variant = augment.make_variant(team, changes)
+    assert augment.variant_problem(team, variant, augment.step_values(variant.program)["ans"]) == \
+        "a step turns negative"
+
+
 def test_a_literal_the_old_numbers_produced_makes_a_question_unchangeable():
     """Michael's age (8) is worked out in the rationale and stays a literal: no variant could update it."""
     michael = source("Michael has two brothers")
@@ -167,7 +186,10 @@ def test_a_number_in_two_roles_stays():
 def test_the_parts_and_total_of_a_stated_sum_stay():
     """'7 brothers. 3 of them ..., 1 of them ..., 1 ..., another 2 of them': no new value keeps the sum."""
     santana = source("Santana has 7 brothers")
-    assert changeable_texts(santana) == [] and augment.unchangeable(santana) == "no number to change"
+    quantities = santana.builder.quantities
+    assert [q.text for q in quantities if augment._in_a_sum(quantities.index(q), quantities, santana.example.question)] \
+        == ["7", "3", "1", "1", "2"]
+    assert changeable_texts(santana) == [] and augment.unchangeable(santana) is not None
 
 
 def test_a_count_that_is_no_longer_whole_is_rejected():

@@ -250,6 +250,10 @@ def changeable_groups(source: Source) -> list[list[int]]:
     result of the same value (``builder.ambiguous``)."""
     quantities, question, declared = source.builder.quantities, source.example.question, source.builder.declared
     answer_reads = read_by_answer(source.program)
+    # Where a number was read and a result of the same value may have been meant ('$20 fine' for the $20 a week
+    # of trash bins), the two may have swapped roles: neither that number nor what the result is made of changes.
+    guessed = {declared[k] for k in source.builder.ambiguous} | {
+        v for result in source.builder.ambiguous.values() for v in read_by_answer(source.program, result)}
     other_roles = _fixed_values(source) - Counter(q.value for q in quantities)
     by_value: dict[float, list[int]] = {}
     for index, quantity in enumerate(quantities):
@@ -257,7 +261,7 @@ def changeable_groups(source: Source) -> list[list[int]]:
 
     def free(index: int) -> bool:
         q = quantities[index]
-        return WRITTEN_NUMBER.fullmatch(q.text) is not None and index not in source.builder.ambiguous \
+        return WRITTEN_NUMBER.fullmatch(q.text) is not None and declared.get(index) not in guessed \
             and not _in_a_sum(index, quantities, question) and not _REFERS_BACK.search(question[: q.start]) \
             and not _CLOCK.match(question[q.end:]) and not _sizes_a_unit(q, question)
 
@@ -275,11 +279,6 @@ def unchangeable(source: Source) -> str | None:
     """Why no variant of the source can be right, or None."""
     if unexplained_literal(source):
         return "program keeps a literal the question does not explain"
-    computed = {statement.split(" = ")[0] for statement in source.builder.statements}
-    if source.builder.ambiguous and computed - read_by_answer(source.program):
-        # It read a number where a result of the same value may be meant, and left a result unread: a guess
-        # that new values would test ('$20 fine' read for the $20 a week of trash bins).
-        return "program reads a number where a result of the same value may be meant"
     if not draw_changes(source, random.Random(0)):
         return "no number to change"
     return None
@@ -363,11 +362,11 @@ def check_variant(source: Source, variant: Variant) -> str | None:
     return None
 
 
-def read_by_answer(program: str) -> set[str]:
-    """The variables that the program's ``ans`` depends on."""
+def read_by_answer(program: str, variable: str = "ans") -> set[str]:
+    """The variables that the program's ``ans`` (or ``variable``) depends on."""
     reads = {node.targets[0].id: {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
              for node in ast.parse(program).body if isinstance(node, ast.Assign)}
-    needed, todo = set(), ["ans"]
+    needed, todo = set(), [variable]
     while todo:
         for name in reads.get(todo.pop(), ()):
             if name not in needed:

@@ -257,7 +257,7 @@ class ProgramBuilder:
         self.fractions = fraction_words(question)
         self.spoken: set[str] = set()  # content words of the whole rationale
         self.sources: dict[str, str] = {}  # variable → the clause or rationale line it is named from
-        self.ambiguous: set[int] = set()  # quantities read where a result of the same value could be meant
+        self.ambiguous: dict[int, str] = {}  # quantity read → the result of the same value that could be meant
 
     def _quantity(self, index: int) -> str:
         if index not in self.declared:
@@ -294,8 +294,8 @@ class ProgramBuilder:
             fraction = next((f for f in self.fractions if f.value == value and {"*", "/"} & neighbours), None)
             if fraction and self._shared(fraction) > self._shared(best):
                 return _literal(tokens[i])  # the '3' of 'one-third', not '3 patients'
-            if latest:
-                self.ambiguous.add(best)  # the line may have meant the result: a guess, which a variant must not test
+            if latest:  # the line may have meant the result: a guess, which a variant must not test
+                self.ambiguous[best] = latest
             return self._quantity(best)
         if latest:
             self.referenced.add(latest)
