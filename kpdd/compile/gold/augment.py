@@ -252,8 +252,7 @@ def changeable_groups(source: Source) -> list[list[int]]:
     answer_reads = read_by_answer(source.program)
     # Where a number was read and a result of the same value may have been meant ('$20 fine' for the $20 a week
     # of trash bins), the two may have swapped roles: neither that number nor what the result is made of changes.
-    guessed = {declared[k] for k in source.builder.ambiguous} | {
-        v for result in source.builder.ambiguous.values() for v in read_by_answer(source.program, result)}
+    guessed = {v for result in source.builder.ambiguous.values() for v in read_by_answer(source.program, result)}
     other_roles = _fixed_values(source) - Counter(q.value for q in quantities)
     by_value: dict[float, list[int]] = {}
     for index, quantity in enumerate(quantities):
@@ -261,7 +260,8 @@ def changeable_groups(source: Source) -> list[list[int]]:
 
     def free(index: int) -> bool:
         q = quantities[index]
-        return WRITTEN_NUMBER.fullmatch(q.text) is not None and declared.get(index) not in guessed \
+        return WRITTEN_NUMBER.fullmatch(q.text) is not None and index not in source.builder.ambiguous \
+            and declared.get(index) not in guessed \
             and not _in_a_sum(index, quantities, question) and not _REFERS_BACK.search(question[: q.start]) \
             and not _CLOCK.match(question[q.end:]) and not _sizes_a_unit(q, question)
 

@@ -257,7 +257,7 @@ class ProgramBuilder:
         self.fractions = fraction_words(question)
         self.spoken: set[str] = set()  # content words of the whole rationale
         self.sources: dict[str, str] = {}  # variable → the clause or rationale line it is named from
-        self.ambiguous: dict[int, str] = {}  # quantity read → the result of the same value that could be meant
+        self.ambiguous: dict[int, str] = {}  # a quantity that may be meant where a result was read → that result
 
     def _quantity(self, index: int) -> str:
         if index not in self.declared:
@@ -286,16 +286,19 @@ class ProgramBuilder:
         results = [name for written, name in reversed(self.results) if written == value]
         latest = next((name for name in results if name not in self.referenced), results[0] if results else None)
         candidates = unused or (matches if not latest else [])
-        if candidates and latest and self._shared(self._closest(candidates), self.spoken) == 0:
-            candidates = []  # a result, not a number whose words the rationale never says (an irrelevant one)
+        if candidates and latest:
+            guess = candidates[0] if unused else self._closest(candidates)
+            if self._shared(guess, self.spoken) == 0:
+                candidates = []  # a result, not a number whose words the rationale never says (an irrelevant one)
+            elif self._shared(guess) == 0:  # nor does this line: the result ('add this to ...'), but a guess
+                self.ambiguous[guess] = latest
+                candidates = []
         if candidates:
             # A number read before is the one whose words the line repeats; a new one is the first not read yet.
             best = candidates[0] if unused else self._closest(candidates)
             fraction = next((f for f in self.fractions if f.value == value and {"*", "/"} & neighbours), None)
             if fraction and self._shared(fraction) > self._shared(best):
                 return _literal(tokens[i])  # the '3' of 'one-third', not '3 patients'
-            if latest:  # the line may have meant the result: a guess, which a variant must not test
-                self.ambiguous[best] = latest
             return self._quantity(best)
         if latest:
             self.referenced.add(latest)
