@@ -174,7 +174,10 @@ def _choices(scaled: int, places: int, under_100_percent: bool, rng: random.Rand
 # Numbers a question states besides its quantities: parts of fractions ('1/4'), ordinals ('3rd'), clock times.
 _OTHER_NUMBERS = re.compile(r"(\d+)\s*/\s*(\d+)|\b(\d+)(?:st|nd|rd|th)\b|\b(\d+):(\d+)")
 # 'the 3 boys', 'all 4 friends', 'both': a number that refers back to people or things the text lists.
-_REFERS_BACK = re.compile(r"\b(?:the|these|those|all|both|each of the|all of the)\s+$", re.IGNORECASE)
+_REFERS_BACK = re.compile(r"\b(?:the|these|those|all|both|each of the|all of the)\s+$|\b(?:remaining|other|rest of the|"
+                          r"last)\s+$", re.IGNORECASE)
+# '6 of them both red hats and blue boots': an overlap bounded by the counts around it.
+_OVERLAP = re.compile(r"\bboth\b.*\band\b|\bof them both\b", re.IGNORECASE)
 
 
 def _fixed_values(source: Source) -> Counter:
@@ -195,12 +198,14 @@ def _in_a_sum(index: int, quantities, question: str) -> bool:
         return " ".join(question[quantities[k].end:].split()[:2]).lower().rstrip(".,")
 
     values = [q.value if WRITTEN_NUMBER.fullmatch(q.text) else None for q in quantities]  # digits only
+    remaining = {k for k, q in enumerate(quantities) if _REFERS_BACK.search(question[: q.start])}
     for total, value in enumerate(values):
         later = [(k, v) for k, v in enumerate(values[total + 1:], total + 1) if v and v < (value or 0)][:12]
-        for size in range(3, min(len(later), 5) + 1):
+        # Two parts make a sum when one is 'the remaining 5' (of 20 bags, 15 sold); else three or more.
+        for size in range(2 if remaining & {k for k, _ in later} else 3, min(len(later), 5) + 1):
             for parts in combinations(later, size):
                 same = sum(counts(k).startswith(("of them", "of these", "of those", counts(total).split(" ")[0]))
-                           for k, _ in parts)
+                           or k in remaining for k, _ in parts)
                 if sum(v for _, v in parts) == value and 2 * same >= size and index in {total, *(k for k, _ in parts)}:
                     return True
     return False
@@ -233,9 +238,13 @@ _EQUIVALENCE = re.compile(r"\b(?:same (?:value|amount) as|(?:is|are) equal to|eq
 _CLOCK = re.compile(r"\s*(?:a\.?m\b|p\.?m\b|o'clock)", re.IGNORECASE)  # '6 P.M.': a time of day, not a count
 
 
+def _sentence(question: str, quantity) -> str:
+    return re.split(r"(?<=[.?!])\s", question[: quantity.start])[-1] + question[quantity.start:].split(". ")[0]
+
+
 def _sizes_a_unit(quantity, question: str) -> bool:
     after = question[quantity.end:quantity.end + 20]
-    sentence = re.split(r"(?<=[.?!])\s", question[: quantity.start])[-1] + question[quantity.start:].split(". ")[0]
+    sentence = _sentence(question, quantity)
     return bool(_EQUIVALENCE.search(sentence)) or any(
         quantity.value == size and re.match(rf"\s*-?(?:{small})\b", after, re.IGNORECASE)
         and re.search(rf"\b(?:{big})", question, re.IGNORECASE) for size, small, big in _UNIT_SIZES)
@@ -263,7 +272,8 @@ def changeable_groups(source: Source) -> list[list[int]]:
         return WRITTEN_NUMBER.fullmatch(q.text) is not None and index not in source.builder.ambiguous \
             and declared.get(index) not in guessed \
             and not _in_a_sum(index, quantities, question) and not _REFERS_BACK.search(question[: q.start]) \
-            and not _CLOCK.match(question[q.end:]) and not _sizes_a_unit(q, question)
+            and not _CLOCK.match(question[q.end:]) and not _sizes_a_unit(q, question) \
+            and not _OVERLAP.search(_sentence(question, q))
 
     return [group for value, group in sorted(by_value.items(), key=lambda item: item[1][0])
             if not other_roles[value] and any(declared.get(k) in answer_reads for k in group)
