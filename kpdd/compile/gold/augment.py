@@ -275,9 +275,14 @@ def changeable_groups(source: Source) -> list[list[int]]:
             and not _CLOCK.match(question[q.end:]) and not _sizes_a_unit(q, question) \
             and not _OVERLAP.search(_sentence(question, q))
 
+    names = re.findall(r"[A-Za-z_]\w*", "\n".join(source.builder.statements))
+
+    def read_once_each(group: list[int]) -> bool:  # '2 packages ... 2 packages' read a third time: '2 slices'
+        return len(group) == 1 or sum(names.count(declared[k]) for k in group if k in declared) <= len(group)
+
     return [group for value, group in sorted(by_value.items(), key=lambda item: item[1][0])
             if not other_roles[value] and any(declared.get(k) in answer_reads for k in group)
-            and len({quantities[k].text for k in group}) == 1 and all(map(free, group))]
+            and len({quantities[k].text for k in group}) == 1 and all(map(free, group)) and read_once_each(group)]
 
 
 def changeable(source: Source) -> bool:

@@ -290,9 +290,10 @@ class ProgramBuilder:
             guess = candidates[0] if unused else self._closest(candidates)
             if self._shared(guess, self.spoken) == 0:
                 candidates = []  # a result, not a number whose words the rationale never says (an irrelevant one)
-            elif self._shared(guess) == 0:  # nor does this line: the result ('add this to ...'), but a guess
+            else:  # a guess either way, which a variant must not test
                 self.ambiguous[guess] = latest
-                candidates = []
+                if self._shared(guess) == 0:  # the line does not speak of the number: the result ('add this to')
+                    candidates = []
         if candidates:
             # A number read before is the one whose words the line repeats; a new one is the first not read yet.
             best = candidates[0] if unused else self._closest(candidates)
