@@ -12,11 +12,11 @@ New values (:func:`new_value`): only numbers written with digits change (words s
 values below 2 and years stay, and none goes below 2. Integers keep their number of digits and trailing zeros
 (300 → 700), within half to twice the value, and in half the draws their divisors among 2, 3, 4 and 5 (48 → 36);
 percentages stay whole percentages in the same range, under 100 % when the original was; decimals and money keep
-their decimal places ($2.50 → $3.75); a '$', thousands separators and a '%' are kept. A number whose value another
-number of the question shares stays: which one the program reads is a guess of the gold heuristics (Jane's base
-coat takes 2 minutes and she applies two coats). Methods whose outputs are prose (``cot``, ``kpdd-cot``,
-``socratic``) are not
-supported: their reasoning states the old calculations, and kpdd does not rewrite prose arithmetic.
+their decimal places ($2.50 → $3.75); a '$', thousands separators and a '%' are kept. Which numbers may change is
+:func:`changeable_groups`: read by the answer, in one role only; a question whose program keeps a literal the
+question does not explain is not varied (:func:`unchangeable`). Methods whose outputs are prose (``cot``,
+``kpdd-cot``, ``socratic``) are not supported: their reasoning states the old calculations, and kpdd does not
+rewrite prose arithmetic.
 
 A variant is only as right as the gold program's reading of its question: where the heuristics bound a number
 to the wrong role, the variant's answer follows the program, not the problem.
@@ -49,7 +49,7 @@ from kpdd.compile.store import VARIANT_MARK
 from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
-AUGMENT_VERSION = "augment/1"
+AUGMENT_VERSION = "augment/2"
 SUPPORTED_METHODS = ("kpdd-pot", "pot", "direct")
 _GIVEN = re.compile(r"^([A-Za-z_]\w*) = (-?\d+(?:\.\d+)?)$", re.MULTILINE)
 # Stage fields a variant re-derives from its question; any other field cannot be kept consistent.

@@ -13,9 +13,14 @@ calculations come from :mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS
   (``sharon_oranges``), else numbered (``oranges_2``); keywords and builtins get ``_value``.
 - **Programs** (:func:`rationale_program`): the problem's quantities as named variables (only those used, in the
   problem's order), then one assignment per calculation up to the last one whose written result equals the gold
-  answer, named from its frame, then ``ans = <that variable>``. A number in an expression becomes a variable of
-  equal value: a quantity not used yet, else the latest result, else a used quantity; ``twice`` only as a factor
-  of a product; ``/ 100`` stays literal (a percentage); any other number stays a literal (60 minutes, 52 weeks).
+  answer, named by :func:`result_words` (the words after the result when they say more than a unit, else what
+  the line says it computes, then that unit), then ``ans = <that variable>``. A number in an expression becomes
+  a variable of equal value: a quantity not used yet, else the latest result, else a used quantity (where both a
+  quantity and a result could be meant and the line does not speak of the quantity, the result, and the guess
+  is recorded in ``ambiguous``); ``twice`` only as a factor
+  of a product; of equal numbers, the one whose words the line repeats; a result rather than a number whose
+  words the rationale never says (an irrelevant sentence's); '.40' as ``percent / 100`` of '40 percent';
+  ``/ 100`` stays literal (a percentage); any other number stays a literal (60 minutes, 52 weeks).
   Equations (SVAMP, ASDiv, MultiArith) become the quantities plus ``ans = <equation>`` (:func:`equation_program`;
   ASDiv's '47/6=7 r5' becomes ``//`` or ``%``, whichever the answer is).
 """
