@@ -198,8 +198,8 @@ def test_the_parts_and_total_of_a_stated_sum_stay():
     """'7 brothers. 3 of them ..., 1 of them ..., 1 ..., another 2 of them': no new value keeps the sum."""
     santana = source("Santana has 7 brothers")
     quantities = santana.builder.quantities
-    assert [q.text for q in quantities if augment._in_a_sum(quantities.index(q), quantities, santana.example.question)] \
-        == ["7", "3", "1", "1", "2"]
+    in_the_sum = [q.text for k, q in enumerate(quantities) if augment._in_a_sum(k, quantities, santana.example.question)]
+    assert in_the_sum == ["7", "3", "1", "1", "2"]
     assert changeable_texts(santana) == [] and augment.unchangeable(santana) is not None
 
 
