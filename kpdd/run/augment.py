@@ -60,7 +60,7 @@ def _no_source(example, reasons: Counter) -> Any:
 
 def _sources(teacher, examples: list) -> tuple[list, list]:
     """(sources to vary, finished results of questions that have none)."""
-    from kpdd.compile.gold.augment import changeable, source_of
+    from kpdd.compile.gold.augment import source_of, unchangeable
     from kpdd.compile.gold.calculations import NoTrace
 
     from kpdd.compile.store import QuestionResult
@@ -78,10 +78,10 @@ def _sources(teacher, examples: list) -> tuple[list, list]:
         except NoTrace as reason:
             finished.append(_no_source(example, Counter({str(reason): 1})))
             continue
-        if changeable(source):
+        if (reason := unchangeable(source)) is None:
             sources.append(source)
         else:  # one reason for the question, not one per candidate
-            finished.append(QuestionResult(example.id, gold=example.answer, errors=Counter({"no number to change": 1})))
+            finished.append(QuestionResult(example.id, gold=example.answer, errors=Counter({reason: 1})))
     return sources, finished
 
 
@@ -122,13 +122,13 @@ def vary_batch(sources: list, variants: int, max_attempts: int, seed: int, timeo
 
 
 def _run_problem(run, source, variant, seen: set[str]) -> str | None:
-    from kpdd.compile.gold.augment import answer_problem
+    from kpdd.compile.gold.augment import variant_problem
 
     if variant.question in seen:
         return "duplicate variant"
     if run.error is not None:
         return f"program error ({run.error})"
-    return answer_problem(run.value, source.example.answer)
+    return variant_problem(source, variant, run.value)
 
 
 def augment_examples(examples: list, method: str, store, header: dict[str, Any], variants: int = 4,

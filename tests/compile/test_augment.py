@@ -3,6 +3,7 @@ source's side of the split, resumable stores."""
 
 import random
 
+import dspy
 import pytest
 
 from kpdd.compile.gold import augment
@@ -67,7 +68,11 @@ def test_variant_programs_rerun_to_their_recorded_answers(tmp_path):
 def test_variant_stages_are_the_gold_teachers_own_for_the_new_question(tmp_path):
     _, store = augmented(tmp_path, limit=10)
     trace = store.traces()[0]
-    core, key_points = augment.gold_language.core_question_and_key_points(trace["question"])
+    source_example = next(e for e in EXAMPLES if e.id == trace["meta"]["source_question_id"])
+    (gold,) = GoldTeacher("kpdd-pot").sample(source_example).traces
+    reads = augment.source_of(source_example, gold["stages"]).builder.declared
+    core, key_points = augment.gold_language.core_question_and_key_points(trace["question"], reads)
+    assert len(key_points) == len(gold["stages"][1]["outputs"]["key_points"])  # the same facts, new numbers
     assert [s["predictor"] for s in trace["stages"]] == ["key_points.core", "key_points.info", "solve"]
     assert trace["stages"][0]["outputs"]["core_question"] == core
     assert trace["stages"][1]["outputs"]["key_points"] == key_points == trace["stages"][2]["inputs"]["key_points"]
@@ -126,3 +131,98 @@ def test_compile_augment_option_adds_a_variant_store(tmp_path):
     assert traces and {t["teacher"] for t in traces} == {"augment"}
     assert max(sum(t["meta"]["source_question_id"] == s for t in traces)
                for s in {t["meta"]["source_question_id"] for t in traces}) <= 2
+
+
+# Variants that are right ---------------------------------------------------------------------------------
+
+TRAIN = {e.question.split(".")[0]: e for e in load_dataset("gsm8k", "train")}
+
+
+def source(opening: str) -> augment.Source:
+    example = TRAIN[opening]
+    (trace,) = GoldTeacher("kpdd-pot").sample(example).traces
+    return augment.source_of(example, trace["stages"])
+
+
+def changeable_texts(source_: augment.Source) -> list[str]:
+    return [source_.builder.quantities[i].text for group in source_.changeable for i in group]
+
+
+def test_a_number_read_where_a_result_may_be_meant_stays_with_what_the_result_is_made_of():
+    """Mary's '$20 fine' is read where the rationale meant the $20 a week of trash bins ($10 * 2), and that result
+    where it meant the fine: the fine, the $10 and the 2 stay; the recycling bin's $5 and the 18 % may change."""
+    mary = source("Mary is paying her monthly garbage bill for a month with exactly four weeks")
+    assert list(mary.builder.ambiguous.values()) == ["mary_weekly_dollars"]
+    assert changeable_texts(mary) == ["$5", "18%"]
+
+
+def test_a_step_that_turns_negative_is_rejected():
+    """40 % of 50 games won, 20 to play, 30 % to win: the program's 'wins still needed' goes below zero."""
+    team = source("A basketball team played 40 games and won 70% of the games")
+    changes = [augment.Change(q.start, q.end, q.text, new, float(new.rstrip("%")), team.builder.declared[k])
+               for k, q in enumerate(team.builder.quantities) for new in [{"40": "50", "70%": "90%", "10": "20",
+                                                                            "60%": "30%"}[q.text]]]
+    variant = augment.make_variant(team, changes)
+    assert augment.variant_problem(team, variant, augment.step_values(variant.program)["ans"]) == \
+        "a step turns negative"
+
+
+def test_a_literal_the_old_numbers_produced_makes_a_question_unchangeable():
+    """Michael's age (8) is worked out in the rationale and stays a literal: no variant could update it."""
+    michael = source("Michael has two brothers")
+    assert "+ 8" in michael.program and augment.unexplained_literal(michael) == "8"
+    assert augment.unchangeable(michael) == "program keeps a literal the question does not explain"
+    assert augment.unexplained_literal(source("A chocolate box contains 200 bars")) is None  # '1/4' explains 4
+
+
+def test_a_number_in_two_roles_stays():
+    """'his 4 friends take 1/4 of the bars': the 4 is also the fraction's denominator; 200 may change."""
+    thomas = source("A chocolate box contains 200 bars")
+    assert "4" not in changeable_texts(thomas) and "200" in changeable_texts(thomas)
+
+
+def test_a_number_written_twice_changes_as_one():
+    example = dspy.Example(id="pets", answer=12.0, question="Tom has 2 dogs and 2 cats. Each animal eats 3 cans of "
+                           "food a day. How many cans do his pets eat a day?",
+                           rationale="Tom has 2 + 2 = <<2+2=4>>4 animals.\nThey eat 4 * 3 = <<4*3=12>>12 cans a day."
+                           ).with_inputs("question")
+    (trace,) = GoldTeacher("kpdd-pot").sample(example).traces
+    pets = augment.source_of(example, trace["stages"])
+    assert changeable_texts(pets) == ["2", "2", "3"]
+    for seed in range(5):
+        twos = [c.new for c in augment.draw_changes(pets, random.Random(seed)) if c.old == "2"]
+        assert len(twos) == 2 and twos[0] == twos[1]
+
+
+def test_the_parts_and_total_of_a_stated_sum_stay():
+    """'7 brothers. 3 of them ..., 1 of them ..., 1 ..., another 2 of them': no new value keeps the sum."""
+    santana = source("Santana has 7 brothers")
+    quantities = santana.builder.quantities
+    in_the_sum = [q.text for k, q in enumerate(quantities) if augment._in_a_sum(k, quantities, santana.example.question)]
+    assert in_the_sum == ["7", "3", "1", "1", "2"]
+    assert changeable_texts(santana) == [] and augment.unchangeable(santana) is not None
+
+
+def test_a_count_that_is_no_longer_whole_is_rejected():
+    thomas = source("A chocolate box contains 200 bars")
+    change = next(c for c in augment.draw_changes(thomas, random.Random(0)) if c.old == "200")
+    halves = augment.make_variant(thomas, [augment.Change(change.start, change.end, "200", "210", 210.0,
+                                                          change.variable)])
+    steps = augment.step_values(halves.program)
+    assert any(not v.is_integer() for v in steps.values())  # 210 / 4 bars: 52.5
+    value = steps["ans"]
+    assert augment.variant_problem(thomas, halves, value) in {"a count is not whole", "answer not a whole number"}
+    whole = augment.make_variant(thomas, [augment.Change(change.start, change.end, "200", "400", 400.0,
+                                                         change.variable)])
+    assert augment.variant_problem(thomas, whole, augment.step_values(whole.program)["ans"]) is None
+
+
+def test_an_answer_left_at_the_sources_is_rejected():
+    variant = augment.candidates(a_source(), seed=0, start=0, count=1)[0]
+    assert augment.variant_problem(a_source(), variant, a_source().example.answer) == "answer unchanged"
+
+
+def test_step_values_compute_the_programs_arithmetic_without_running_it():
+    assert augment.step_values("a = 3\nb = a * 2 / 4\nans = -b + 1") == {"a": 3.0, "b": 1.5, "ans": -0.5}
+    assert augment.step_values("import os\nans = 1") is None and augment.step_values("ans = a + 1") is None
+    assert augment.read_by_answer("a = 3\nb = 4\nc = b * 2\nans = c + 1") == {"b", "c"}

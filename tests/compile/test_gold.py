@@ -1,6 +1,8 @@
 """The gold-annotation teacher: hand-checked heuristics, traces that replay exactly through the real programs,
 counted failures, and coverage on a seeded sample of GSM8K train."""
 
+import re
+
 import dspy
 import pytest
 from dspy.utils import DummyLM
@@ -8,7 +10,7 @@ from dspy.utils import DummyLM
 from kpdd.compile.gold import GoldTeacher
 from kpdd.compile.gold.calculations import format_number, strip_annotations
 from kpdd.compile.gold.language import core_question_and_key_points, sub_answer, sub_question
-from kpdd.compile.gold.programs import equation_program, rationale_program
+from kpdd.compile.gold.programs import equation_program, rationale_builder, rationale_program
 from kpdd.compile.store import TraceStore
 from kpdd.compile.teachers import stages_of
 from kpdd.data import load_dataset
@@ -63,6 +65,62 @@ def test_core_question_and_key_points_split_the_problem():
         == ["A large pizza has 16 slices.", "A small pizza has 8 slices."]
 
 
+NANCY = dspy.Example(
+    id="nancy", answer=3.0,
+    question="Nancy wanted to make peanut butter cookies for a family gathering, but her cousin is allergic to "
+             "peanuts. She decided to make almond butter cookies instead. A jar of almond butter costs three times "
+             "the amount that a jar of peanut butter does. It takes half a jar to make a batch of cookies. A jar of "
+             "peanut butter costs $3. Ivo has read 21 books this year. How many dollars more does it cost per batch "
+             "to make almond butter cookies instead of peanut butter cookies?",
+    rationale="A jar of almond butter costs 3 * 3 = $<<3*3=9>>9.\n"
+              "It takes half a jar to make a batch of cookies, so it costs 9 / 2 = $<<9/2=4.50>>4.50 to use almond "
+              "butter.\nIt costs 3 / 2 = $<<3/2=1.50>>1.50 to use peanut butter.\n"
+              "Thus, it costs 4.50 - 1.50 = $<<4.50-1.50=3>>3 more to make a batch of almond butter cookies than "
+              "peanut butter cookies.").with_inputs("question")
+
+
+@pytest.mark.parametrize("method", ["kpdd-pot", "kpdd-cot"])
+def test_key_points_are_the_facts_the_solution_reads(method):
+    """A setting without a quantity and an inserted sentence whose number the solution never reads are left out;
+    a relation without digits ('three times', 'half a jar') stays; the core question is the question asked."""
+    (trace,) = GoldTeacher(method).sample(NANCY).traces
+    assert trace["stages"][1]["outputs"] == {"key_points": [
+        "A jar of almond butter costs three times the amount that a jar of peanut butter does.",
+        "It takes half a jar to make a batch of cookies.",
+        "A jar of peanut butter costs $3."]}
+    assert trace["stages"][0]["outputs"]["core_question"] == NANCY.question.rsplit(". ", 1)[1]
+
+
+def test_an_irrelevant_number_equal_to_a_result_is_not_read():
+    """'Ravi has read 24 books' shares its value with Natalia's May clips; the program reads the result, and the
+    sentence is no key point."""
+    question = NATALIA.question.replace(" How many", " Ravi has read 24 books this year. How many")
+    distracted = NATALIA.copy(question=question)
+    (trace,) = GoldTeacher("kpdd-pot").sample(distracted).traces
+    assert "clips_altogether_in_april = friends_in_april + clips_in_may" in trace["stages"][2]["outputs"]["program"]
+    assert not any("Ravi" in point for point in trace["stages"][1]["outputs"]["key_points"])
+
+
+def test_key_points_split_a_second_verb_of_the_same_subject():
+    core, key_points = core_question_and_key_points(JANET.question, reads={0, 1, 2, 3})
+    assert key_points == ["Janet’s ducks lay 16 eggs per day.", "She eats three for breakfast every morning.",
+                          "She bakes muffins for her friends every day with four.",
+                          "She sells the remainder at the farmers' market daily for $2 per fresh duck egg."]
+
+
+def test_names_say_what_the_values_are():
+    """A computed value is named from its rationale line, a given one from its clause; '3 / 2' in 'It costs
+    3 / 2 = $1.50 to use peanut butter' reads the $3 of peanut butter, not the 'three' of 'three times'."""
+    program = rationale_program(NANCY.question, NANCY.rationale, NANCY.answer)
+    assert program.splitlines()[:4] == ["times_amount = 3", "peanut_butter_dollars = 3",
+                                        "jar_almond_dollars = times_amount * peanut_butter_dollars",
+                                        "almond_butter_dollars = jar_almond_dollars / 2"]
+    assert "= peanut_butter_dollars / 2" in program and execute(program).value == 3.0
+    builder, _ = rationale_builder(JANET.question, JANET.rationale, JANET.answer)
+    for name, source in builder.sources.items():
+        assert set(name.split("_")) & set(re.findall(r"[a-z]+", source.lower().replace("$", "dollars "))), name
+
+
 def test_pot_program_for_natalia_is_exact_and_executes_to_gold():
     program = rationale_program(NATALIA.question, NATALIA.rationale, NATALIA.answer)
     assert program == ("friends_in_april = 48\n"
@@ -82,7 +140,7 @@ def test_pot_program_names_given_quantities_including_number_words():
 def test_pot_normalises_people_arithmetic_and_equations():
     rationale = "He pays 2 x $1,500 = $3,000.\nThen 3,000 ÷ 4 = 750 each."  # no annotations: plain arithmetic
     assert execute(rationale_program("He buys 2 tickets at $1,500 each.", rationale, 750)).value == 750.0
-    assert equation_program(SVAMP.question, SVAMP.equation).endswith("ans = dvds_costs_dollars - dollars_on_pack")
+    assert equation_program(SVAMP.question, SVAMP.equation).endswith("ans = pack_dvds_dollars - dollars_on_pack")
     remainder = equation_program("47 cookies go in jars of 6. How many are left?", "47/6=7 r5", answer=5)
     assert "%" in remainder and execute(remainder).value == 5.0
 

@@ -12,11 +12,11 @@ New values (:func:`new_value`): only numbers written with digits change (words s
 values below 2 and years stay, and none goes below 2. Integers keep their number of digits and trailing zeros
 (300 → 700), within half to twice the value, and in half the draws their divisors among 2, 3, 4 and 5 (48 → 36);
 percentages stay whole percentages in the same range, under 100 % when the original was; decimals and money keep
-their decimal places ($2.50 → $3.75); a '$', thousands separators and a '%' are kept. A number whose value another
-number of the question shares stays: which one the program reads is a guess of the gold heuristics (Jane's base
-coat takes 2 minutes and she applies two coats). Methods whose outputs are prose (``cot``, ``kpdd-cot``,
-``socratic``) are not
-supported: their reasoning states the old calculations, and kpdd does not rewrite prose arithmetic.
+their decimal places ($2.50 → $3.75); a '$', thousands separators and a '%' are kept. Which numbers may change is
+:func:`changeable_groups`: read by the answer, in one role only; a question whose program keeps a literal the
+question does not explain is not varied (:func:`unchangeable`). Methods whose outputs are prose (``cot``,
+``kpdd-cot``, ``socratic``) are not supported: their reasoning states the old calculations, and kpdd does not
+rewrite prose arithmetic.
 
 A variant is only as right as the gold program's reading of its question: where the heuristics bound a number
 to the wrong role, the variant's answer follows the program, not the problem.
@@ -24,6 +24,7 @@ to the wrong role, the variant's answer follows the program, not the problem.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
@@ -31,15 +32,24 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import combinations
 from typing import Any
 
 from kpdd.compile.gold import language as gold_language
 from kpdd.compile.gold.calculations import WRITTEN_NUMBER, NoTrace, format_number
-from kpdd.compile.gold.programs import ProgramBuilder, equation_builder, question_quantities, rationale_builder
+from kpdd.compile.gold.programs import (
+    ProgramBuilder,
+    equation_builder,
+    fraction_words,
+    question_quantities,
+    rationale_builder,
+)
 from kpdd.compile.store import VARIANT_MARK
+from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
-AUGMENT_VERSION = "augment/1"
+AUGMENT_VERSION = "augment/2"
 SUPPORTED_METHODS = ("kpdd-pot", "pot", "direct")
 _GIVEN = re.compile(r"^([A-Za-z_]\w*) = (-?\d+(?:\.\d+)?)$", re.MULTILINE)
 # Stage fields a variant re-derives from its question; any other field cannot be kept consistent.
@@ -80,6 +90,11 @@ class Source:
     @property
     def program(self) -> str:
         return self.builder.program(self.answer_expression)
+
+    @cached_property
+    def changeable(self) -> list[list[int]]:
+        """The quantities a variant may change, grouped by value (see :func:`changeable_groups`)."""
+        return changeable_groups(self)
 
 
 @dataclass
@@ -156,22 +171,173 @@ def _choices(scaled: int, places: int, under_100_percent: bool, rng: random.Rand
     return [c for c in choices if all(c % d == 0 for d in divisors)] or choices
 
 
+# Numbers a question states besides its quantities: parts of fractions ('1/4'), ordinals ('3rd'), clock times.
+_OTHER_NUMBERS = re.compile(r"(\d+)\s*/\s*(\d+)|\b(\d+)(?:st|nd|rd|th)\b|\b(\d+):(\d+)")
+# 'the 3 boys', 'all 4 friends', 'both': a number that refers back to people or things the text lists.
+_REFERS_BACK = re.compile(r"\b(?:the|these|those|all|both|each of the|all of the)\s+$|\b(?:remaining|other|rest of the|"
+                          r"last)\s+$", re.IGNORECASE)
+# '6 of them both red hats and blue boots': an overlap bounded by the counts around it.
+_OVERLAP = re.compile(r"\bboth\b.*\band\b|\bof them both\b", re.IGNORECASE)
+
+
+def _fixed_values(source: Source) -> Counter:
+    """How often each value stands in the question in any role: quantities, the denominators of fraction words
+    ('half' 2, 'a third' 3), the parts of written fractions, ordinals and clock times."""
+    question = source.example.question
+    values = Counter(q.value for q in source.builder.quantities)
+    values.update(q.value for q in fraction_words(question))
+    values.update(float(n) for m in _OTHER_NUMBERS.finditer(question) for n in m.groups() if n)
+    return values
+
+
+def _in_a_sum(index: int, quantities, question: str) -> bool:
+    """Whether a quantity is the total of three or more later ones, or one of them, that count the same thing
+    ('7 brothers. 3 of them ..., 1 of them ..., 1 ..., and another 2 of them'): the text holds that sum, which a
+    new value would break."""
+    def counts(k: int) -> str:
+        return " ".join(question[quantities[k].end:].split()[:2]).lower().rstrip(".,")
+
+    values = [q.value if WRITTEN_NUMBER.fullmatch(q.text) else None for q in quantities]  # digits only
+    remaining = {k for k, q in enumerate(quantities) if _REFERS_BACK.search(question[: q.start])}
+    for total, value in enumerate(values):
+        later = [(k, v) for k, v in enumerate(values[total + 1:], total + 1) if v and v < (value or 0)][:12]
+        # Two parts make a sum when one is 'the remaining 5' (of 20 bags, 15 sold); else three or more.
+        for size in range(2 if remaining & {k for k, _ in later} else 3, min(len(later), 5) + 1):
+            for parts in combinations(later, size):
+                same = sum(counts(k).startswith(("of them", "of these", "of those", counts(total).split(" ")[0]))
+                           or k in remaining for k, _ in parts)
+                if sum(v for _, v in parts) == value and 2 * same >= size and index in {total, *(k for k, _ in parts)}:
+                    return True
+    return False
+
+
 def draw_changes(source: Source, rng: random.Random) -> list[Change]:
-    """New values for the quantities the program reads whose value no other number of the question shares."""
-    quantities = source.builder.quantities
-    values = Counter(q.value for q in quantities)
+    """New values for the quantities a variant may change (:func:`changeable_groups`); the numbers of a group
+    (the same number written twice: '2 dogs and 2 cats') all get the same new value, so whichever of them the
+    program reads, it reads the new value."""
     changes = []
-    for index, variable in sorted(source.builder.declared.items()):
-        quantity = quantities[index]
-        drawn = new_value(quantity.text, rng) if values[quantity.value] == 1 else None
-        if drawn:
-            changes.append(Change(quantity.start, quantity.end, quantity.text, drawn[0], drawn[1], variable))
-    return changes
+    for group in source.changeable:
+        first = source.builder.quantities[group[0]]
+        if drawn := new_value(first.text, rng):
+            changes += [Change(q.start, q.end, q.text, drawn[0], drawn[1], source.builder.declared.get(k, ""))
+                        for k in group for q in [source.builder.quantities[k]]]
+    return sorted(changes, key=lambda c: c.start)
+
+
+# A number that states how big a unit is, where the text names that unit: '30 days' with 'a month', '5 pennies'
+# as the value of a nickel. A new value would change the world, not the problem.
+_UNIT_SIZES = [(30, "days?", "month"), (31, "days?", "month"), (7, "days?", "week"), (24, "hours?", "day"),
+               (60, "minutes?", "hour"), (60, "seconds?", "minute"), (12, "months?", "year"), (52, "weeks?", "year"),
+               (365, "days?", "year"), (12, "inch(?:es)?", "foot|feet"), (3, "feet", "yard"), (16, "ounces?", "pound"),
+               (100, "cents?|pennies", "dollar"), (5, "cents?|pennies", "nickel"), (10, "cents?|pennies", "dime"),
+               (25, "cents?|pennies", "quarter"), (12, "\\w+", "dozen"), (1000, "\\w+", "thousand|kilo|liter|litre")]
+_EQUIVALENCE = re.compile(r"\b(?:same (?:value|amount) as|(?:is|are) equal to|equals?|is worth|are worth|"
+                          r"there are \S+ \w+ in (?:a|an|one|each))\b", re.IGNORECASE)
+
+
+_CLOCK = re.compile(r"\s*(?:a\.?m\b|p\.?m\b|o'clock)", re.IGNORECASE)  # '6 P.M.': a time of day, not a count
+
+
+def _sentence(question: str, quantity) -> str:
+    return re.split(r"(?<=[.?!])\s", question[: quantity.start])[-1] + question[quantity.start:].split(". ")[0]
+
+
+def _sizes_a_unit(quantity, question: str) -> bool:
+    after = question[quantity.end:quantity.end + 20]
+    sentence = _sentence(question, quantity)
+    return bool(_EQUIVALENCE.search(sentence)) or any(
+        quantity.value == size and re.match(rf"\s*-?(?:{small})\b", after, re.IGNORECASE)
+        and re.search(rf"\b(?:{big})", question, re.IGNORECASE) for size, small, big in _UNIT_SIZES)
+
+
+def changeable_groups(source: Source) -> list[list[int]]:
+    """The quantities a variant may change, grouped by value: some of a group is read by the answer; the value
+    stands in no other role (not also a fraction's part, an ordinal or a 'half'), and where it is written more
+    than once, it is written the same way each time; no member is a part or the total of a sum the text holds,
+    'the 3 boys' (a count of what the text lists), a time of day ('6 P.M.'), the size of a unit the text names
+    ('30 days' and 'a month', 'the same value as 5 pennies') or a number the rationale may have meant as a
+    result of the same value (``builder.ambiguous``)."""
+    quantities, question, declared = source.builder.quantities, source.example.question, source.builder.declared
+    answer_reads = read_by_answer(source.program)
+    # Where a number was read and a result of the same value may have been meant ('$20 fine' for the $20 a week
+    # of trash bins), the two may have swapped roles: neither that number nor what the result is made of changes.
+    guessed = {v for result in source.builder.ambiguous.values() for v in read_by_answer(source.program, result)}
+    other_roles = _fixed_values(source) - Counter(q.value for q in quantities)
+    by_value: dict[float, list[int]] = {}
+    for index, quantity in enumerate(quantities):
+        by_value.setdefault(quantity.value, []).append(index)
+
+    def free(index: int) -> bool:
+        q = quantities[index]
+        return WRITTEN_NUMBER.fullmatch(q.text) is not None and index not in source.builder.ambiguous \
+            and declared.get(index) not in guessed \
+            and not _in_a_sum(index, quantities, question) and not _REFERS_BACK.search(question[: q.start]) \
+            and not _CLOCK.match(question[q.end:]) and not _sizes_a_unit(q, question) \
+            and not _OVERLAP.search(_sentence(question, q))
+
+    names = re.findall(r"[A-Za-z_]\w*", "\n".join(source.builder.statements))
+
+    def read_once_each(group: list[int]) -> bool:  # '2 packages ... 2 packages' read a third time: '2 slices'
+        return len(group) == 1 or sum(names.count(declared[k]) for k in group if k in declared) <= len(group)
+
+    return [group for value, group in sorted(by_value.items(), key=lambda item: item[1][0])
+            if not other_roles[value] and any(declared.get(k) in answer_reads for k in group)
+            and len({quantities[k].text for k in group}) == 1 and all(map(free, group)) and read_once_each(group)]
 
 
 def changeable(source: Source) -> bool:
     """Whether any number the program reads can change (else every candidate would be the question itself)."""
-    return bool(draw_changes(source, random.Random(0)))
+    return unchangeable(source) is None
+
+
+def unchangeable(source: Source) -> str | None:
+    """Why no variant of the source can be right, or None."""
+    if unexplained_literal(source):
+        return "program keeps a literal the question does not explain"
+    if not draw_changes(source, random.Random(0)):
+        return "no number to change"
+    return None
+
+
+# Literals a program may keep: a unit's size or a relation's number, when the question speaks of that unit or
+# relation. Any other literal is a number the rationale wrote from the problem's numbers (an age it worked out,
+# 0.6 for 100 % - 40 %), which would keep its old value in a variant.
+_EXPLAINED = {
+    1: r"", 100: r"", 0.01: r"", 2: r"half|twice|double|pair|both|couple|two|each|every|round.?trip|twin",
+    0.5: r"half", 3: r"third|triple|thrice|three|yard|feet|foot", 4: r"quarter|fourth|four|week|month",
+    0.25: r"quarter|fourth", 0.75: r"quarter|fourth", 5: r"fifth|five|nickel|week", 60: r"minute|hour|second",
+    24: r"hour|day", 7: r"day|week", 12: r"month|year|dozen|inch|foot|feet", 52: r"week|year", 365: r"day|year",
+    30: r"day|month", 31: r"day|month|march|may|july|august|october|december|january", 1000: r"gram|kg|kilo|meter|"
+    r"metre|ml|millilit|liter|litre|km|thousand", 16: r"ounce|pound|cup|quart|gallon", 10: r"dime|decade|ten",
+    25: r"quarter", 8: r"ounce|cup|pint|gallon|octopus|spider", 6: r"half.dozen|six", 0.1: r"dime|ten|tenth",
+    0.05: r"nickel|five", 0.2: r"fifth|five", 20: r"twenty|score", 3600: r"hour|second", 1440: r"day|minute",
+}
+
+
+def unexplained_literal(source: Source) -> str | None:
+    """The first literal of the source's program that the question does not explain (see ``_EXPLAINED``)."""
+    question = f"{source.example.question} ".lower()
+    fractions = [(float(a), float(b)) for a, b in re.findall(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])", question)]
+    stated = {v for a, b in fractions for v in (a, b, round(a / b, 6) if b else a)}
+    for number in program_literals(source.program):
+        if float(number) in stated:
+            continue  # a part or the value of a fraction the question writes: '2/3 of', '1/2 your wage'
+        pattern = _EXPLAINED.get(float(number))
+        if pattern is None or pattern and not re.search(pattern, question):
+            return number
+    return None
+
+
+def program_literals(program: str) -> list[str]:
+    """The numbers written in a program's computed lines (its given lines and '/ 100' of a percentage aside)."""
+    literals = []
+    for line in program.splitlines():
+        if _GIVEN.fullmatch(line) or " = " not in line:
+            continue
+        expression = line.split(" = ", 1)[1]
+        literals += [m.group() for m in re.finditer(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", expression)
+                     if not (m.group() == "100" and expression[: m.start()].rstrip().endswith("/"))]
+    return literals
 
 
 # Variants -----------------------------------------------------------------------------------------------
@@ -202,10 +368,96 @@ def check_variant(source: Source, variant: Variant) -> str | None:
     for index, variable in source.builder.declared.items():
         if given.get(variable) != quantities[index].value:
             return "question mismatch: program reads another value"
-    changed = {c.variable for c in variant.changes}
+    changed = {c.variable for c in variant.changes} - {""}  # "": a number of a group the program does not read
     if not changed or all(given[v] == source.builder.quantities[i].value
                           for i, v in source.builder.declared.items() if v in changed):
         return "no number changed"
+    if not changed & read_by_answer(variant.program):
+        return "changed number not read by the answer"
+    return None
+
+
+def read_by_answer(program: str, variable: str = "ans") -> set[str]:
+    """The variables that the program's ``ans`` (or ``variable``) depends on."""
+    reads = {node.targets[0].id: {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+             for node in ast.parse(program).body if isinstance(node, ast.Assign)}
+    needed, todo = set(), [variable]
+    while todo:
+        for name in reads.get(todo.pop(), ()):
+            if name not in needed:
+                needed.add(name)
+                todo.append(name)
+    return needed
+
+
+_ARITHMETIC = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+               ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b,
+               ast.Pow: lambda a, b: a ** b}
+
+
+def step_values(program: str, operations: list[float] | None = None) -> dict[str, float] | None:
+    """Every variable's value, computed from the program's arithmetic alone (names, numbers, + - * / // % **;
+    no code runs); None when it holds anything else or fails (the sandbox, which runs it, says why). The value
+    of every operation, in program order, is appended to ``operations`` when given."""
+    values: dict[str, float] = {}
+    operations = [] if operations is None else operations
+
+    def value(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return values[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return -value(node.operand) if isinstance(node.op, ast.USub) else value(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC and abs(value(node.left)) < 1e12:
+            operations.append(float(_ARITHMETIC[type(node.op)](value(node.left), value(node.right))))
+            return operations[-1]
+        raise ValueError(ast.dump(node))
+
+    try:
+        for node in ast.parse(program).body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                return None
+            values[node.targets[0].id] = value(node.value)
+    except (ValueError, KeyError, ArithmeticError, SyntaxError, RecursionError):
+        return None
+    return values
+
+
+# Steps that measure (money, time, length, weight, shares) may leave whole numbers; steps that count may not.
+_MEASURES = re.compile(r"\$|%|\b(?:dollars?|cents?|price|cost|costs|paid|pay|earn\w*|spen[dt]\w*|money|profit|saves?|"
+                       r"savings|budget|fee|bill|tax|tip|wage|salary|hours?|minutes?|seconds?|days?|weeks?|months?|"
+                       r"years?|miles?|mph|km|kilomet\w*|met\w*|feet|foot|inch\w*|yards?|pounds?|lbs?|ounces?|oz|"
+                       r"kg|kilograms?|grams?|gallons?|liters?|litres?|ml|cups?|quarts?|pints?|tons?|percent\w*|"
+                       r"average|rate|speed|ratio|fraction|share|portion|per|degrees?|area|length|width|"
+                       r"height|distance|weight|volume)\b", re.IGNORECASE)
+
+
+def _measures(name: str, source: Source) -> bool:
+    return bool(_MEASURES.search(f"{name.replace('_', ' ')} {source.builder.sources.get(name, '')}"))
+
+
+def variant_problem(source: Source, variant: Variant, value: float | None) -> str | None:
+    """Why a variant's rerun answer ``value`` is not right or not sensible, or None: :func:`answer_problem`;
+    the answer is the source's although a number it reads changed; an operation that was positive in the source
+    is not; a step that counts (people, things) and was whole in the source is not whole (100 bars among 3
+    friends)."""
+    if problem := answer_problem(value, source.example.answer):
+        return problem
+    if is_correct(value, source.example.answer):
+        return "answer unchanged"
+    old_operations, new_operations = [], []
+    before, after = step_values(source.program, old_operations), step_values(variant.program, new_operations)
+    if before is None or after is None:
+        return None
+    if any(old > 0 >= new for old, new in zip(old_operations, new_operations)):
+        return "a step turns negative"  # 40 games to lose of 20 left, pollywogs below none
+    given = set(given_values(source.program))
+    for name, old in before.items():
+        if name in given or name == "ans" or not float(old).is_integer() or _measures(name, source):
+            continue
+        if not round(after.get(name, 0.0), 6).is_integer():
+            return "a count is not whole"
     return None
 
 
@@ -230,7 +482,7 @@ def variant_answer(value: float, original: float) -> float:
 
 def rewrite_stages(source: Source, variant: Variant) -> list[dict]:
     """Every stage of the source trace, its fields re-derived from the variant's question and program."""
-    core_question, key_points = gold_language.core_question_and_key_points(variant.question)
+    core_question, key_points = gold_language.core_question_and_key_points(variant.question, source.builder.declared)
     values = {"question": variant.question, "core_question": core_question, "key_points": key_points,
               "program": variant.program, "answer": format_number(variant.answer)}
     stages = []

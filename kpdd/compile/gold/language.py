@@ -18,6 +18,7 @@ Deterministic string work only, from a GSM8K problem and its rationale lines. Th
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from kpdd.compile.gold.calculations import (
     TIMES_SIGN,
@@ -28,6 +29,7 @@ from kpdd.compile.gold.calculations import (
     strip_annotations,
     written_value,
 )
+from kpdd.compile.gold.programs import MULTIPLIERS, question_quantities
 from kpdd.eval.answers import is_correct
 
 # Core question and key points ---------------------------------------------------------------------------
@@ -76,46 +78,103 @@ def _as_fact(clause: str) -> str:
     return _capitalised(clause) + ("" if clause.endswith((".", "!", "?")) else ".")
 
 
-def split_facts(sentence: str) -> list[str]:
-    """One fact per item: a sentence is split at ';', and at 'and'/'but'/'while' when both sides state a
-    quantity and the right side starts a new clause ('..., and then she sold', '... and a small pizza has')."""
+def _verb_form(word: str) -> str | None:
+    """'past' ('sold', 'baked'), 'present' ('eats', 'has') or None (not a finite verb form we can tell)."""
+    word = word.lower()
+    if word in _IRREGULAR or re.fullmatch(r"[a-z]{2,}ed", word) or word in {"was", "were", "had", "did"}:
+        return "past"
+    if word in {"is", "has", "does"} or re.fullmatch(r"[a-z]{2,}[^su]s", word):
+        return "present"
+    return None
+
+
+def _states_quantity(text: str) -> bool:
+    return bool(_QUANTITY.search(text) or question_quantities(text))
+
+
+def _clauses(sentence: str) -> list[tuple[str, str]]:
+    """The clauses of :func:`split_facts` before they are made facts, each with its words as they stand in the
+    sentence (a clause given its subject's words lacks them there)."""
     facts = []
     for part in filter(str.strip, re.split(r";\s+", sentence)):
         pieces = _JOINER.split(part)  # [clause, joiner, clause, joiner, ...]
-        current = pieces[0]
+        current = verbatim = pieces[0]
         for joiner, piece in zip(pieces[1::2], pieces[2::2]):
-            words = piece.split()
-            new_clause = len(words) >= 3 and len(current.split()) >= 3 and (
+            words, before = piece.split(), current.split()
+            new_clause = len(words) >= 3 and len(before) >= 3 and (
                 words[0].lower() in _NEW_SUBJECT or words[0][0].isupper())
             if new_clause and _QUANTITY.search(current) and _QUANTITY.search(piece):
-                facts.append(current)
-                current = piece
+                facts.append((current, verbatim))
+                current = verbatim = piece
+            elif len(words) >= 2 and _states_quantity(current) and _states_quantity(piece) \
+                    and (verb := _verb_index(before)) is not None and _verb_form(before[verb]) \
+                    and _verb_form(words[0]) == _verb_form(before[verb]):  # 'She eats 3 ... and bakes ... 4'
+                facts.append((current, verbatim))
+                current, verbatim = f"{' '.join(before[:verb])} {piece}", piece
             else:
-                current += joiner + piece
-        facts.append(current)
-    return [_as_fact(f) for f in facts]
+                current, verbatim = current + joiner + piece, verbatim + joiner + piece
+        facts.append((current, verbatim))
+    return facts
 
 
-def core_question_and_key_points(question: str) -> tuple[str, list[str]]:
-    """The problem's question sentence and the given facts.
+def split_facts(sentence: str) -> list[str]:
+    """One fact per item: a sentence is split at ';', and at 'and'/'but'/'while' when both sides state a
+    quantity and the right side starts a new clause ('..., and then she sold', '... and a small pizza has') or
+    goes on with a second verb of the same subject ('She eats three ... and bakes ... with four' → 'She bakes
+    ... with four.')."""
+    return [_as_fact(clause) for clause, _ in _clauses(sentence)]
+
+
+# Relations the solution may use without a number written in digits: 'half as many', 'a third of', 'the rest'.
+_RELATION = re.compile(r"\b(?:half|halves|third|thirds|quarter|quarters|fourth|fifth|fifths|twice|double|triple|"
+                       r"thrice|times|rest|remainder|remaining|same|equal|equally|evenly|each|every|per|as many|"
+                       r"as much|more than|less than|fewer than|percent|total|together|all)\b", re.IGNORECASE)
+
+
+def core_question_and_key_points(question: str, reads: Collection[int] | None = None) -> tuple[str, list[str]]:
+    """The problem's question sentence and the problem-solving information.
 
     The core question is the last sentence with a '?' (else the last sentence). A leading condition ('If she
     sells 5 more, how many ...?') or a trailing one ('How many ... if the flock is 20 chickens?') is split off
-    and becomes a key point stated as a fact ('She sells 5 more.'). The key points are the other sentences in
-    order, each split by :func:`split_facts`, then that condition; a problem that states nothing else keeps
-    its whole text as its one key point.
+    and becomes a fact ('She sells 5 more.'). The facts are the other sentences in order, each split by
+    :func:`split_facts`, then that condition.
+
+    ``reads`` are the indices (in :func:`~kpdd.compile.gold.programs.question_quantities` order) of the
+    quantities the solution reads. With them, the key points are the facts that state a quantity the solution
+    reads, and the facts with no number that state a relation ('Half of them have pockets.', 'The rest are
+    yellow.'); a sentence with no used quantity (a setting, an irrelevant number) is left out. Without them,
+    every fact is a key point. A problem that keeps no fact keeps its whole text as its one key point.
     """
-    sentences = split_sentences(question)
+    text = " ".join(question.split())
+    sentences = split_sentences(text)
     index = max((i for i, s in enumerate(sentences) if "?" in s), default=len(sentences) - 1)
     core, condition = sentences[index], None
     if match := _LEADING_CONDITION.match(core) or _TRAILING_CONDITION.match(core):
         core, condition = match.group("core").rstrip(" ,"), match.group("cond")
         end = match.groupdict().get("end") or "?"
         core = _capitalised(core if core.endswith(("?", ".")) else core + end)
-    facts = [fact for i, s in enumerate(sentences) if i != index for fact in split_facts(s)]
-    if condition:
-        facts.append(_as_fact(condition))
-    return core, facts or [" ".join(question.split())]
+    clauses = [c for i, s in enumerate(sentences) if i != index for c in _clauses(s)]
+    clauses += _clauses(condition) if condition else []
+    if reads is not None:
+        clauses = _problem_solving(clauses, text, set(reads))
+    return core, [_as_fact(clause) for clause, _ in clauses] or [text]
+
+
+def _problem_solving(clauses: list[tuple[str, str]], text: str, reads: set[int]) -> list[tuple[str, str]]:
+    """The clauses that state a quantity the solution reads, or a relation and no number (see
+    :func:`core_question_and_key_points`); when none does, those that state no number it leaves unread."""
+    quantities, cursor, kept, numberless = question_quantities(text), 0, [], []
+    for clause, verbatim in clauses:
+        start = text.find(verbatim, cursor)
+        start = text.find(verbatim) if start < 0 else start
+        cursor = max(cursor, start)
+        stated = {i for i, q in enumerate(quantities) if start <= q.start and q.end <= start + len(verbatim)}
+        numbers = {i for i in stated if quantities[i].text.lower() not in MULTIPLIERS}  # 'twice' is a relation
+        if stated & reads or not numbers and _RELATION.search(clause):
+            kept.append((clause, verbatim))
+        if not numbers - reads:
+            numberless.append((clause, verbatim))
+    return kept or numberless
 
 
 # Socratic sub-questions ---------------------------------------------------------------------------------

@@ -13,9 +13,14 @@ calculations come from :mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS
   (``sharon_oranges``), else numbered (``oranges_2``); keywords and builtins get ``_value``.
 - **Programs** (:func:`rationale_program`): the problem's quantities as named variables (only those used, in the
   problem's order), then one assignment per calculation up to the last one whose written result equals the gold
-  answer, named from its frame, then ``ans = <that variable>``. A number in an expression becomes a variable of
-  equal value: a quantity not used yet, else the latest result, else a used quantity; ``twice`` only as a factor
-  of a product; ``/ 100`` stays literal (a percentage); any other number stays a literal (60 minutes, 52 weeks).
+  answer, named by :func:`result_words` (the words after the result when they say more than a unit, else what
+  the line says it computes, then that unit), then ``ans = <that variable>``. A number in an expression becomes
+  a variable of equal value: a quantity not used yet, else the latest result, else a used quantity (where both a
+  quantity and a result could be meant and the line does not speak of the quantity, the result, and the guess
+  is recorded in ``ambiguous``); ``twice`` only as a factor
+  of a product; of equal numbers, the one whose words the line repeats; a result rather than a number whose
+  words the rationale never says (an irrelevant sentence's); '.40' as ``percent / 100`` of '40 percent';
+  ``/ 100`` stays literal (a percentage); any other number stays a literal (60 minutes, 52 weeks).
   Equations (SVAMP, ASDiv, MultiArith) become the quantities plus ``ans = <equation>`` (:func:`equation_program`;
   ASDiv's '47/6=7 r5' becomes ``//`` or ``%``, whichever the answer is).
 """
@@ -48,7 +53,7 @@ _UNITS = {w: i for i, w in enumerate("zero one two three four five six seven eig
                                      "fourteen fifteen sixteen seventeen eighteen nineteen".split())}
 _TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
 _MULTIPLES = {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "triple": 3, "thrice": 3}
-_MULTIPLIERS = {"twice", "double", "triple", "thrice"}
+MULTIPLIERS = {"twice", "double", "triple", "thrice"}
 _WORD_NUMBER = re.compile(r"\b(?:(%s)(?:-(%s))?|(%s))\b" % (
     "|".join(_TENS), "|".join(list(_UNITS)[1:10]), "|".join([*_UNITS, *_MULTIPLES])), re.IGNORECASE)
 
@@ -62,17 +67,31 @@ class Quantity:
     start: int
     end: int
     money: bool
+    hundredths: bool = False  # a rationale may write it divided by 100: '40%', '40 percent', '5 cents'
 
 
 def question_quantities(question: str) -> list[Quantity]:
     """Digits and number words of a problem, in order of appearance."""
-    found = [Quantity(written_value(m), m.group(), m.start(), m.end(), bool(m.group(1)))
+    found = [Quantity(written_value(m), m.group(), m.start(), m.end(), bool(m.group(1)),
+                      bool(m.group(4)) or question[m.end():].lower().startswith(_HUNDREDTHS))
              for m in WRITTEN_NUMBER.finditer(question)]
     for m in _WORD_NUMBER.finditer(question):
         tens, unit, single = (g.lower() if g else None for g in m.groups())
         value = _TENS[tens] + _UNITS.get(unit, 0) if tens else _UNITS.get(single, _MULTIPLES.get(single))
-        found.append(Quantity(float(value), m.group(), m.start(), m.end(), False))
+        found.append(Quantity(float(value), m.group(), m.start(), m.end(), False,
+                              question[m.end():].lower().startswith(_HUNDREDTHS)))
     return sorted(found, key=lambda q: q.start)
+
+
+_HUNDREDTHS = (" percent", " per cent", " cents", " cent ")
+_FRACTION = re.compile(r"\b(half|halves|thirds?|quarters?|fourths?|fifths?|sixths?|tenths?)\b", re.IGNORECASE)
+_DENOMINATORS = {"half": 2, "halve": 2, "third": 3, "quarter": 4, "fourth": 4, "fifth": 5, "sixth": 6, "tenth": 10}
+
+
+def fraction_words(question: str) -> list[Quantity]:
+    """The denominators that fraction words state ('half' 2, 'a third' 3): a rationale's '/ 3' may read them."""
+    return [Quantity(float(_DENOMINATORS[m.group(1).lower().rstrip("s")]), m.group(), m.start(), m.end(), False)
+            for m in _FRACTION.finditer(question)]
 
 
 _STOP = set("""a an the of to and or but her his their its my your our he she they it we i you him them me us
@@ -137,7 +156,55 @@ def name_words(after: str, before: str, money: bool) -> list[str]:
         money, words = True, words[1:]
     if words[:1] == ["per"] and money:  # '$12 an hour' → 'dollars_per_hour'
         words = ["dollars", *words]
-    return words or _content(_clause_before(before), 2, from_end=True) + (["dollars"] if money else [])
+    if words:
+        return words
+    before_words = _clause_before(before)
+    while before_words and before_words[-1] in _STATING_VERBS:  # 'peanut butter costs $3' → peanut_butter
+        before_words.pop()
+    if not before_words:  # 'a tailored suit that costs three ...' → tailored_suit
+        before_words = [w for w in _words(re.split(r"[.,;:?!()\d$]", before)[-1])
+                        if w not in _STATING_VERBS and w not in _CLAUSE_WORDS]
+    return _content(before_words, 2, from_end=True) + (["dollars"] if money else [])
+
+
+_STATING_VERBS = set("""costs cost is are was were pays paid charges charged sells sold earns earned spends spent has
+had makes made gets got weighs weighed needs takes took buys bought saves saved worth priced""".split())
+
+
+_INSTRUCTIONS = set("""first then next last find add adding subtract subtracting multiply multiplying divide dividing
+calculate compute figure out get number total so thus hence therefore now finally means meaning how many much we
+perform performing determine""".split())
+_TARGET = re.compile(r"\bto (?:find|get|calculate|figure out|know)\b(.*)$|^(.*?)\s+by\s+\w+ing\b", re.IGNORECASE)
+
+
+def _line_subject(before: str) -> list[str]:
+    """The words that say what a rationale line computes: the text before a ':' ('First find the cost of
+    the electricity:'), the target of 'to find ...', else the last clause; instructions, numbers and units of
+    an expression left out."""
+    text = before.split(":")[0] if ":" in before and len(before.split(":")[0].split()) >= 2 else before
+    if match := _TARGET.search(text):
+        text = match.group(1) or match.group(2) or text
+    text = re.split(r",\s+|;\s+|\b(?:so|because|since|which means|then)\b", text)[-1] or text
+    words = [w for w in _words(re.sub(r"\S*\d\S*(?:\s+[a-z]+/[a-z]+)?", " ", text))
+             if w not in _INSTRUCTIONS and w not in _STATING_VERBS and not _WORD_NUMBER.fullmatch(w)]
+    return _content(words, 3)
+
+
+def result_words(after: str, before: str, money: bool) -> tuple[list[str], list[str]]:
+    """Words for a computed value from its rationale line (see the module docstring): the words after the
+    result when they say more than a unit ('24 clips in May' → clips_in_may); else what the line says it
+    computes, then that unit ('Meena bakes a total of 60 cookies' → meena_bakes_cookies). Returns the name's
+    words and a longer form for when the name is taken."""
+    noun = name_words(after, "", money) if re.search(r"[A-Za-z]", after) else (["dollars"] if money else [])
+    if sum(w not in _PREPOSITIONS for w in noun) >= 2:
+        return noun, noun
+    purpose = re.match(r"\s*(?:more |less |extra )?(?:to|for) \w+ (?:the |a |an |on |in |for )?([A-Za-z' -]+)", after)
+    if purpose and (what := _content(_clause_after(purpose.group(1)), 2)):  # '$4.50 to use almond butter'
+        return [*what, *noun], [*what, *noun]
+    subject = [w for w in _line_subject(before) if w not in noun and w not in _PREPOSITIONS]
+    if not subject:
+        return noun or name_words(after, before, money), noun
+    return [*subject[:2], *noun], [*subject[:3], *noun]
 
 
 class Names:
@@ -146,10 +213,12 @@ class Names:
     def __init__(self):
         self.taken: set[str] = set()
 
-    def new(self, words: list[str], fallback: str, before: str = "") -> str:
-        """A name from ``words``; when taken, qualified by the first word of the clause before the number
-        ('sharon_oranges'), else numbered ('oranges_2')."""
+    def new(self, words: list[str], fallback: str, before: str = "", longer: list[str] | None = None) -> str:
+        """A name from ``words``; when taken, from ``longer``, else qualified by the first word of the clause
+        before the number ('sharon_oranges'), else numbered ('oranges_2')."""
         base = "_".join(words)[:40].strip("_") or fallback
+        if base in self.taken and longer:
+            base = "_".join(longer)[:48].strip("_") or base
         qualifier = _content([w for w in _clause_before(before) if not _WORD_NUMBER.fullmatch(w)], 1)
         if base in self.taken and qualifier and qualifier[0] not in words:
             base = f"{qualifier[0]}_{base}"
@@ -189,16 +258,25 @@ class ProgramBuilder:
         self.results: list[tuple[float | None, str]] = []  # (written value, variable), in order
         self.referenced: set[str] = set()  # results used in an expression so far
         self.statements: list[str] = []
+        self.context: set[str] = set()  # content words of the rationale line being read
+        self.fractions = fraction_words(question)
+        self.spoken: set[str] = set()  # content words of the whole rationale
+        self.sources: dict[str, str] = {}  # variable → the clause or rationale line it is named from
+        self.ambiguous: dict[int, str] = {}  # a quantity that may be meant where a result was read → that result
 
     def _quantity(self, index: int) -> str:
         if index not in self.declared:
             q = self.quantities[index]
             words = name_words(self.question[q.end:], self.question[: q.start], q.money)
-            if q.text.lower() in _MULTIPLIERS:  # 'twice a week' → times_per_week
+            if q.text.lower() in MULTIPLIERS:  # 'twice a week' → times_per_week
                 words = ["times", *words] if words[:1] == ["per"] else ["times"]
             elif q.text.endswith("%"):
                 words = [*words[:2], "percent"]
             self.declared[index] = self.names.new(words, f"quantity_{len(self.declared) + 1}", self.question[: q.start])
+            start = max(self.question.rfind(mark, 0, q.start) for mark in (". ", "? ", "! ", ", "))
+            end = min(((e for e in (self.question.find(mark, q.end) for mark in (". ", "?", ", ")) if e >= 0)),
+                      default=len(self.question))
+            self.sources[self.declared[index]] = self.question[start + 1: end + 1].strip()
         return self.declared[index]
 
     def _operand(self, tokens: tuple[str, ...], i: int) -> str:
@@ -208,15 +286,50 @@ class ProgramBuilder:
             return tokens[i]  # a percentage's denominator
         neighbours = {tokens[i - 1] if i else None, tokens[i + 1] if i + 1 < len(tokens) else None}
         matches = [k for k, q in enumerate(self.quantities)
-                   if q.value == value and (q.text.lower() not in _MULTIPLIERS or "*" in neighbours)]
+                   if q.value == value and (q.text.lower() not in MULTIPLIERS or "*" in neighbours)]
         unused = [k for k in matches if k not in self.declared]
         results = [name for written, name in reversed(self.results) if written == value]
         latest = next((name for name in results if name not in self.referenced), results[0] if results else None)
-        if unused or matches and not latest:
-            return self._quantity((unused or matches)[0])
+        candidates = unused or (matches if not latest else [])
+        if candidates and latest:
+            guess = candidates[0] if unused else self._closest(candidates)
+            if self._shared(guess, self.spoken) == 0:
+                candidates = []  # a result, not a number whose words the rationale never says (an irrelevant one)
+            else:  # a guess either way, which a variant must not test
+                self.ambiguous[guess] = latest
+                if self._shared(guess) == 0:  # the line does not speak of the number: the result ('add this to')
+                    candidates = []
+        if candidates:
+            # A number read before is the one whose words the line repeats; a new one is the first not read yet.
+            best = candidates[0] if unused else self._closest(candidates)
+            fraction = next((f for f in self.fractions if f.value == value and {"*", "/"} & neighbours), None)
+            if fraction and self._shared(fraction) > self._shared(best):
+                return _literal(tokens[i])  # the '3' of 'one-third', not '3 patients'
+            return self._quantity(best)
         if latest:
             self.referenced.add(latest)
-        return latest or _literal(tokens[i])
+            return latest
+        hundredths = [k for k, q in enumerate(self.quantities) if q.hundredths and round(q.value / 100, 9) == value]
+        if hundredths:  # '500 * .40' reads '40 percent', '0.05 * 60' reads 'five cents'
+            share = f"{self._quantity(self._closest(hundredths))} / 100"
+            return share if {tokens[i - 1] if i else "", tokens[i + 1] if i + 1 < len(tokens) else ""} == {"(", ")"} \
+                else f"({share})"
+        return _literal(tokens[i])
+
+    def _shared(self, k: int | Quantity, words: set[str] | None = None) -> int:
+        """How many of a quantity's neighbouring words (and its own, for 'third') the rationale line (or
+        ``words``) repeats."""
+        q = self.quantities[k] if isinstance(k, int) else k
+        before = re.split(r"[.?!;]\s", self.question[: q.start])[-1].split()[-5:]
+        after = re.split(r"[.?!;]\s", self.question[q.end:])[0].split()[:5]
+        words = self.context if words is None else words
+        return len(set(_words(" ".join([*before, q.text, *after]))) - _STOP & words)
+
+    def _closest(self, candidates: list[int]) -> int:
+        """Of quantities with the same value, the one whose neighbouring words the rationale line repeats most
+        (the first on a tie): '3 / 2' in 'peanut butter costs 3 / 2' reads '$3' of 'peanut butter costs $3', not
+        the 'three' of 'three times the amount'."""
+        return max(candidates, key=lambda k: (self._shared(k), -candidates.index(k)))
 
     def expression(self, tokens: tuple[str, ...]) -> str:
         return format_expression([self._operand(tokens, i) if t[0].isdigit() else t for i, t in enumerate(tokens)])
@@ -224,9 +337,12 @@ class ProgramBuilder:
     def assign(self, calculation: Calculation) -> str:
         """``<name from the calculation's frame> = <expression>``; returns the name."""
         before, after, money = frame(calculation)
+        self.context = set(_words(f"{calculation.before} {calculation.after}")) - _STOP
         expression = self.expression(calculation.tokens)  # names the quantities it uses first
-        name = self.names.new(name_words(after, before, money), f"step_{len(self.results) + 1}", before)
+        words, longer = result_words(after, before, money)
+        name = self.names.new(words, f"step_{len(self.results) + 1}", before, longer)
         self.statements.append(f"{name} = {expression}")
+        self.sources[name] = f"{calculation.before} {calculation.after}".strip()
         self.results.append((calculation.result, name))
         return name
 
@@ -252,9 +368,24 @@ def rationale_builder(question: str, rationale: str, gold: float) -> tuple[Progr
     if not hits:
         raise NoTrace("no calculation result equals gold")
     builder = ProgramBuilder(question)
+    builder.spoken = set(_words(rationale)) - _STOP
     for calculation in readable[: hits[-1] + 1]:
         name = builder.assign(calculation)
     return builder, name
+
+
+def solution_reads(question: str, gold: float, rationale: str | None = None, equation: str | None = None) -> set[int]:
+    """Indices of the question quantities the gold solution reads: those its program declares; for a rationale
+    with no program, those whose value the rationale writes."""
+    try:
+        if rationale:
+            return set(rationale_builder(question, rationale, gold)[0].declared)
+        if equation:
+            return set(equation_builder(question, equation, gold)[0].declared)
+    except NoTrace:
+        pass
+    written = {written_value(m) for m in WRITTEN_NUMBER.finditer(rationale or equation or "")}
+    return {i for i, q in enumerate(question_quantities(question)) if q.value in written}
 
 
 _REMAINDER = re.compile(r"=\s*(\d+)\s*r\s*(\d+)\s*$")

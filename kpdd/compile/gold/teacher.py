@@ -14,7 +14,9 @@ Where each method's outputs come from (the text heuristics are documented in ``k
                    MultiArith: '76 - 25 = 51' from the equation); answer = the gold answer as text.
 ``pot``            a program with named variables written from the rationale's calculations (or the equation),
                    executed in the sandbox (``kpdd.sandbox.executor``); kept only when its ``ans`` equals the gold.
-``kpdd-cot/-pot``  core question and key points from the question's sentences, then the ``cot`` / ``pot`` solution.
+``kpdd-cot/-pot``  core question = the question sentence; key points = the facts (clauses) of the question that
+                   state a quantity the gold solution reads, or a relation without numbers; then the ``cot`` /
+                   ``pot`` solution.
 ``socratic``       one sub-question per rationale line, the last being the problem's core question; each
                    sub-answer is its line without annotations, ending with the line's result (the last line:
                    with the gold answer, when the line states it); the sub-solver's
@@ -131,7 +133,9 @@ class GoldTeacher:
         solve, claimed, program, source = self._solution(example)
         if self.method in ("cot", "pot"):
             return Draft([self._stage("solve", question=question, **solve)], claimed, program, {"source": source})
-        core_question, key_points = gold_language.core_question_and_key_points(question)
+        reads = gold_programs.solution_reads(question, example.answer, getattr(example, "rationale", None),
+                                             getattr(example, "equation", None))
+        core_question, key_points = gold_language.core_question_and_key_points(question, reads)
         shared = {"question": question, "core_question": core_question}
         stages = [self._stage("key_points.core", **shared),
                   self._stage("key_points.info", **shared, key_points=key_points),
