@@ -25,5 +25,10 @@ def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None)
         return
     typer.echo(f"compiled program: {result['out']}  (evaluate: kpdd eval --lm {result['out']})")
     for task, trained in result["students"].items():
-        typer.echo(f"  student {task}: {trained.steps} steps, loss {trained.first_loss} → {trained.train_loss}, "
-                   f"val loss {trained.val_loss}, {trained.tokens_per_s:.0f} tokens/s, {trained.train_time_s:.0f} s")
+        typer.echo(f"  student {task}: {trained.steps} steps, loss {_loss(trained.first_loss)} → "
+                   f"{_loss(trained.train_loss)}, val loss {_loss(trained.val_loss)}, {trained.tokens_per_s:.0f} "
+                   f"tokens/s, {trained.train_time_s:.0f} s")
+
+
+def _loss(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
