@@ -30,8 +30,13 @@ def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None)
     if model is not None:
         typer.echo(f"MLflow model: {model_line(model, config.register_as)}")
     for task, trained in result["students"].items():
-        typer.echo(f"  student {task}: {trained.steps} steps, loss {trained.first_loss} → {trained.train_loss}, "
-                   f"val loss {trained.val_loss}, {trained.tokens_per_s:.0f} tokens/s, {trained.train_time_s:.0f} s")
+        typer.echo(f"  student {task}: {trained.steps} steps, loss {_loss(trained.first_loss)} → "
+                   f"{_loss(trained.train_loss)}, val loss {_loss(trained.val_loss)}, {trained.tokens_per_s:.0f} "
+                   f"tokens/s, {trained.train_time_s:.0f} s")
+
+
+def _loss(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def model_line(model, registered_name: str | None) -> str:
