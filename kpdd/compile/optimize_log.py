@@ -33,6 +33,7 @@ DEMOS, PROPOSALS, TRIALS = "demos.jsonl", "proposals.jsonl", "trials.jsonl"
 # Record keys shared by the writer and the reader.
 OPTIMIZER, PROMPT_MODEL, KIND, TEXT, SKIPPED, RNG = "optimizer", "prompt_model", "kind", "text", "skipped", "rng"
 SUMMARY, INSTRUCTION = "summary", "instruction"
+ANSWER_STEPS = ("bootstrap", "trials")  # the steps where the teacher answers the program's questions
 
 
 class OptimizerError(KpddError):
@@ -131,7 +132,7 @@ class OptimizeLog(BaseCallback):
 
     def add_trial(self, record: dict, resumed: bool = False) -> None:
         """Keep a trial (written unless it was read back) and show it to ``on_trial``."""
-        record = {"trial": len(self.trials) + 1, **record}
+        record = {**record, "trial": len(self.trials) + 1}  # a reused trial keeps its score, not its number
         self.trials.append(record)
         if not resumed:
             self.write(TRIALS, record)
@@ -145,7 +146,7 @@ class OptimizeLog(BaseCallback):
 
     def skip(self, what: str, error: BaseException) -> None:
         self.count(f"{what}/{reason(error)}")
-        logger.warning("%s: skipped a %s (%s: %s)", self.step, what, reason(error), detail(error))
+        logger.warning("%s: skipped one %s (%s: %s)", self.step, what, reason(error), detail(error))
 
     def check_fatal(self, error: BaseException | None = None) -> None:
         """Stop the run when the server is gone or refuses for good; a single odd answer is only skipped."""
@@ -172,7 +173,8 @@ class OptimizeLog(BaseCallback):
         with self._lock:
             predict = call_id in self._predict_calls
             self._predict_calls.discard(call_id)
-        if predict and isinstance(exception, AdapterParseError):
+        # The teacher's answers to the program (a proposal that fails to parse is counted as a skipped proposal).
+        if predict and isinstance(exception, AdapterParseError) and self.step in ANSWER_STEPS:
             self.count(f"{self.step}/unparseable answers")
 
     def counts(self) -> dict[str, int]:

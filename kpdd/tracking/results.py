@@ -149,10 +149,6 @@ def log_eval(scores: dict, predictions_path: str | Path, examples: list) -> None
 
 
 
-OPTIMIZE_BEFORE, OPTIMIZE_AFTER = "optimize/score_unoptimized", "optimize/score_optimized"  # val score, percent
-OPTIMIZE_TRIAL = "optimize/trial_score"  # one point per trial, step = trial number
-
-
 def trial_logger() -> Callable[[dict], None] | None:
     """An optimizer's ``on_trial``: each trial as a point of ``optimize/trial_score`` on the active (optimise)
     run, and as a child run holding the candidate (instruction and demo set per predictor) and its score."""
@@ -168,7 +164,7 @@ def trial_logger() -> Callable[[dict], None] | None:
     def log_trial(trial: dict[str, Any]) -> None:
         step = int(trial["trial"])
         if "score" in trial:
-            client.log_metric(stage.info.run_id, OPTIMIZE_TRIAL, float(trial["score"]), step=step)
+            client.log_metric(stage.info.run_id, runs.OPTIMIZE_TRIAL, float(trial["score"]), step=step)
         run = client.create_run(stage.info.experiment_id, run_name=f"trial {step}",
                                 tags={**tags, "mlflow.parentRunId": stage.info.run_id, runs.STAGE: "optimise-trial"})
         params = {"trial": step, "reused": bool(trial.get("reused"))}
@@ -198,7 +194,7 @@ def log_optimize(summary: dict[str, Any], work_dir: str | Path | None, program_d
     metrics = {"optimize/trials": summary["trials"],
                **{_metric_name(f"optimize/skipped/{k}"): v for k, v in summary["skipped"].items()}}
     if summary.get("score_optimized") is not None:
-        metrics |= {OPTIMIZE_BEFORE: summary["score_unoptimized"], OPTIMIZE_AFTER: summary["score_optimized"],
+        metrics |= {runs.OPTIMIZE_BEFORE: summary["score_unoptimized"], runs.OPTIMIZE_AFTER: summary["score_optimized"],
                     "optimize/n": summary["n"]}
     mlflow.log_metrics(metrics)
     mlflow.log_dict(summary, "optimize/summary.json")
