@@ -24,6 +24,7 @@ class CountingProposer:
         self.log, self.proposer = log, InstructionProposer()
 
     def __call__(self, candidate, reflective_dataset, components_to_update):
+        self.log.step = "reflection"
         try:
             return self.proposer(candidate=candidate, reflective_dataset=reflective_dataset,
                                  components_to_update=components_to_update)
@@ -53,6 +54,7 @@ class TrialRecorder:
         self.log.add_trial(earlier | {"reused": True} if earlier else record, resumed=earlier is not None)
 
     def on_iteration_start(self, event) -> None:
+        self.log.step = "evaluation"
         self.log.check_fatal()
 
 

@@ -47,6 +47,8 @@ class Budget:
 def budget(questions: int, trials: int | None = None) -> Budget:
     """A budget that grows with the number of questions, so a small run is small: at 50 questions it is about
     MIPROv2's ``light`` preset (6 candidate sets, 3 instructions); at 8, 3 sets, 2 instructions and 4 trials."""
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials {trials}: expected at least 1 trial")
     candidates = max(3, min(6, questions // 4 + 1))
     return Budget(candidates=candidates, instructions=max(2, candidates // 2),
                   trials=trials if trials is not None else max(2, min(30, questions // 2)))
@@ -114,6 +116,7 @@ def optimize(program: dspy.Module, teacher: dspy.LM, trainset: list[dspy.Example
             if optimizer == BOOTSTRAP:
                 return _bootstrapped(teleprompter, student, trainset, log)
             if optimizer in ("mipro", "gepa"):
+                log.step = "evaluation" if optimizer == "gepa" else log.step  # MIPROv2 names its own steps
                 return teleprompter.compile(student, trainset=trainset, valset=valset)
             return teleprompter.compile(student, trainset=trainset)
         except StopOptimizing as stop:

@@ -182,10 +182,13 @@ class OptimizeLog(BaseCallback):
 
     def summary(self) -> dict[str, Any]:
         """The figures of the run: trials, the unoptimised program's val score (the first full evaluation),
-        the best full evaluation's, the val set's size and the skip counts."""
-        full = [t for t in self.trials if t.get("full_eval") and "score" in t]
-        return {"trials": len(self.trials), "skipped": self.counts(), "n": full[0]["n"] if full else None,
-                "score_unoptimized": full[0]["score"] if full else None,
-                "score_optimized": max(t["score"] for t in full) if full else None,
+        the best full evaluation's, the val set's size and the skip counts. Trials an earlier run wrote and this
+        one did not see again (GEPA resumes past them) count too."""
+        seen = {t["key"] for t in self.trials}
+        every = [r for r in self.read(TRIALS) if r["key"] not in seen] + self.trials
+        full = [t for t in every if t.get("full_eval") and "score" in t]
+        best = max(full, key=lambda t: t["score"]) if full else {}
+        return {"trials": len(every), "skipped": self.counts(), "n": full[0]["n"] if full else None,
+                "score_unoptimized": full[0]["score"] if full else None, "score_optimized": best.get("score"),
                 "correct_unoptimized": full[0].get("correct") if full else None,
-                "correct_optimized": max(full, key=lambda t: t["score"]).get("correct") if full else None}
+                "correct_optimized": best.get("correct")}

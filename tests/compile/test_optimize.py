@@ -161,11 +161,19 @@ def test_gepa_skips_reflections_it_cannot_parse_and_records_its_candidates(tmp_p
         optimized = optimize(build_program("direct"), scripted_lm(server), EXAMPLES[:6], "gepa", log=log,
                              reflection_lm=scripted_lm(reflection), threads=2, trials=2)
         assert reflection.requests >= 1
+        asked = server.requests
     assert log.counts().get("proposal/unparseable", 0) >= 1
     assert optimized.solve.signature.instructions  # the seed candidate, as nothing better was proposed
     trials = list(jsonl.read(work / TRIALS))
     assert trials[0]["candidate"] == 0 and trials[0]["full_eval"] and trials[0]["n"] == 3
     assert (work / GEPA_DIR / "gepa_state.bin").is_file()  # GEPA's own state: a rerun resumes from it
+    with ScriptedTeacher(ANSWERS) as server, ScriptedTeacher({}) as reflection:
+        log = OptimizeLog(work)
+        again = optimize(build_program("direct"), scripted_lm(server), EXAMPLES[:6], "gepa", log=log,
+                         reflection_lm=scripted_lm(reflection), threads=2, trials=2)
+        assert server.requests < asked / 2  # GEPA went on from its saved state, with what was left of the budget
+    assert again.dump_state() == optimized.dump_state()
+    assert log.summary()["score_unoptimized"] == trials[0]["score"]
 
 
 def test_optimizer_that_gives_up_is_one_line_naming_the_step_and_the_fix():
