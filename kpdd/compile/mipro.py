@@ -55,9 +55,9 @@ class KpddMIPROv2(dspy.MIPROv2):
     the demo sets (DSPy's ``auto`` modes also propose half as many instructions as they bootstrap sets)."""
 
     def __init__(self, metric, log: OptimizeLog, num_instruct_candidates: int | None = None,
-                 num_trials: int | None = None, **kwargs):
+                 num_trials: int | None = None, program_aware: bool = True, **kwargs):
         super().__init__(metric, **kwargs)
-        self.log, self.num_trials = log, num_trials
+        self.log, self.num_trials, self.program_aware = log, num_trials, program_aware
         if num_instruct_candidates is not None:
             self.num_instruct_candidates = num_instruct_candidates
 
@@ -66,7 +66,8 @@ class KpddMIPROv2(dspy.MIPROv2):
         # DSPy's auto modes evaluate the whole val set unless it is large; its default minibatch (35) fails below.
         minibatch = len(valset) > MIN_MINIBATCH_SIZE
         return super().compile(student, trainset=trainset, valset=valset, num_trials=self.num_trials,
-                               minibatch=minibatch, minibatch_size=min(35, len(valset)), **kwargs)
+                               minibatch=minibatch, minibatch_size=min(35, len(valset)),
+                               program_aware_proposer=self.program_aware, **kwargs)
 
     def _bootstrap_fewshot_examples(self, program, trainset, seed, teacher, **kwargs):
         self.log.step = "bootstrap"

@@ -70,8 +70,11 @@ def _random_search(metric, log: OptimizeLog, trainset, **kw):
 def _mipro(metric, log: OptimizeLog, trainset, **kw):
     plan = budget(len(trainset), kw.get("trials"))
     # ``auto`` (light, medium, heavy) picks DSPy's presets instead of the budget.
+    # At the smallest budget the proposer goes without DSPy's description of the program and of each module: two
+    # of its three calls per instruction.
     sized = {"auto": None, "num_candidates": plan.candidates, "num_instruct_candidates": plan.instructions,
-             "num_trials": plan.trials} if kw.get("auto") is None else {"auto": kw["auto"]}
+             "num_trials": plan.trials, "program_aware": plan.candidates > 3} if kw.get("auto") is None else \
+        {"auto": kw["auto"]}
     return KpddMIPROv2(metric, log, prompt_model=kw.get("prompt_model"), **sized, num_threads=kw.get("threads", 8),
                        seed=kw.get("seed", 0), max_bootstrapped_demos=kw.get("demos", 4),
                        max_labeled_demos=kw.get("demos", 4), max_errors=len(trainset) + 1)
