@@ -28,7 +28,6 @@ from kpdd.compile.optimize_log import (
     SUMMARY,
     OptimizeLog,
     OptimizerError,
-    StopOptimizing,
     as_record,
     digest,
 )
@@ -177,4 +176,4 @@ class CheckpointedEvaluate:
         return result
 
 
-__all__ = ["CheckpointedEvaluate", "KpddMIPROv2", "StopOptimizing"]
+__all__ = ["CheckpointedEvaluate", "KpddMIPROv2"]

@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import dspy
 
-from kpdd.compile.mipro import KpddMIPROv2, model_name
-from kpdd.compile.optimize_log import OptimizeLog, OptimizerError, StopOptimizing, as_record, reason
+from kpdd.compile.mipro import KpddMIPROv2
+from kpdd.compile.optimize_log import OptimizeLog, OptimizerError, StopOptimizing, reason
 from kpdd.errors import ConfigError, KpddError, unknown_name
 from kpdd.eval.lm_guard import detail
 from kpdd.modules import answer_metric
@@ -161,11 +160,4 @@ def _bootstrapped(teleprompter: dspy.BootstrapFewShot, student: dspy.Module, tra
     return compiled
 
 
-def read_demo_records(directory: str | Path, optimizer: str) -> list[list[dict]] | None:
-    """The demo sets an optimizer wrote under ``directory`` (per predictor), for reports and tests."""
-    saved = OptimizeLog(directory).demo_sets(optimizer)
-    return None if saved is None else [saved["sets"][p] for p in sorted(saved["sets"], key=int)]
-
-
-__all__ = ["ADVICE", "OPTIMIZERS", "Budget", "OptimizerError", "as_record", "budget", "model_name", "optimize",
-           "read_demo_records"]
+__all__ = ["ADVICE", "OPTIMIZERS", "Budget", "OptimizerError", "budget", "optimize"]

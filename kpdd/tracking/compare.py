@@ -87,7 +87,8 @@ def compare(experiment: str = DEFAULT_EXPERIMENT, run_ids: list[str] | None = No
         raise KpddError(f"no finished runs with accuracy/<dataset> metrics under {which} in {uri}: "
                         f"run `kpdd eval` or `kpdd demo` first")
     datasets = dataset_columns(rows)
-    table = ((format_table(rows, datasets) if rows else "") + format_rounds(rounds) + format_optimised(optimised)).lstrip()
+    table = (format_table(rows, datasets) if rows else "") + format_rounds(rounds) + format_optimised(optimised)
+    table = table.lstrip()
     curves = {row.run_id: _curves(client, row.curve_run_id) for row in rows if row.curve_run_id}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
