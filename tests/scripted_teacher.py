@@ -13,9 +13,16 @@ A fleet of teacher servers is modelled with ``latency_s`` (every answer takes th
 (requests served at once; the others wait, as on a GPU server at its batch limit). :class:`TeacherProcess` runs
 one in its own process, so that a test can kill it outright (``python tests/scripted_teacher.py --help``).
 
+A weak model is modelled per output field: ``field_faults`` maps a field an optimizer's own signature asks for
+(e.g. ``proposed_instruction``, ``summary``) to ``"off-format"`` (an answer no adapter parses, as a small model
+writes), ``"slow"`` (sleeps ``slow_s``, past the client's timeout) or ``"die"`` (the server stops listening at the
+first such request, answering none of it). ``off_format`` lists questions whose program calls are answered
+off-format. ``fields_asked`` records the output fields of every request, in order.
+
 Like a real server it can also refuse a wrong key (``api_key``: 401 unless the request carries it), refuse a model
 it does not serve (``models``: 404, as vLLM answers), and die: ``die_after=n`` stops listening once ``n`` requests
-were answered (later connections are refused). ``port`` binds a given port, e.g. to bring a dead server back. ``respond`` scripts the teacher of any program:
+were answered (later connections are refused). ``port`` binds a given port, e.g. to bring a dead server back.
+``respond`` scripts the teacher of any program:
 ``respond(fields, user message) -> {field: text}``.
 """
 
@@ -69,7 +76,8 @@ class ScriptedTeacher:
     def __init__(self, answers: dict[str, float], wrong: set[str] = frozenset(), faults=None, slow_s: float = 3.0,
                  latency_s: float = 0.0, capacity: int | None = None, retry_after: int = 0, port: int = 0,
                  programs: dict[str, list[str]] | None = None, api_key: str | None = None,
-                 models: set[str] | None = None, die_after: int | None = None, respond=None):
+                 models: set[str] | None = None, die_after: int | None = None,
+                 field_faults: dict[str, str] | None = None, off_format: set[str] = frozenset(), respond=None):
         self.answers, self.wrong, self.faults, self.slow_s = answers, set(wrong), iter(faults or []), slow_s
         self.programs, self.asked = programs or {}, {}
         self.latency_s, self.retry_after = latency_s, retry_after
@@ -77,12 +85,14 @@ class ScriptedTeacher:
         self.api_key, self.models, self.die_after = api_key, models, die_after
         # respond(fields, user message) -> {field: text}: a teacher for any program's signatures
         self.respond = respond
+        self.field_faults, self.off_format = field_faults or {}, set(off_format)
+        self.fields_asked: list[list[str]] = []
         self.requests = 0
         self.request_times: list[float] = []  # when each request arrived (time.monotonic)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.closed = threading.Event()
+        self.closed, self.gone = threading.Event(), threading.Event()
 
     @property
     def url(self) -> str:
@@ -96,13 +106,17 @@ class ScriptedTeacher:
         self.close()
 
     def close(self) -> None:
-        """Stop listening: new connections are refused from now on."""
+        """Stop listening: new connections are refused from now on (also when another thread is closing it, so
+        that the port is free once this returns)."""
         with self.lock:
-            if self.closed.is_set():
-                return
+            closing = not self.closed.is_set()
             self.closed.set()
+        if not closing:
+            self.gone.wait(10)
+            return
         self.server.shutdown()
         self.server.server_close()
+        self.gone.set()
 
     def refusal(self, body: dict, authorization: str | None) -> tuple[int, bytes] | None:
         """A real server's 401 (wrong key) or 404 (a model it does not serve), else None."""
@@ -136,11 +150,22 @@ class ScriptedTeacher:
         messages = body["messages"]
         system = next((m["content"] for m in messages if m["role"] == "system"), None)
         question = _question(messages[-1]["content"]) if "[[ ## question ## ]]" in messages[-1]["content"] else ""
+        fields = _fields(system) if system and "Your output fields are:" in system else []
+        with self.lock:
+            self.fields_asked.append(fields)
+        field_fault = next((self.field_faults[f] for f in fields if f in self.field_faults), None)
+        if field_fault == "die":
+            threading.Thread(target=self.close, daemon=True).start()
+            return None
+        if field_fault == "slow":
+            time.sleep(self.slow_s)
         answer = self.answers.get(question, 0.0)
         if question in self.wrong:
             answer += 1
         if system is None:  # a plain prompt (e.g. a connection probe), not a DSPy program's call
             content = "OK"
+        elif field_fault == "off-format" or question in self.off_format:
+            content = "{[{'x', 'flax}}"  # what SmolLM2 once answered MIPROv2's proposer
         else:
             if self.respond is not None:
                 values = self.respond(_fields(system), messages[-1]["content"])
@@ -172,7 +197,11 @@ class ScriptedTeacher:
                     self.close_connection = True
                     return
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, data = teacher.reply(body, self.headers.get("Authorization"))
+                replied = teacher.reply(body, self.headers.get("Authorization"))
+                if replied is None:  # died at this request: the connection drops without an answer
+                    self.close_connection = True
+                    return
+                status, data = replied
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

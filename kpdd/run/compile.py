@@ -21,7 +21,7 @@ from typing import Any
 from kpdd.compile.optimize import OPTIMIZERS as DSPY_OPTIMIZERS
 from kpdd.config import option, save_config
 from kpdd.distributed import is_main_process, main_process_first
-from kpdd.errors import ConfigError
+from kpdd.errors import ConfigError, KpddError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
 from kpdd.run.options import LocalEngineOptions, StudentFormatOptions, TrainingQuestions
@@ -45,6 +45,10 @@ class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions,
                                           "mipro, gepa", choices=OPTIMIZERS)
     optimize_size: int = option(50, "training questions used to optimise the teacher program", at_least=1)
     reflection_lm: str | None = option(None, "GEPA's reflection LM (model string)")
+    prompt_model: str | None = option(None, "the LM MIPROv2 proposes instructions with, in any form --teacher takes "
+                                            "(default: the teacher)")
+    trials: int | None = option(None, "optimizer trials: MIPROv2's candidate programs evaluated, GEPA's proposals "
+                                      "(default: half of --optimize-size, at most 30)", at_least=1)
     samples: int = option(1, "teacher samples per question", at_least=1)
     temperature: float = option(0.7, "teacher sampling temperature when samples > 1", at_least=0)
     threads: int = option(8, "questions traced in parallel", at_least=1)
@@ -63,14 +67,15 @@ class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions,
         return default_out("compile", f"{program_slug(self.program)}-{slug(self.teacher)}")
 
 
-def optimized_teacher_program(config: CompileConfig) -> Path | None:
-    """Optimise the program on the teacher LM once; later runs reuse the saved program."""
+def optimized_teacher_program(config: CompileConfig, echo=print) -> Path | None:
+    """Optimise the program on the teacher LM once; later runs reuse the saved program. The optimizer's work is
+    written under ``<out>/optimize`` as it is made, so a rerun after a kill resumes it."""
     from kpdd.compile.optimize import optimize
+    from kpdd.compile.optimize_log import OptimizeLog
     from kpdd.data import load_dataset
-    from kpdd.engines.lm import teacher_lm
     from kpdd.modules import build_program
     from kpdd.modules.saved import MANIFEST, save_program
-    from kpdd.tracking.results import maybe_stage
+    from kpdd.tracking.results import log_optimize, maybe_stage, trial_logger
 
     if config.optimizer == NO_OPTIMIZER:
         return None
@@ -80,13 +85,45 @@ def optimized_teacher_program(config: CompileConfig) -> Path | None:
     if (target / MANIFEST).is_file():
         logger.info("reusing the optimised teacher program in %s", target)
         return target
-    with maybe_stage("optimise", optimizer=config.optimizer, size=config.optimize_size):
+    with maybe_stage("optimise", optimizer=config.optimizer, size=config.optimize_size, trials=config.trials,
+                     prompt_model=config.prompt_model or config.teacher):
         lm = config.remote_lm(config.teacher, "--teacher", probe=False)  # check_lms probed it
-        reflection = teacher_lm(config.reflection_lm, option="--reflection-lm") if config.reflection_lm else None
+        reflection = teacher_lm_or_none(config, config.reflection_lm, "--reflection-lm", remote=False)
+        prompt_model = teacher_lm_or_none(config, config.prompt_model, "--prompt-model")
         trainset = load_dataset(config.dataset, config.split, limit=config.optimize_size, seed=config.seed + 1)
-        program = optimize(build_program(config.program), lm, trainset, config.optimizer, reflection_lm=reflection,
-                           seed=config.seed, threads=config.threads)
-        return save_program(program, target, config.program, optimizer=config.optimizer, teacher=config.teacher)
+        log = OptimizeLog(config.out_dir() / "optimize", on_trial=trial_logger(), server_gone_s=config.server_gone_s)
+        try:
+            program = optimize(build_program(config.program), lm, trainset, config.optimizer, log=log,
+                               reflection_lm=reflection, prompt_model=prompt_model, trials=config.trials,
+                               seed=config.seed, threads=config.threads)
+        except KpddError:
+            log_optimize(log.summary(), log.directory, None)  # what was skipped before it gave up
+            raise
+        save_program(program, target, config.program, optimizer=config.optimizer, teacher=config.teacher)
+        summary = log.summary()
+        log_optimize(summary, log.directory, target)
+        echo(optimize_summary(config.optimizer, summary))
+        return target
+
+
+def teacher_lm_or_none(config: CompileConfig, spec: str | None, option_name: str, remote: bool = True):
+    """The optimizer's own LM from ``spec`` (any form --teacher takes; with ``remote``, on --api-base), or None."""
+    from kpdd.engines.lm import teacher_lm
+
+    if spec is None:
+        return None
+    return config.remote_lm(spec, option_name, probe=False) if remote else teacher_lm(spec, option=option_name)
+
+
+def optimize_summary(optimizer: str, summary: dict[str, Any]) -> str:
+    """One line: the trials, the unoptimised and optimised scores, and what was skipped."""
+    parts = [f"optimizer {optimizer}: {summary['trials']} trials"]
+    if summary.get("score_unoptimized") is not None and summary.get("score_optimized") is not None:
+        parts.append(f"val score {summary['score_unoptimized']:.1f} -> {summary['score_optimized']:.1f} "
+                     f"(n={summary['n']})")
+    skipped = summary["skipped"]
+    parts.append("skipped: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) if skipped else "none"))
+    return "; ".join(parts)
 
 
 def check_lms(config: CompileConfig) -> None:
@@ -100,6 +137,8 @@ def check_lms(config: CompileConfig) -> None:
     check_engine(config.engine)
     config.check_remote(config.teacher, "--teacher")
     check_teacher(config.reflection_lm, "--reflection-lm", api_key_env=None)
+    if config.prompt_model:
+        config.check_remote(config.prompt_model, "--prompt-model")
 
 
 def run_compile(config: CompileConfig, progress: bool = True, log_model: bool = True) -> dict[str, Any]:

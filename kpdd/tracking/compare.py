@@ -10,6 +10,8 @@ curve) come from the first run that has them: the row's own runs, then the rest 
 another method or student excepted), then the runs above the command.
 
 ``kpdd improve`` runs add a plot of their validation accuracy against the round and the training traces.
+``kpdd compile`` runs that optimised their teacher add a line each: the teacher program's val score before and
+after optimisation, with its 95 % interval, n and trials.
 The plots are written to ``out_dir`` and logged, with the table, to a new ``compare`` run in the experiment.
 """
 
@@ -34,6 +36,8 @@ from kpdd.tracking.runs import (
     COMMAND,
     DEFAULT_EXPERIMENT,
     METHOD,
+    OPTIMIZE_AFTER,
+    OPTIMIZE_BEFORE,
     PARAM_LIMIT,
     STAGE,
     STUDENT,
@@ -79,12 +83,14 @@ def compare(experiment: str = DEFAULT_EXPERIMENT, run_ids: list[str] | None = No
     tree = RunTree(_all_runs(client, found.experiment_id))
     rows = tree.rows(run_ids)
     rounds = _improve_rounds(client, tree, run_ids)
-    if not rows and not rounds:
+    optimised = _optimised_teachers(tree, run_ids)
+    if not rows and not rounds and not optimised:
         which = f"runs {', '.join(run_ids)}" if run_ids else f"experiment {experiment!r}"
         raise KpddError(f"no finished runs with accuracy/<dataset> metrics under {which} in {uri}: "
                         f"run `kpdd eval` or `kpdd demo` first")
     datasets = dataset_columns(rows)
-    table = format_table(rows, datasets) + format_rounds(rounds)
+    table = (format_table(rows, datasets) if rows else "") + format_rounds(rounds) + format_optimised(optimised)
+    table = table.lstrip()
     curves = {row.run_id: _curves(client, row.curve_run_id) for row in rows if row.curve_run_id}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +219,36 @@ def _improve_rounds(client, tree: RunTree, run_ids: list[str] | None) -> dict[st
         label = " · ".join(p for p in (run.data.tags.get(METHOD), run.data.tags.get(STUDENT), run_id[:8]) if p)
         found[label] = [(step, traces.get(step), accuracy[step]) for step in sorted(accuracy)]
     return found
+
+
+def _optimised_teachers(tree: RunTree, run_ids: list[str] | None) -> dict[str, dict[str, float]]:
+    """Each finished ``optimise`` stage's val scores: {label: {before, after, n, trials}}."""
+    found = {}
+    for run_id, run in sorted(tree.runs.items(), key=lambda item: item[1].info.start_time or 0):
+        metrics = run.data.metrics
+        if run.data.tags.get(STAGE) != "optimise" or OPTIMIZE_AFTER not in metrics or run.info.status != "FINISHED":
+            continue
+        if run_ids and set(run_ids).isdisjoint(tree.lineage(run_id)):
+            continue
+        label = " · ".join(p for p in (tree.tag(run_id, METHOD), tree.tag(run_id, TEACHER),
+                                       run.data.params.get("optimizer"), run_id[:8]) if p)
+        found[label] = {"before": metrics[OPTIMIZE_BEFORE], "after": metrics[OPTIMIZE_AFTER],
+                        "n": metrics.get("optimize/n", 0), "trials": metrics.get("optimize/trials", 0)}
+    return found
+
+
+def format_optimised(optimised: dict[str, dict[str, float]]) -> str:
+    """One line per optimised teacher: its val score unoptimised and optimised, with 95 % intervals ('' without)."""
+    from kpdd.eval.harness import wilson_interval
+
+    def score(percent: float, n: int) -> str:
+        low, high = wilson_interval(round(percent * n / 100), n) if n else (math.nan, math.nan)
+        return f"{percent:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+    lines = [f"optimise {label}: teacher program val score {score(f['before'], int(f['n']))} unoptimised, "
+             f"{score(f['after'], int(f['n']))} optimised (n={int(f['n'])}, {int(f['trials'])} trials)"
+             for label, f in optimised.items()]
+    return "".join(f"\n{line}" for line in lines)
 
 
 def _number(text: str | None) -> float | None:

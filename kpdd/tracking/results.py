@@ -185,3 +185,59 @@ def log_headline(scores: dict, examples: list, model_id: str | None = None, pref
         # An explicit model id: MLflow would otherwise link a run's step-0 metrics to its models, without datasets.
         mlflow.log_metrics(metrics, model_id=model_id, dataset=linked)
     log_eval_inputs(examples)
+
+
+def trial_logger() -> Callable[[dict], None] | None:
+    """An optimizer's ``on_trial``: each trial as a point of ``optimize/trial_score`` on the active (optimise)
+    run, and as a child run holding the candidate (instruction and demo set per predictor) and its score."""
+    if not mlflow_active():
+        return None
+    import mlflow
+
+    stage = mlflow.active_run()
+    client = mlflow.MlflowClient()
+    stage_tags = client.get_run(stage.info.run_id).data.tags
+    tags = {key: stage_tags[key] for key in runs.INHERITED_TAGS if key in stage_tags}
+
+    def log_trial(trial: dict[str, Any]) -> None:
+        step = int(trial["trial"])
+        if "score" in trial:
+            client.log_metric(stage.info.run_id, runs.OPTIMIZE_TRIAL, float(trial["score"]), step=step)
+        run = client.create_run(stage.info.experiment_id, run_name=f"trial {step}",
+                                tags={**tags, "mlflow.parentRunId": stage.info.run_id, runs.STAGE: "optimise-trial"})
+        params = {"trial": step, "reused": bool(trial.get("reused"))}
+        for i, (instruction, demo_set) in enumerate(zip(trial.get("instructions", []), trial.get("demo_sets", []),
+                                                        strict=False)):
+            params[f"predictor_{i}/instruction"] = instruction
+            params[f"predictor_{i}/demo_set"] = demo_set
+        for i, text in enumerate(trial.get("instruction_texts", [])):
+            params[f"predictor_{i}/instruction_text"] = text
+        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)[: runs.PARAM_LIMIT])
+                                                  for k, v in params.items()])
+        for name in ("score", "correct", "n", "failed_examples"):
+            if trial.get(name) is not None:
+                client.log_metric(run.info.run_id, f"trial/{name}", float(trial[name]))
+        client.set_terminated(run.info.run_id, "FAILED" if trial.get("failed") else "FINISHED")
+
+    return log_trial
+
+
+def log_optimize(summary: dict[str, Any], work_dir: str | Path | None, program_dir: str | Path | None) -> None:
+    """The optimizer's figures (val scores before and after, trials, skip counts), its work files and the
+    optimised program (None: it gave up) as artifacts."""
+    if not mlflow_active():
+        return
+    import mlflow
+
+    metrics = {"optimize/trials": summary["trials"],
+               **{_metric_name(f"optimize/skipped/{k}"): v for k, v in summary["skipped"].items()}}
+    if summary.get("score_optimized") is not None:
+        metrics |= {runs.OPTIMIZE_BEFORE: summary["score_unoptimized"], runs.OPTIMIZE_AFTER: summary["score_optimized"],
+                    "optimize/n": summary["n"]}
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict(summary, "optimize/summary.json")
+    if program_dir is not None:
+        mlflow.log_artifacts(str(program_dir), "teacher-program")
+    if work_dir is not None and Path(work_dir).is_dir():
+        for path in sorted(Path(work_dir).glob("*.jsonl")):
+            mlflow.log_artifact(str(path), "optimize")

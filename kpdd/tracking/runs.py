@@ -58,6 +58,8 @@ TRACES_COUNT = "traces/count"  # verified traces the student was trained on
 TRACES_COVERAGE = "traces/coverage"
 ERRORS_PREFIX = "eval/errors/"  # eval/errors/<taxonomy type>, a count
 TRAIN_SIZE_PARAM = "train_size"  # read when no traces/count metric was logged
+OPTIMIZE_BEFORE, OPTIMIZE_AFTER = "optimize/score_unoptimized", "optimize/score_optimized"  # teacher val score, %
+OPTIMIZE_TRIAL = "optimize/trial_score"  # one point per optimizer trial, step = trial number
 
 VERSIONED_PACKAGES = ("dspy", "mlflow", "transformers", "torch", "trl", "peft", "vllm")
 PARAM_LIMIT = 500  # longer config values are cut in the params table; config.json keeps them whole
