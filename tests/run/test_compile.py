@@ -63,7 +63,7 @@ def test_cli_server_dying_while_proposing_ends_in_one_line_and_keeps_the_bootstr
         done = subprocess.run([sys.executable, "-m", "kpdd", "compile", "--program", "direct", "--teacher",
                                f"openai/scripted-{uuid.uuid4().hex}", "--api-base", server.url, "--optimizer", "mipro",
                                "--optimize-size", str(OPTIMIZE_SIZE), "--trials", "2", "--threads", "2",
-                               "--retries", "0", "--server-gone-s", "0", "--out", str(tmp_path / "run")],
+                               "--retries", "0", "--server-gone-s", "0.01", "--out", str(tmp_path / "run")],
                               cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
