@@ -253,11 +253,16 @@ def config_document(config: Any) -> dict[str, Any]:
     return {"type": type(config).__name__, **config_to_dict(config)}
 
 
+OUTPUT_FILE_SUFFIXES = (".jsonl", ".json")  # the files a command writes (trace stores, predictions); else a directory
+
+
 def config_path(output: str | Path) -> Path:
     """Where the config of an output goes: ``<dir>/config.json`` for a directory, ``<name>.config.json`` beside
-    a file (a path with a suffix)."""
+    a JSON/JSONL output file. (A directory's name may hold a dot: ``kpdd-pot-local_~_.cache_...``.)"""
     output = Path(output)
-    return output.with_name(f"{output.stem}.{CONFIG_FILE}") if output.suffix else output / CONFIG_FILE
+    if output.suffix in OUTPUT_FILE_SUFFIXES and not output.is_dir():
+        return output.with_name(f"{output.stem}.{CONFIG_FILE}")
+    return output / CONFIG_FILE
 
 
 def save_config(config: Any, output: str | Path) -> Path:

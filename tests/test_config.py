@@ -42,3 +42,10 @@ def test_the_cli_sets_the_offline_defaults_an_explicit_value_wins():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == ["0", "true"]
+
+
+def test_a_directory_whose_name_holds_a_dot_gets_its_config_inside(tmp_path):
+    from kpdd.config import config_path
+
+    assert config_path(tmp_path / "kpdd-pot-local_~_.cache_models") == tmp_path / "kpdd-pot-local_~_.cache_models" / "config.json"
+    assert config_path(tmp_path / "store.jsonl") == tmp_path / "store.config.json"
