@@ -25,7 +25,14 @@ import mlflow
 
 from kpdd.errors import ConfigError
 
-MODEL_NAME = "student"  # the model's name inside its run (its artifact folder)
+MODEL_SUFFIX = "student"  # a model is named <program>-student (the Models tab tells methods apart by name)
+
+
+def model_name(program_reference: str | None) -> str:
+    """``kpdd-pot-student``, ``MyPoT-student``: the logged model's name, from the program it runs."""
+    from kpdd.modules.reference import label
+
+    return f"{label(program_reference or '').replace('/', '_') or 'program'}-{MODEL_SUFFIX}"
 PROGRAM = "program"  # the artifact key: the compiled-program directory
 CODE_FILE = Path(__file__).with_name("student_model_code.py")
 BUNDLED_BASE = "base"  # a student's base copied into its directory
@@ -117,7 +124,7 @@ def log_student_model(compiled: str | Path, *, register_as: str | None = None, p
         program_dir = model_files(compiled, Path(staging) / PROGRAM)
         fields = _program_inputs(program_dir)
         return mlflow.pyfunc.log_model(
-            name=MODEL_NAME, python_model=str(CODE_FILE), artifacts={PROGRAM: str(program_dir)},
+            name=model_name(manifest.get("program")), python_model=str(CODE_FILE), artifacts={PROGRAM: str(program_dir)},
             signature=ModelSignature(inputs=Schema([ColSpec("string", name) for name in fields])),
             model_config=model_config(engine, device, max_tokens, threads),
             pip_requirements=requirements(), registered_model_name=register_as,
