@@ -226,3 +226,14 @@ def test_step_values_compute_the_programs_arithmetic_without_running_it():
     assert augment.step_values("a = 3\nb = a * 2 / 4\nans = -b + 1") == {"a": 3.0, "b": 1.5, "ans": -0.5}
     assert augment.step_values("import os\nans = 1") is None and augment.step_values("ans = a + 1") is None
     assert augment.read_by_answer("a = 3\nb = 4\nc = b * 2\nans = c + 1") == {"b", "c"}
+
+
+def test_a_question_with_an_ambiguous_comparative_is_not_varied():
+    """'The apples were two times cheaper than the oranges' reads as half the price per kilogram or as half the
+    oranges' total: the variant would inherit the source's guess."""
+    betty = source("Betty bought 1 kg of oranges and 3 kg of apples")
+    assert augment.unchangeable(betty) == "question has an ambiguous comparative ('N times cheaper')"
+    assert augment.unchangeable(source("Misty's favorite number is 3 times smaller than Glory's favorite number"))
+    assert augment.unchangeable(source("A chocolate box contains 200 bars")) is None
+    for clear in ("costs three times as much as", "is 3 times older than", "2 times more than"):
+        assert not augment._AMBIGUOUS_COMPARATIVE.search(clear)

@@ -290,8 +290,18 @@ def changeable(source: Source) -> bool:
     return unchangeable(source) is None
 
 
+# 'two times cheaper', '3 times younger', '2/5 times less': a comparative that reads as a division by N, as
+# 1 - 1/N or as 1 - N, and which of them the source's rationale took is a guess a variant would inherit.
+_AMBIGUOUS_COMPARATIVE = re.compile(
+    r"\b(?:\d+(?:[.,/]\d+)?|one|two|three|four|five|six|seven|eight|nine|ten|half|a few|several|many)\s*-?\s*"
+    r"times\s+(?:cheaper|less|smaller|slower|fewer|shorter|lighter|younger|lower|thinner|narrower|weaker|"
+    r"worse|poorer|closer|nearer)\b", re.IGNORECASE)
+
+
 def unchangeable(source: Source) -> str | None:
     """Why no variant of the source can be right, or None."""
+    if _AMBIGUOUS_COMPARATIVE.search(source.example.question):
+        return "question has an ambiguous comparative ('N times cheaper')"
     if unexplained_literal(source):
         return "program keeps a literal the question does not explain"
     if not draw_changes(source, random.Random(0)):
