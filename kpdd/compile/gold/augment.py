@@ -49,7 +49,7 @@ from kpdd.compile.store import VARIANT_MARK
 from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
-AUGMENT_VERSION = "augment/2"
+AUGMENT_VERSION = "augment/3"
 SUPPORTED_METHODS = ("kpdd-pot", "pot", "direct")
 _GIVEN = re.compile(r"^([A-Za-z_]\w*) = (-?\d+(?:\.\d+)?)$", re.MULTILINE)
 # Stage fields a variant re-derives from its question; any other field cannot be kept consistent.
@@ -211,12 +211,15 @@ def _in_a_sum(index: int, quantities, question: str) -> bool:
     return False
 
 
-def draw_changes(source: Source, rng: random.Random) -> list[Change]:
-    """New values for the quantities a variant may change (:func:`changeable_groups`); the numbers of a group
-    (the same number written twice: '2 dogs and 2 cats') all get the same new value, so whichever of them the
-    program reads, it reads the new value."""
+def draw_changes(source: Source, rng: random.Random, some: bool = False) -> list[Change]:
+    """New values for the quantities a variant may change (:func:`changeable_groups`), all of them or, with
+    ``some``, a random part of them; the numbers of a group (the same number written twice: '2 dogs and 2 cats')
+    all get the same new value, so whichever of them the program reads, it reads the new value."""
+    groups = source.changeable
+    if some and len(groups) > 1:  # fewer new numbers keep more of the source's divisions whole
+        groups = sorted(rng.sample(groups, rng.randint(1, len(groups) - 1)))
     changes = []
-    for group in source.changeable:
+    for group in groups:
         first = source.builder.quantities[group[0]]
         if drawn := new_value(first.text, rng):
             changes += [Change(q.start, q.end, q.text, drawn[0], drawn[1], source.builder.declared.get(k, ""))
@@ -509,11 +512,11 @@ def rewrite_stages(source: Source, variant: Variant) -> list[dict]:
 
 def candidates(source: Source, seed: int, start: int, count: int) -> list[Variant]:
     """Candidates ``start`` .. ``start + count - 1`` of a source, each from its own seeded draw (so a rerun or
-    another batch size draws the same ones)."""
+    another batch size draws the same ones); every second one changes only a part of the numbers it may."""
     drawn = []
     for attempt in range(start, start + count):
         rng = random.Random(f"{seed}:{source.example.id}:{attempt}")
-        drawn.append(make_variant(source, draw_changes(source, rng)))
+        drawn.append(make_variant(source, draw_changes(source, rng, some=attempt % 2 == 1)))
     return drawn
 
 
