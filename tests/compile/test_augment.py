@@ -237,3 +237,17 @@ def test_a_question_with_an_ambiguous_comparative_is_not_varied():
     assert augment.unchangeable(source("A chocolate box contains 200 bars")) is None
     for clear in ("costs three times as much as", "is 3 times older than", "2 times more than"):
         assert not augment._AMBIGUOUS_COMPARATIVE.search(clear)
+
+
+def test_a_source_reading_that_leaves_out_a_duration_or_a_group_size_is_not_varied():
+    """Henry takes '9 pills a day for 14 days' and the source's answer prices 9 pills; Patty's 'brother and sister'
+    each do 4 chores a week and the source's answer pays for 4: a variant would inherit either reading."""
+    henry = source("Henry took 9 pills a day for 14 days")
+    assert augment._unread_duration(henry) == "14"
+    assert augment.unchangeable(henry).startswith("program leaves out a duration")
+    patty = source("Patty decides that to convince her brother and sister to do her chores in exchange for cookies")
+    assert augment.unchangeable(patty).startswith("question counts per member of a group")
+    assert augment._unread_duration(source("A chocolate box contains 200 bars")) is None
+    for counted in ("Jessie invited 4 friends over. How many will each person get?",
+                    "There are 5 of them in total. If each member wants one pound"):
+        assert augment._MEMBER.search(counted) and augment._COUNTED_PEOPLE.search(counted)

@@ -301,10 +301,39 @@ _AMBIGUOUS_COMPARATIVE = re.compile(
     r"worse|poorer|closer|nearer)\b", re.IGNORECASE)
 
 
+# '9 pills a day for 14 days' where the program never reads the 14: a rate per unit and a count of that unit that
+# the source's reading left out (it answered for one day), which a variant would inherit.
+_DURATION = r"day|week|hour|month|year|minute|night|semester|session|trip|game"
+# 'Each kid has 4 chores' where the kids are only named ('her brother and sister'): whether the source's reading
+# multiplied by the group's size is a guess. A number before a word for people counts the group.
+_MEMBER = re.compile(r"\beach (kid|child|sibling|person|friend|student|boy|girl|guest|player|member|worker|employee|"
+                     r"grandchild|cousin|neighbou?r|sister|brother)\b", re.IGNORECASE)
+_COUNTED_PEOPLE = re.compile(
+    r"(?:\d[\d,]*|\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|dozen|both|all|"
+    r"some|many|several|number of|how many))\s+(?:\w+\s+){0,2}(?:kids|children|siblings|people|persons|friends|"
+    r"students|classmates|boys|girls|guests|players|members|workers|employees|grandchildren|cousins|neighbou?rs|"
+    r"sisters|brothers|of them|of us|adults|family)\b", re.IGNORECASE)
+
+
+def _unread_duration(source: Source) -> str | None:
+    question, reads = source.example.question, read_by_answer(source.program)
+    for index, quantity in enumerate(source.builder.quantities):
+        unit = re.match(rf"\s*({_DURATION})s?\b", question[quantity.end:], re.IGNORECASE)
+        if WRITTEN_NUMBER.fullmatch(quantity.text) and source.builder.declared.get(index) not in reads and unit \
+                and re.search(rf"\b(?:a|an|per|each|every)\s+{unit.group(1)}\b", question, re.IGNORECASE):
+            return quantity.text
+    return None
+
+
 def unchangeable(source: Source) -> str | None:
     """Why no variant of the source can be right, or None."""
-    if _AMBIGUOUS_COMPARATIVE.search(source.example.question):
+    question = source.example.question
+    if _AMBIGUOUS_COMPARATIVE.search(question):
         return "question has an ambiguous comparative ('N times cheaper')"
+    if _unread_duration(source):
+        return "program leaves out a duration its rate is per ('a day for 14 days')"
+    if _MEMBER.search(question) and not _COUNTED_PEOPLE.search(question):
+        return "question counts per member of a group it does not count ('each kid')"
     if unexplained_literal(source):
         return "program keeps a literal the question does not explain"
     if not draw_changes(source, random.Random(0)):
