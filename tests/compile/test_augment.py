@@ -173,6 +173,8 @@ def test_a_literal_the_old_numbers_produced_makes_a_question_unchangeable():
     assert "+ 8" in michael.program and augment.unexplained_literal(michael) == "8"
     assert augment.unchangeable(michael) == "program keeps a literal the question does not explain"
     assert augment.unexplained_literal(source("A chocolate box contains 200 bars")) is None  # '1/4' explains 4
+    tracy = source("Tracy, Michelle, and Kati take a road trip that is a total of 1000 miles")
+    assert "x_miles = 98" in tracy.program and augment.unexplained_literal(tracy) == "98"  # solved for, not given
 
 
 def test_a_number_in_two_roles_stays():

@@ -328,14 +328,14 @@ def _unread_duration(source: Source) -> str | None:
 def unchangeable(source: Source) -> str | None:
     """Why no variant of the source can be right, or None."""
     question = source.example.question
+    if unexplained_literal(source):
+        return "program keeps a literal the question does not explain"
     if _AMBIGUOUS_COMPARATIVE.search(question):
         return "question has an ambiguous comparative ('N times cheaper')"
     if _unread_duration(source):
         return "program leaves out a duration its rate is per ('a day for 14 days')"
     if _MEMBER.search(question) and not _COUNTED_PEOPLE.search(question):
         return "question counts per member of a group it does not count ('each kid')"
-    if unexplained_literal(source):
-        return "program keeps a literal the question does not explain"
     if not draw_changes(source, random.Random(0)):
         return "no number to change"
     return None
@@ -357,11 +357,15 @@ _EXPLAINED = {
 
 
 def unexplained_literal(source: Source) -> str | None:
-    """The first literal of the source's program that the question does not explain (see ``_EXPLAINED``)."""
+    """The first literal of the source's program that the question does not explain (see ``_EXPLAINED``): in
+    its computed lines, or a given line that reads no number of the question (Katie's 98 miles, which the rationale
+    solved for)."""
     question = f"{source.example.question} ".lower()
     fractions = [(float(a), float(b)) for a, b in re.findall(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])", question)]
     stated = {v for a, b in fractions for v in (a, b, round(a / b, 6) if b else a)}
-    for number in program_literals(source.program):
+    read = set(source.builder.declared.values())
+    unread_givens = [number for name, number in _GIVEN.findall(source.program) if name not in read]
+    for number in [*unread_givens, *program_literals(source.program)]:
         if float(number) in stated:
             continue  # a part or the value of a fraction the question writes: '2/3 of', '1/2 your wage'
         pattern = _EXPLAINED.get(float(number))
