@@ -173,6 +173,9 @@ def test_a_literal_the_old_numbers_produced_makes_a_question_unchangeable():
     assert "+ 8" in michael.program and augment.unexplained_literal(michael) == "8"
     assert augment.unchangeable(michael) == "program keeps a literal the question does not explain"
     assert augment.unexplained_literal(source("A chocolate box contains 200 bars")) is None  # '1/4' explains 4
+    for fixed in ("In 6 months Bella and Bob will be celebrating their 4th anniversary",  # 4 * 12, 2 * 12 months
+                  "The ratio of boys to girls in a family is 5:7"):  # 5 / (5 + 7) of the children
+        assert augment.unexplained_literal(source(fixed)) is None
     tracy = source("Tracy, Michelle, and Kati take a road trip that is a total of 1000 miles")
     assert "x_miles = 98" in tracy.program and augment.unexplained_literal(tracy) == "98"  # solved for, not given
 

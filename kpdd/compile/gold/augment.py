@@ -49,7 +49,7 @@ from kpdd.compile.store import VARIANT_MARK
 from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
-AUGMENT_VERSION = "augment/3"
+AUGMENT_VERSION = "augment/4"
 SUPPORTED_METHODS = ("kpdd-pot", "pot", "direct")
 _GIVEN = re.compile(r"^([A-Za-z_]\w*) = (-?\d+(?:\.\d+)?)$", re.MULTILINE)
 # Stage fields a variant re-derives from its question; any other field cannot be kept consistent.
@@ -363,6 +363,8 @@ def unexplained_literal(source: Source) -> str | None:
     question = f"{source.example.question} ".lower()
     fractions = [(float(a), float(b)) for a, b in re.findall(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])", question)]
     stated = {v for a, b in fractions for v in (a, b, round(a / b, 6) if b else a)}
+    # An ordinal's or a ratio's number ('their 2nd anniversary', '5:7') never changes in a variant.
+    stated |= {float(n) for m in _OTHER_NUMBERS.finditer(question) for n in m.groups() if n}
     read = set(source.builder.declared.values())
     unread_givens = [number for name, number in _GIVEN.findall(source.program) if name not in read]
     for number in [*unread_givens, *program_literals(source.program)]:
@@ -545,11 +547,11 @@ def rewrite_stages(source: Source, variant: Variant) -> list[dict]:
 
 def candidates(source: Source, seed: int, start: int, count: int) -> list[Variant]:
     """Candidates ``start`` .. ``start + count - 1`` of a source, each from its own seeded draw (so a rerun or
-    another batch size draws the same ones); every second one changes only a part of the numbers it may."""
+    another batch size draws the same ones); two in three change only a part of the numbers they may."""
     drawn = []
     for attempt in range(start, start + count):
         rng = random.Random(f"{seed}:{source.example.id}:{attempt}")
-        drawn.append(make_variant(source, draw_changes(source, rng, some=attempt % 2 == 1)))
+        drawn.append(make_variant(source, draw_changes(source, rng, some=attempt % 3 != 0)))
     return drawn
 
 
