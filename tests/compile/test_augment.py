@@ -256,3 +256,16 @@ def test_a_source_reading_that_leaves_out_a_duration_or_a_group_size_is_not_vari
     for counted in ("Jessie invited 4 friends over. How many will each person get?",
                     "There are 5 of them in total. If each member wants one pound"):
         assert augment._MEMBER.search(counted) and augment._COUNTED_PEOPLE.search(counted)
+
+
+def test_a_count_beyond_its_unit_and_a_number_read_again_for_an_implied_count_are_caught():
+    """'9 days a week' is no week; Erwin's '2 chocolates on weekdays' is read again for the 2 days of 'weekends'."""
+    hank = source("Hank reads the newspaper every morning, 5 days a week for 30 minutes")
+    fives = [augment.Change(q.start, q.end, q.text, "9", 9.0, hank.builder.declared.get(k, ""))
+             for k, q in enumerate(hank.builder.quantities) if q.text == "5"]
+    assert augment.check_variant(hank, augment.make_variant(hank, fives)) == \
+        "a count exceeds the unit it is per ('9 days a week')"
+    sixes = [augment.Change(c.start, c.end, c.old, "6", 6.0, c.variable) for c in fives]
+    assert augment.check_variant(hank, augment.make_variant(hank, sixes)) is None
+    erwin = source("Erwin eats 2 chocolates on weekdays and 1 chocolate on weekends")
+    assert "2" not in changeable_texts(erwin)

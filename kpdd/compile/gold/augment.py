@@ -49,7 +49,7 @@ from kpdd.compile.store import VARIANT_MARK
 from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
-AUGMENT_VERSION = "augment/4"
+AUGMENT_VERSION = "augment/5"
 SUPPORTED_METHODS = ("kpdd-pot", "pot", "direct")
 _GIVEN = re.compile(r"^([A-Za-z_]\w*) = (-?\d+(?:\.\d+)?)$", re.MULTILINE)
 # Stage fields a variant re-derives from its question; any other field cannot be kept consistent.
@@ -234,6 +234,14 @@ _UNIT_SIZES = [(30, "days?", "month"), (31, "days?", "month"), (7, "days?", "wee
                (365, "days?", "year"), (12, "inch(?:es)?", "foot|feet"), (3, "feet", "yard"), (16, "ounces?", "pound"),
                (100, "cents?|pennies", "dollar"), (5, "cents?|pennies", "nickel"), (10, "cents?|pennies", "dime"),
                (25, "cents?|pennies", "quarter"), (12, "\\w+", "dozen"), (1000, "\\w+", "thousand|kilo|liter|litre")]
+# Counts the words of a question imply: a number of that value that the program reads twice may stand for it once.
+_IMPLIED_COUNTS = {2: r"\bweekends?\b|\bpairs?\b|\btwice\b|\bdouble|\bboth\b|\bcouple\b|\btwins?\b",
+                   5: r"\bweekdays?\b", 7: r"\bweeks?\b", 12: r"\bdozens?\b|\bmonths?\b|\byears?\b|\bfoot\b|\bfeet\b",
+                   24: r"\bdays?\b|\bhours?\b", 60: r"\bhours?\b|\bminutes?\b", 3: r"\bthird\b|\btriple|\byards?\b",
+                   4: r"\bquarters?\b"}
+# A count per unit that a new value may not exceed: '9 days a week' does not exist.
+_PER_UNIT = [("days?", "week", 7), ("days?", "month", 31), ("days?", "year", 366), ("hours?", "day", 24),
+             ("months?", "year", 12), ("weeks?", "year", 52), ("minutes?", "hour", 60), ("seconds?", "minute", 60)]
 _EQUIVALENCE = re.compile(r"\b(?:same (?:value|amount) as|(?:is|are) equal to|equals?|is worth|are worth|"
                           r"there are \S+ \w+ in (?:a|an|one|each))\b", re.IGNORECASE)
 
@@ -280,12 +288,17 @@ def changeable_groups(source: Source) -> list[list[int]]:
 
     names = re.findall(r"[A-Za-z_]\w*", "\n".join(source.builder.statements))
 
+    def implied_count(index: int) -> bool:  # Erwin's '2 chocolates' read again for the 2 days of 'weekends'
+        pattern = _IMPLIED_COUNTS.get(quantities[index].value)
+        return bool(pattern) and names.count(declared.get(index, "")) > 1 and bool(re.search(pattern, question, re.I))
+
     def read_once_each(group: list[int]) -> bool:  # '2 packages ... 2 packages' read a third time: '2 slices'
         return len(group) == 1 or sum(names.count(declared[k]) for k in group if k in declared) <= len(group)
 
     return [group for value, group in sorted(by_value.items(), key=lambda item: item[1][0])
             if not other_roles[value] and any(declared.get(k) in answer_reads for k in group)
-            and len({quantities[k].text for k in group}) == 1 and all(map(free, group)) and read_once_each(group)]
+            and len({quantities[k].text for k in group}) == 1 and all(map(free, group)) and read_once_each(group)
+            and not any(map(implied_count, group))]
 
 
 def changeable(source: Source) -> bool:
@@ -416,6 +429,11 @@ def check_variant(source: Source, variant: Variant) -> str | None:
     for index, variable in source.builder.declared.items():
         if given.get(variable) != quantities[index].value:
             return "question mismatch: program reads another value"
+    for change in variant.changes:
+        after = variant.question[change.start + len(change.new):][:40]
+        if any(change.value > most and re.match(rf"\s*{small}\b[^.?!]{{0,25}}\b(?:a|an|per|each|every)\s+{unit}\b",
+                                                 after, re.IGNORECASE) for small, unit, most in _PER_UNIT):
+            return "a count exceeds the unit it is per ('9 days a week')"
     changed = {c.variable for c in variant.changes} - {""}  # "": a number of a group the program does not read
     if not changed or all(given[v] == source.builder.quantities[i].value
                           for i, v in source.builder.declared.items() if v in changed):
