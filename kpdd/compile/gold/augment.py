@@ -14,7 +14,8 @@ values below 2 and years stay, and none goes below 2. Integers keep their number
 percentages stay whole percentages in the same range, under 100 % when the original was; decimals and money keep
 their decimal places ($2.50 → $3.75); a '$', thousands separators and a '%' are kept. Which numbers may change is
 :func:`changeable_groups`: read by the answer, in one role only; a question whose program keeps a literal the
-question does not explain is not varied (:func:`unchangeable`). Methods whose outputs are prose (``cot``,
+question does not explain, or whose reading of it is a guess a variant would inherit, is not varied
+(:func:`unchangeable`). Methods whose outputs are prose (``cot``,
 ``kpdd-cot``, ``socratic``) are not supported: their reasoning states the old calculations, and kpdd does not
 rewrite prose arithmetic.
 
@@ -317,8 +318,9 @@ _AMBIGUOUS_COMPARATIVE = re.compile(
 # '9 pills a day for 14 days' where the program never reads the 14: a rate per unit and a count of that unit that
 # the source's reading left out (it answered for one day), which a variant would inherit.
 _DURATION = r"day|week|hour|month|year|minute|night|semester|session|trip|game"
-# 'Each kid has 4 chores' where the kids are only named ('her brother and sister'): whether the source's reading
-# multiplied by the group's size is a guess. A number before a word for people counts the group.
+# 'Each kid has 4 chores' where the kids are only named ('her brother and sister') and the program writes no number
+# of its own (no group size): the source's reading may not have multiplied by it. A number before a word for
+# people counts the group.
 _MEMBER = re.compile(r"\beach (kid|child|sibling|person|friend|student|boy|girl|guest|player|member|worker|employee|"
                      r"grandchild|cousin|neighbou?r|sister|brother)\b", re.IGNORECASE)
 _COUNTED_PEOPLE = re.compile(
@@ -333,7 +335,9 @@ def _unread_duration(source: Source) -> str | None:
     for index, quantity in enumerate(source.builder.quantities):
         unit = re.match(rf"\s*({_DURATION})s?\b", question[quantity.end:], re.IGNORECASE)
         if WRITTEN_NUMBER.fullmatch(quantity.text) and source.builder.declared.get(index) not in reads and unit \
-                and re.search(rf"\b(?:a|an|per|each|every)\s+{unit.group(1)}\b", question, re.IGNORECASE):
+                and re.search(r"\b(?:for|over)\s+(?:the\s+)?(?:first\s+|next\s+|last\s+)?$", question[: quantity.start]) \
+                and re.search(rf"\b(?:a|an|per|each|every)\s+{unit.group(1)}\b", _sentence(question, quantity),
+                              re.IGNORECASE):
             return quantity.text
     return None
 
@@ -347,7 +351,8 @@ def unchangeable(source: Source) -> str | None:
         return "question has an ambiguous comparative ('N times cheaper')"
     if _unread_duration(source):
         return "program leaves out a duration its rate is per ('a day for 14 days')"
-    if _MEMBER.search(question) and not _COUNTED_PEOPLE.search(question):
+    if _MEMBER.search(question) and not _COUNTED_PEOPLE.search(question) \
+            and not program_literals(source.program, read_by_answer(source.program) | {"ans"}):
         return "question counts per member of a group it does not count ('each kid')"
     if not draw_changes(source, random.Random(0)):
         return "no number to change"
@@ -378,9 +383,9 @@ def unexplained_literal(source: Source) -> str | None:
     stated = {v for a, b in fractions for v in (a, b, round(a / b, 6) if b else a)}
     # An ordinal's or a ratio's number ('their 2nd anniversary', '5:7') never changes in a variant.
     stated |= {float(n) for m in _OTHER_NUMBERS.finditer(question) for n in m.groups() if n}
-    read = set(source.builder.declared.values())
-    unread_givens = [number for name, number in _GIVEN.findall(source.program) if name not in read]
-    for number in [*unread_givens, *program_literals(source.program)]:
+    read, needed = set(source.builder.declared.values()), read_by_answer(source.program) | {"ans"}
+    unread_givens = [number for name, number in _GIVEN.findall(source.program) if name not in read and name in needed]
+    for number in [*unread_givens, *program_literals(source.program, needed)]:
         if float(number) in stated:
             continue  # a part or the value of a fraction the question writes: '2/3 of', '1/2 your wage'
         pattern = _EXPLAINED.get(float(number))
@@ -389,11 +394,12 @@ def unexplained_literal(source: Source) -> str | None:
     return None
 
 
-def program_literals(program: str) -> list[str]:
-    """The numbers written in a program's computed lines (its given lines and '/ 100' of a percentage aside)."""
+def program_literals(program: str, needed: set[str] | None = None) -> list[str]:
+    """The numbers written in a program's computed lines (its given lines and '/ 100' of a percentage aside), of
+    the lines that assign a name of ``needed`` when given (a line the answer never reads keeps no old value in it)."""
     literals = []
     for line in program.splitlines():
-        if _GIVEN.fullmatch(line) or " = " not in line:
+        if _GIVEN.fullmatch(line) or " = " not in line or needed is not None and line.split(" = ")[0] not in needed:
             continue
         expression = line.split(" = ", 1)[1]
         literals += [m.group() for m in re.finditer(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", expression)
