@@ -269,3 +269,12 @@ def test_a_count_beyond_its_unit_and_a_number_read_again_for_an_implied_count_ar
     assert augment.check_variant(hank, augment.make_variant(hank, sixes)) is None
     erwin = source("Erwin eats 2 chocolates on weekdays and 1 chocolate on weekends")
     assert "2" not in changeable_texts(erwin)
+
+
+def test_fifty_percent_and_the_parts_of_a_two_part_sum_stay():
+    """Bill's plan: the government pays '50%', which is also what Bill pays, so a new value would show which one the
+    program computes. Randy: 'in 5 days ... for 2 days and then ... for another 3 days' is a stated sum."""
+    bill = source("Bill is buying healthcare on an exchange")
+    assert "50%" not in changeable_texts(bill)
+    randy = source("Farmer Randy has 1700 acres of cotton he needs to have planted in 5 days")
+    assert not {"5", "2", "3"} & set(changeable_texts(randy)) and "1700" in changeable_texts(randy)

@@ -50,7 +50,7 @@ from kpdd.compile.store import VARIANT_MARK
 from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
-AUGMENT_VERSION = "augment/5"
+AUGMENT_VERSION = "augment/7"
 SUPPORTED_METHODS = ("kpdd-pot", "pot", "direct")
 _GIVEN = re.compile(r"^([A-Za-z_]\w*) = (-?\d+(?:\.\d+)?)$", re.MULTILINE)
 # Stage fields a variant re-derives from its question; any other field cannot be kept consistent.
@@ -199,7 +199,9 @@ def _in_a_sum(index: int, quantities, question: str) -> bool:
         return " ".join(question[quantities[k].end:].split()[:2]).lower().rstrip(".,")
 
     values = [q.value if WRITTEN_NUMBER.fullmatch(q.text) else None for q in quantities]  # digits only
-    remaining = {k for k, q in enumerate(quantities) if _REFERS_BACK.search(question[: q.start])}
+    remaining = {k for k, q in enumerate(quantities) if _REFERS_BACK.search(question[: q.start])
+                 or re.search(r"\banother\s+$", question[: q.start], re.IGNORECASE)}  # 'for another 3 days'
+
     for total, value in enumerate(values):
         later = [(k, v) for k, v in enumerate(values[total + 1:], total + 1) if v and v < (value or 0)][:12]
         # Two parts make a sum when one is 'the remaining 5' (of 20 bags, 15 sold); else three or more.
@@ -281,7 +283,9 @@ def changeable_groups(source: Source) -> list[list[int]]:
 
     def free(index: int) -> bool:
         q = quantities[index]
+        # 50 % is its own complement: whether the source's reading took it or 100 % - it cannot be told.
         return WRITTEN_NUMBER.fullmatch(q.text) is not None and index not in source.builder.ambiguous \
+            and not (q.value == 50 and q.text.endswith("%")) \
             and declared.get(index) not in guessed \
             and not _in_a_sum(index, quantities, question) and not _REFERS_BACK.search(question[: q.start]) \
             and not _CLOCK.match(question[q.end:]) and not _sizes_a_unit(q, question) \
