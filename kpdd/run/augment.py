@@ -33,7 +33,7 @@ class AugmentConfig(TrainingQuestions):
                           choices=SUPPORTED_METHODS)
     seed: int = option(0, "seed for the subset and the new values")
     variants: int = option(4, "variants kept per question at most (N)", at_least=1)
-    max_attempts: int = option(40, "candidates drawn per question at most (>= --variants)", at_least=1)
+    max_attempts: int = option(80, "candidates drawn per question at most (>= --variants)", at_least=1)
     batch_questions: int = option(512, "questions per batch (a kill loses at most the batch in flight)", at_least=1)
     timeout: float = option(2.0, "sandbox seconds per program", above=0)
     out: str = option("", "trace store (default kpdd-runs/traces/<program>-augment-<dataset>-<split>.jsonl)")
@@ -132,7 +132,7 @@ def _run_problem(run, source, variant, seen: set[str]) -> str | None:
 
 
 def augment_examples(examples: list, method: str, store, header: dict[str, Any], variants: int = 4,
-                     max_attempts: int = 40, seed: int = 0, batch_questions: int = 512, timeout: float = 2.0,
+                     max_attempts: int = 80, seed: int = 0, batch_questions: int = 512, timeout: float = 2.0,
                      progress: bool = True) -> dict[str, Any]:
     """Vary the pending questions batch by batch into ``store``; returns its stats plus this run's throughput."""
     from tqdm import tqdm

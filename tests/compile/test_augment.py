@@ -173,6 +173,11 @@ def test_a_literal_the_old_numbers_produced_makes_a_question_unchangeable():
     assert "+ 8" in michael.program and augment.unexplained_literal(michael) == "8"
     assert augment.unchangeable(michael) == "program keeps a literal the question does not explain"
     assert augment.unexplained_literal(source("A chocolate box contains 200 bars")) is None  # '1/4' explains 4
+    for fixed in ("In 6 months Bella and Bob will be celebrating their 4th anniversary",  # 4 * 12, 2 * 12 months
+                  "The ratio of boys to girls in a family is 5:7"):  # 5 / (5 + 7) of the children
+        assert augment.unexplained_literal(source(fixed)) is None
+    tracy = source("Tracy, Michelle, and Kati take a road trip that is a total of 1000 miles")
+    assert "x_miles = 98" in tracy.program and augment.unexplained_literal(tracy) == "98"  # solved for, not given
 
 
 def test_a_number_in_two_roles_stays():
@@ -226,3 +231,50 @@ def test_step_values_compute_the_programs_arithmetic_without_running_it():
     assert augment.step_values("a = 3\nb = a * 2 / 4\nans = -b + 1") == {"a": 3.0, "b": 1.5, "ans": -0.5}
     assert augment.step_values("import os\nans = 1") is None and augment.step_values("ans = a + 1") is None
     assert augment.read_by_answer("a = 3\nb = 4\nc = b * 2\nans = c + 1") == {"b", "c"}
+
+
+def test_a_question_with_an_ambiguous_comparative_is_not_varied():
+    """'The apples were two times cheaper than the oranges' reads as half the price per kilogram or as half the
+    oranges' total: the variant would inherit the source's guess."""
+    betty = source("Betty bought 1 kg of oranges and 3 kg of apples")
+    assert augment.unchangeable(betty) == "question has an ambiguous comparative ('N times cheaper')"
+    assert augment.unchangeable(source("Misty's favorite number is 3 times smaller than Glory's favorite number"))
+    assert augment.unchangeable(source("A chocolate box contains 200 bars")) is None
+    for clear in ("costs three times as much as", "is 3 times older than", "2 times more than"):
+        assert not augment._AMBIGUOUS_COMPARATIVE.search(clear)
+
+
+def test_a_source_reading_that_leaves_out_a_duration_or_a_group_size_is_not_varied():
+    """Henry takes '9 pills a day for 14 days' and the source's answer prices 9 pills; Patty's 'brother and sister'
+    each do 4 chores a week and the source's answer pays for 4: a variant would inherit either reading."""
+    henry = source("Henry took 9 pills a day for 14 days")
+    assert augment._unread_duration(henry) == "14"
+    assert augment.unchangeable(henry).startswith("program leaves out a duration")
+    patty = source("Patty decides that to convince her brother and sister to do her chores in exchange for cookies")
+    assert augment.unchangeable(patty).startswith("question counts per member of a group")
+    assert augment._unread_duration(source("A chocolate box contains 200 bars")) is None
+    for counted in ("Jessie invited 4 friends over. How many will each person get?",
+                    "There are 5 of them in total. If each member wants one pound"):
+        assert augment._MEMBER.search(counted) and augment._COUNTED_PEOPLE.search(counted)
+
+
+def test_a_count_beyond_its_unit_and_a_number_read_again_for_an_implied_count_are_caught():
+    """'9 days a week' is no week; Erwin's '2 chocolates on weekdays' is read again for the 2 days of 'weekends'."""
+    hank = source("Hank reads the newspaper every morning, 5 days a week for 30 minutes")
+    fives = [augment.Change(q.start, q.end, q.text, "9", 9.0, hank.builder.declared.get(k, ""))
+             for k, q in enumerate(hank.builder.quantities) if q.text == "5"]
+    assert augment.check_variant(hank, augment.make_variant(hank, fives)) == \
+        "a count exceeds the unit it is per ('9 days a week')"
+    sixes = [augment.Change(c.start, c.end, c.old, "6", 6.0, c.variable) for c in fives]
+    assert augment.check_variant(hank, augment.make_variant(hank, sixes)) is None
+    erwin = source("Erwin eats 2 chocolates on weekdays and 1 chocolate on weekends")
+    assert "2" not in changeable_texts(erwin)
+
+
+def test_fifty_percent_and_the_parts_of_a_two_part_sum_stay():
+    """Bill's plan: the government pays '50%', which is also what Bill pays, so a new value would show which one the
+    program computes. Randy: 'in 5 days ... for 2 days and then ... for another 3 days' is a stated sum."""
+    bill = source("Bill is buying healthcare on an exchange")
+    assert "50%" not in changeable_texts(bill)
+    randy = source("Farmer Randy has 1700 acres of cotton he needs to have planted in 5 days")
+    assert not {"5", "2", "3"} & set(changeable_texts(randy)) and "1700" in changeable_texts(randy)

@@ -14,7 +14,8 @@ values below 2 and years stay, and none goes below 2. Integers keep their number
 percentages stay whole percentages in the same range, under 100 % when the original was; decimals and money keep
 their decimal places ($2.50 → $3.75); a '$', thousands separators and a '%' are kept. Which numbers may change is
 :func:`changeable_groups`: read by the answer, in one role only; a question whose program keeps a literal the
-question does not explain is not varied (:func:`unchangeable`). Methods whose outputs are prose (``cot``,
+question does not explain, or whose reading of it is a guess a variant would inherit, is not varied
+(:func:`unchangeable`). Methods whose outputs are prose (``cot``,
 ``kpdd-cot``, ``socratic``) are not supported: their reasoning states the old calculations, and kpdd does not
 rewrite prose arithmetic.
 
@@ -49,7 +50,7 @@ from kpdd.compile.store import VARIANT_MARK
 from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
-AUGMENT_VERSION = "augment/2"
+AUGMENT_VERSION = "augment/7"
 SUPPORTED_METHODS = ("kpdd-pot", "pot", "direct")
 _GIVEN = re.compile(r"^([A-Za-z_]\w*) = (-?\d+(?:\.\d+)?)$", re.MULTILINE)
 # Stage fields a variant re-derives from its question; any other field cannot be kept consistent.
@@ -198,7 +199,9 @@ def _in_a_sum(index: int, quantities, question: str) -> bool:
         return " ".join(question[quantities[k].end:].split()[:2]).lower().rstrip(".,")
 
     values = [q.value if WRITTEN_NUMBER.fullmatch(q.text) else None for q in quantities]  # digits only
-    remaining = {k for k, q in enumerate(quantities) if _REFERS_BACK.search(question[: q.start])}
+    remaining = {k for k, q in enumerate(quantities) if _REFERS_BACK.search(question[: q.start])
+                 or re.search(r"\banother\s+$", question[: q.start], re.IGNORECASE)}  # 'for another 3 days'
+
     for total, value in enumerate(values):
         later = [(k, v) for k, v in enumerate(values[total + 1:], total + 1) if v and v < (value or 0)][:12]
         # Two parts make a sum when one is 'the remaining 5' (of 20 bags, 15 sold); else three or more.
@@ -211,12 +214,15 @@ def _in_a_sum(index: int, quantities, question: str) -> bool:
     return False
 
 
-def draw_changes(source: Source, rng: random.Random) -> list[Change]:
-    """New values for the quantities a variant may change (:func:`changeable_groups`); the numbers of a group
-    (the same number written twice: '2 dogs and 2 cats') all get the same new value, so whichever of them the
-    program reads, it reads the new value."""
+def draw_changes(source: Source, rng: random.Random, some: bool = False) -> list[Change]:
+    """New values for the quantities a variant may change (:func:`changeable_groups`), all of them or, with
+    ``some``, a random part of them; the numbers of a group (the same number written twice: '2 dogs and 2 cats')
+    all get the same new value, so whichever of them the program reads, it reads the new value."""
+    groups = source.changeable
+    if some and len(groups) > 1:  # fewer new numbers keep more of the source's divisions whole
+        groups = sorted(rng.sample(groups, rng.randint(1, len(groups) - 1)))
     changes = []
-    for group in source.changeable:
+    for group in groups:
         first = source.builder.quantities[group[0]]
         if drawn := new_value(first.text, rng):
             changes += [Change(q.start, q.end, q.text, drawn[0], drawn[1], source.builder.declared.get(k, ""))
@@ -231,6 +237,14 @@ _UNIT_SIZES = [(30, "days?", "month"), (31, "days?", "month"), (7, "days?", "wee
                (365, "days?", "year"), (12, "inch(?:es)?", "foot|feet"), (3, "feet", "yard"), (16, "ounces?", "pound"),
                (100, "cents?|pennies", "dollar"), (5, "cents?|pennies", "nickel"), (10, "cents?|pennies", "dime"),
                (25, "cents?|pennies", "quarter"), (12, "\\w+", "dozen"), (1000, "\\w+", "thousand|kilo|liter|litre")]
+# Counts the words of a question imply: a number of that value that the program reads twice may stand for it once.
+_IMPLIED_COUNTS = {2: r"\bweekends?\b|\bpairs?\b|\btwice\b|\bdouble|\bboth\b|\bcouple\b|\btwins?\b",
+                   5: r"\bweekdays?\b", 7: r"\bweeks?\b", 12: r"\bdozens?\b|\bmonths?\b|\byears?\b|\bfoot\b|\bfeet\b",
+                   24: r"\bdays?\b|\bhours?\b", 60: r"\bhours?\b|\bminutes?\b", 3: r"\bthird\b|\btriple|\byards?\b",
+                   4: r"\bquarters?\b"}
+# A count per unit that a new value may not exceed: '9 days a week' does not exist.
+_PER_UNIT = [("days?", "week", 7), ("days?", "month", 31), ("days?", "year", 366), ("hours?", "day", 24),
+             ("months?", "year", 12), ("weeks?", "year", 52), ("minutes?", "hour", 60), ("seconds?", "minute", 60)]
 _EQUIVALENCE = re.compile(r"\b(?:same (?:value|amount) as|(?:is|are) equal to|equals?|is worth|are worth|"
                           r"there are \S+ \w+ in (?:a|an|one|each))\b", re.IGNORECASE)
 
@@ -269,7 +283,9 @@ def changeable_groups(source: Source) -> list[list[int]]:
 
     def free(index: int) -> bool:
         q = quantities[index]
+        # 50 % is its own complement: whether the source's reading took it or 100 % - it cannot be told.
         return WRITTEN_NUMBER.fullmatch(q.text) is not None and index not in source.builder.ambiguous \
+            and not (q.value == 50 and q.text.endswith("%")) \
             and declared.get(index) not in guessed \
             and not _in_a_sum(index, quantities, question) and not _REFERS_BACK.search(question[: q.start]) \
             and not _CLOCK.match(question[q.end:]) and not _sizes_a_unit(q, question) \
@@ -277,12 +293,17 @@ def changeable_groups(source: Source) -> list[list[int]]:
 
     names = re.findall(r"[A-Za-z_]\w*", "\n".join(source.builder.statements))
 
+    def implied_count(index: int) -> bool:  # Erwin's '2 chocolates' read again for the 2 days of 'weekends'
+        pattern = _IMPLIED_COUNTS.get(quantities[index].value)
+        return bool(pattern) and names.count(declared.get(index, "")) > 1 and bool(re.search(pattern, question, re.I))
+
     def read_once_each(group: list[int]) -> bool:  # '2 packages ... 2 packages' read a third time: '2 slices'
         return len(group) == 1 or sum(names.count(declared[k]) for k in group if k in declared) <= len(group)
 
     return [group for value, group in sorted(by_value.items(), key=lambda item: item[1][0])
             if not other_roles[value] and any(declared.get(k) in answer_reads for k in group)
-            and len({quantities[k].text for k in group}) == 1 and all(map(free, group)) and read_once_each(group)]
+            and len({quantities[k].text for k in group}) == 1 and all(map(free, group)) and read_once_each(group)
+            and not any(map(implied_count, group))]
 
 
 def changeable(source: Source) -> bool:
@@ -290,10 +311,53 @@ def changeable(source: Source) -> bool:
     return unchangeable(source) is None
 
 
+# 'two times cheaper', '3 times younger', '2/5 times less': a comparative that reads as a division by N, as
+# 1 - 1/N or as 1 - N, and which of them the source's rationale took is a guess a variant would inherit.
+_AMBIGUOUS_COMPARATIVE = re.compile(
+    r"\b(?:\d+(?:[.,/]\d+)?|one|two|three|four|five|six|seven|eight|nine|ten|half|a few|several|many)\s*-?\s*"
+    r"times\s+(?:cheaper|less|smaller|slower|fewer|shorter|lighter|younger|lower|thinner|narrower|weaker|"
+    r"worse|poorer|closer|nearer)\b", re.IGNORECASE)
+
+
+# '9 pills a day for 14 days' where the program never reads the 14: a rate per unit and a count of that unit that
+# the source's reading left out (it answered for one day), which a variant would inherit.
+_DURATION = r"day|week|hour|month|year|minute|night|semester|session|trip|game"
+# 'Each kid has 4 chores' where the kids are only named ('her brother and sister') and the program writes no number
+# of its own (no group size): the source's reading may not have multiplied by it. A number before a word for
+# people counts the group.
+_MEMBER = re.compile(r"\beach (kid|child|sibling|person|friend|student|boy|girl|guest|player|member|worker|employee|"
+                     r"grandchild|cousin|neighbou?r|sister|brother)\b", re.IGNORECASE)
+_COUNTED_PEOPLE = re.compile(
+    r"(?:\d[\d,]*|\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|dozen|both|all|"
+    r"some|many|several|number of|how many))\s+(?:\w+\s+){0,2}(?:kids|children|siblings|people|persons|friends|"
+    r"students|classmates|boys|girls|guests|players|members|workers|employees|grandchildren|cousins|neighbou?rs|"
+    r"sisters|brothers|of them|of us|adults|family)\b", re.IGNORECASE)
+
+
+def _unread_duration(source: Source) -> str | None:
+    question, reads = source.example.question, read_by_answer(source.program)
+    for index, quantity in enumerate(source.builder.quantities):
+        unit = re.match(rf"\s*({_DURATION})s?\b", question[quantity.end:], re.IGNORECASE)
+        if WRITTEN_NUMBER.fullmatch(quantity.text) and source.builder.declared.get(index) not in reads and unit \
+                and re.search(r"\b(?:for|over)\s+(?:the\s+)?(?:first\s+|next\s+|last\s+)?$", question[: quantity.start]) \
+                and re.search(rf"\b(?:a|an|per|each|every)\s+{unit.group(1)}\b", _sentence(question, quantity),
+                              re.IGNORECASE):
+            return quantity.text
+    return None
+
+
 def unchangeable(source: Source) -> str | None:
     """Why no variant of the source can be right, or None."""
+    question = source.example.question
     if unexplained_literal(source):
         return "program keeps a literal the question does not explain"
+    if _AMBIGUOUS_COMPARATIVE.search(question):
+        return "question has an ambiguous comparative ('N times cheaper')"
+    if _unread_duration(source):
+        return "program leaves out a duration its rate is per ('a day for 14 days')"
+    if _MEMBER.search(question) and not _COUNTED_PEOPLE.search(question) \
+            and not program_literals(source.program, read_by_answer(source.program) | {"ans"}):
+        return "question counts per member of a group it does not count ('each kid')"
     if not draw_changes(source, random.Random(0)):
         return "no number to change"
     return None
@@ -315,11 +379,17 @@ _EXPLAINED = {
 
 
 def unexplained_literal(source: Source) -> str | None:
-    """The first literal of the source's program that the question does not explain (see ``_EXPLAINED``)."""
+    """The first literal of the source's program that the question does not explain (see ``_EXPLAINED``): in
+    its computed lines, or a given line that reads no number of the question (Katie's 98 miles, which the rationale
+    solved for)."""
     question = f"{source.example.question} ".lower()
     fractions = [(float(a), float(b)) for a, b in re.findall(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])", question)]
     stated = {v for a, b in fractions for v in (a, b, round(a / b, 6) if b else a)}
-    for number in program_literals(source.program):
+    # An ordinal's or a ratio's number ('their 2nd anniversary', '5:7') never changes in a variant.
+    stated |= {float(n) for m in _OTHER_NUMBERS.finditer(question) for n in m.groups() if n}
+    read, needed = set(source.builder.declared.values()), read_by_answer(source.program) | {"ans"}
+    unread_givens = [number for name, number in _GIVEN.findall(source.program) if name not in read and name in needed]
+    for number in [*unread_givens, *program_literals(source.program, needed)]:
         if float(number) in stated:
             continue  # a part or the value of a fraction the question writes: '2/3 of', '1/2 your wage'
         pattern = _EXPLAINED.get(float(number))
@@ -328,11 +398,12 @@ def unexplained_literal(source: Source) -> str | None:
     return None
 
 
-def program_literals(program: str) -> list[str]:
-    """The numbers written in a program's computed lines (its given lines and '/ 100' of a percentage aside)."""
+def program_literals(program: str, needed: set[str] | None = None) -> list[str]:
+    """The numbers written in a program's computed lines (its given lines and '/ 100' of a percentage aside), of
+    the lines that assign a name of ``needed`` when given (a line the answer never reads keeps no old value in it)."""
     literals = []
     for line in program.splitlines():
-        if _GIVEN.fullmatch(line) or " = " not in line:
+        if _GIVEN.fullmatch(line) or " = " not in line or needed is not None and line.split(" = ")[0] not in needed:
             continue
         expression = line.split(" = ", 1)[1]
         literals += [m.group() for m in re.finditer(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", expression)
@@ -368,6 +439,11 @@ def check_variant(source: Source, variant: Variant) -> str | None:
     for index, variable in source.builder.declared.items():
         if given.get(variable) != quantities[index].value:
             return "question mismatch: program reads another value"
+    for change in variant.changes:
+        after = variant.question[change.start + len(change.new):][:40]
+        if any(change.value > most and re.match(rf"\s*{small}\b[^.?!]{{0,25}}\b(?:a|an|per|each|every)\s+{unit}\b",
+                                                 after, re.IGNORECASE) for small, unit, most in _PER_UNIT):
+            return "a count exceeds the unit it is per ('9 days a week')"
     changed = {c.variable for c in variant.changes} - {""}  # "": a number of a group the program does not read
     if not changed or all(given[v] == source.builder.quantities[i].value
                           for i, v in source.builder.declared.items() if v in changed):
@@ -499,11 +575,11 @@ def rewrite_stages(source: Source, variant: Variant) -> list[dict]:
 
 def candidates(source: Source, seed: int, start: int, count: int) -> list[Variant]:
     """Candidates ``start`` .. ``start + count - 1`` of a source, each from its own seeded draw (so a rerun or
-    another batch size draws the same ones)."""
+    another batch size draws the same ones); two in three change only a part of the numbers they may."""
     drawn = []
     for attempt in range(start, start + count):
         rng = random.Random(f"{seed}:{source.example.id}:{attempt}")
-        drawn.append(make_variant(source, draw_changes(source, rng)))
+        drawn.append(make_variant(source, draw_changes(source, rng, some=attempt % 3 != 0)))
     return drawn
 
 
