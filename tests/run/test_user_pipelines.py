@@ -103,12 +103,10 @@ def test_a_user_program_goes_through_traces_finetune_eval_and_export(tmp_path, p
     assert manifest["program"] == reference and manifest["source"] == "source/my_pipelines.py"
     assert manifest["student_calls"] == "one" and manifest["students"]
     source.unlink()  # the compiled program carries its own copy
+    # the metric's file went with the source: point at the compiled copy
+    eval_metric = ["--metric", "compiled/source/my_pipelines.py:sentiment_matches"] if metric else []
     done = kpdd("eval", "--lm", "compiled", "--datasets", str(tmp_path / dataset), "--max-tokens", "16",
-                "--out", "predictions.jsonl", *metric_args, cwd=tmp_path) if not metric else None
-    if metric:  # the metric's file went with the source: point at the compiled copy
-        done = kpdd("eval", "--lm", "compiled", "--datasets", str(tmp_path / dataset), "--max-tokens", "16",
-                    "--out", "predictions.jsonl", "--metric", "compiled/source/my_pipelines.py:sentiment_matches",
-                    cwd=tmp_path)
+                "--out", "predictions.jsonl", *eval_metric, cwd=tmp_path)
     records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == 6 and all(field in r["inputs"] and "score" in r for r in records)
     assert "95% interval" in done.stdout
