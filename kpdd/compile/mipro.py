@@ -25,6 +25,7 @@ from dspy.teleprompt.utils import get_signature
 from kpdd.compile.optimize_log import (
     INSTRUCTION,
     RNG,
+    SKIPPED,
     SUMMARY,
     OptimizeLog,
     OptimizerError,
@@ -70,7 +71,7 @@ class KpddMIPROv2(dspy.MIPROv2):
 
     def _bootstrap_fewshot_examples(self, program, trainset, seed, teacher, **kwargs):
         self.log.step = "bootstrap"
-        saved = self.log.demo_sets(NAME)
+        saved = self.log.demo_sets_read_back(NAME)
         if saved is not None:
             set_rng_state(self.rng, saved[RNG])
             return {int(p): [[dspy.Example(**d) for d in demos] for demos in sets]
@@ -162,17 +163,20 @@ class CheckpointedEvaluate:
         texts = [get_signature(p).instructions for p in program.predictors()]
         record = {"key": key, **candidate, "instruction_texts": texts, "n": len(devset),
                   "full_eval": len(devset) == len(self.evaluate.devset)}
+        before = self.log.counts()  # trials run one at a time: what is counted meanwhile is this trial's
         try:
             result = self.evaluate(program, devset=devset, **kwargs)
         except Exception as error:  # DSPy would log the traceback and score the trial 0
             self.log.check_fatal(error)
             self.log.skip("trial", error)
-            self.log.add_trial(record | {"score": 0.0, "correct": 0, "failed": True})
+            self.log.add_trial(record | {"score": 0.0, "correct": 0, "failed": True,
+                                         SKIPPED: self.log.counted_since(before)})
             return dspy.Prediction(score=0.0, results=[])
         self.log.check_fatal()
         failed = sum(1 for _, prediction, _ in result.results if not prediction.keys())
         correct = sum(1 for _, _, score in result.results if score)
-        self.log.add_trial(record | {"score": result.score, "correct": correct, "failed_examples": failed})
+        self.log.add_trial(record | {"score": result.score, "correct": correct, "failed_examples": failed,
+                                     SKIPPED: self.log.counted_since(before)})
         return result
 
 

@@ -82,9 +82,8 @@ def _mipro(metric, log: OptimizeLog, trainset, **kw):
 def _gepa(metric, log: OptimizeLog, trainset, **kw):
     from kpdd.compile.gepa import gepa_optimizer
 
-    if kw.get("reflection_lm") is None:
-        raise ConfigError("optimizer 'gepa' needs a reflection LM (--reflection-lm, e.g. a strong model string)")
-    return gepa_optimizer(answer_feedback_metric, log, kw["reflection_lm"], budget(len(trainset), kw.get("trials")),
+    reflection_lm = kw.get("reflection_lm") or dspy.settings.lm  # default: the teacher (optimize sets it)
+    return gepa_optimizer(answer_feedback_metric, log, reflection_lm, budget(len(trainset), kw.get("trials")),
                           valset_size=kw["valset_size"], threads=kw.get("threads", 8), seed=kw.get("seed", 0))
 
 
@@ -102,7 +101,7 @@ def optimize(program: dspy.Module, teacher: dspy.LM, trainset: list[dspy.Example
     """A new program compiled on ``teacher``; ``program`` itself is left unchanged.
 
     ``log`` receives the optimizer's work and its skip counts (default: in memory). ``optimizer_kwargs``:
-    ``prompt_model`` (MIPROv2's proposer, default the teacher), ``reflection_lm`` (GEPA), ``trials``, ``demos``,
+    ``prompt_model`` (MIPROv2's proposer, default the teacher), ``reflection_lm`` (GEPA's, default the teacher), ``trials``, ``demos``,
     ``threads``, ``seed``.
     """
     if optimizer not in OPTIMIZERS:
@@ -143,7 +142,7 @@ def _gave_up(optimizer: str, log: OptimizeLog, error: Exception) -> KpddError:
 def _bootstrapped(teleprompter: dspy.BootstrapFewShot, student: dspy.Module, trainset: list, log: OptimizeLog):
     """BootstrapFewShot with its demonstrations written when made and read back by a rerun."""
     log.step = "bootstrap"
-    saved = log.demo_sets(BOOTSTRAP)
+    saved = log.demo_sets_read_back(BOOTSTRAP)
     if saved is not None:
         for i, predictor in enumerate(student.predictors()):
             predictor.demos = [dspy.Example(**d) for d in saved["sets"][str(i)][0]]

@@ -103,9 +103,17 @@ class OptimizeLog(BaseCallback):
         found = [r for r in self.read(DEMOS) if r.get(OPTIMIZER) == optimizer]
         return found[-1] if found else None
 
+    def demo_sets_read_back(self, optimizer: str) -> dict | None:
+        """:meth:`demo_sets`, with the skips counted while they were made counted again."""
+        saved = self.demo_sets(optimizer)
+        if saved is not None:
+            self.recount(saved.get(SKIPPED, {}))
+        return saved
+
     def save_demo_sets(self, optimizer: str, sets: dict[str, list[list[Any]]], rng_state: Any = None) -> None:
         record = {OPTIMIZER: optimizer, "sets": {str(p): [[as_record(d) for d in demos] for demos in per_predictor]
-                                                 for p, per_predictor in sets.items()}}
+                                                 for p, per_predictor in sets.items()},
+                  SKIPPED: {k: v for k, v in self.counts().items() if k.startswith("bootstrap/")}}
         self.write(DEMOS, record | ({RNG: rng_state} if rng_state is not None else {}))
 
     def proposal(self, kind: str, slot: str, prompt_model: str, propose: Callable[[], str]) -> str | None:
@@ -131,7 +139,10 @@ class OptimizeLog(BaseCallback):
         return next((r for r in self.read(TRIALS) if r["key"] == key), None)
 
     def add_trial(self, record: dict, resumed: bool = False) -> None:
-        """Keep a trial (written unless it was read back) and show it to ``on_trial``."""
+        """Keep a trial (written unless it was read back) and show it to ``on_trial``. A trial read back counts
+        again the skips its record carries (``skipped``: what was skipped while it was evaluated)."""
+        if resumed:
+            self.recount(record.get(SKIPPED, {}))
         record = {**record, "trial": len(self.trials) + 1}  # a reused trial keeps its score, not its number
         self.trials.append(record)
         if not resumed:
@@ -143,6 +154,15 @@ class OptimizeLog(BaseCallback):
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self.skipped[key] += n
+
+    def recount(self, counts: dict[str, int]) -> None:
+        """Count again what an earlier run skipped in work this run reads back instead of redoing."""
+        for key, n in counts.items():
+            self.count(key, n)
+
+    def counted_since(self, before: dict[str, int]) -> dict[str, int]:
+        """The skips counted since ``before`` (an earlier :meth:`counts`)."""
+        return {k: v - before.get(k, 0) for k, v in self.counts().items() if v > before.get(k, 0)}
 
     def skip(self, what: str, error: BaseException) -> None:
         self.count(f"{what}/{reason(error)}")

@@ -44,7 +44,8 @@ class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions,
     optimizer: str = option(NO_OPTIMIZER, "teacher optimizer: none, bootstrap-fewshot, bootstrap-random-search, "
                                           "mipro, gepa", choices=OPTIMIZERS)
     optimize_size: int = option(50, "training questions used to optimise the teacher program", at_least=1)
-    reflection_lm: str | None = option(None, "GEPA's reflection LM (model string)")
+    reflection_lm: str | None = option(None, "the LM GEPA reflects on the teacher's answers with, in any form "
+                                             "--teacher takes (default: the teacher)")
     prompt_model: str | None = option(None, "the LM MIPROv2 proposes instructions with, in any form --teacher takes "
                                             "(default: the teacher)")
     trials: int | None = option(None, "optimizer trials: MIPROv2's candidate programs evaluated, GEPA's proposals "
@@ -88,7 +89,7 @@ def optimized_teacher_program(config: CompileConfig, echo=print) -> Path | None:
     with maybe_stage("optimise", optimizer=config.optimizer, size=config.optimize_size, trials=config.trials,
                      prompt_model=config.prompt_model or config.teacher):
         lm = config.remote_lm(config.teacher, "--teacher", probe=False)  # check_lms probed it
-        reflection = teacher_lm_or_none(config, config.reflection_lm, "--reflection-lm", remote=False)
+        reflection = teacher_lm_or_none(config, config.reflection_lm, "--reflection-lm")
         prompt_model = teacher_lm_or_none(config, config.prompt_model, "--prompt-model")
         trainset = load_dataset(config.dataset, config.split, limit=config.optimize_size, seed=config.seed + 1)
         log = OptimizeLog(config.out_dir() / "optimize", on_trial=trial_logger(), server_gone_s=config.server_gone_s)
@@ -106,13 +107,9 @@ def optimized_teacher_program(config: CompileConfig, echo=print) -> Path | None:
         return target
 
 
-def teacher_lm_or_none(config: CompileConfig, spec: str | None, option_name: str, remote: bool = True):
-    """The optimizer's own LM from ``spec`` (any form --teacher takes; with ``remote``, on --api-base), or None."""
-    from kpdd.engines.lm import teacher_lm
-
-    if spec is None:
-        return None
-    return config.remote_lm(spec, option_name, probe=False) if remote else teacher_lm(spec, option=option_name)
+def teacher_lm_or_none(config: CompileConfig, spec: str | None, option_name: str):
+    """The optimizer's own LM from ``spec`` (any form --teacher takes, on --api-base), or None (the teacher)."""
+    return None if spec is None else config.remote_lm(spec, option_name, probe=False)
 
 
 def optimize_summary(optimizer: str, summary: dict[str, Any]) -> str:
@@ -130,15 +127,14 @@ def check_lms(config: CompileConfig) -> None:
     """Fail fast, before anything is written: a teacher path that holds no model, or a teacher or reflection LM
     that cannot answer one probe call, is one error line (the CLI calls this before it opens the MLflow run)."""
     from kpdd.engines.batching import check_engine
-    from kpdd.engines.lm import check_teacher
     from kpdd.tracking.runs import check_registered_name
 
     check_registered_name(config.register_as)
     check_engine(config.engine)
     config.check_remote(config.teacher, "--teacher")
-    check_teacher(config.reflection_lm, "--reflection-lm", api_key_env=None)
-    if config.prompt_model:
-        config.check_remote(config.prompt_model, "--prompt-model")
+    for spec, option_name in ((config.reflection_lm, "--reflection-lm"), (config.prompt_model, "--prompt-model")):
+        if spec:
+            config.check_remote(spec, option_name)
 
 
 def run_compile(config: CompileConfig, progress: bool = True, log_model: bool = True) -> dict[str, Any]:

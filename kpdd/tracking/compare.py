@@ -11,7 +11,7 @@ another method or student excepted), then the runs above the command.
 
 ``kpdd improve`` runs add a plot of their validation accuracy against the round and the training traces.
 ``kpdd compile`` runs that optimised their teacher add a line each: the teacher program's val score before and
-after optimisation, with its 95 % interval, n and trials.
+after optimisation, with its 95 % interval, n and trials (and whether the optimizer gave up).
 The plots are written to ``out_dir`` and logged, with the table, to a new ``compare`` run in the experiment.
 """
 
@@ -222,18 +222,21 @@ def _improve_rounds(client, tree: RunTree, run_ids: list[str] | None) -> dict[st
 
 
 def _optimised_teachers(tree: RunTree, run_ids: list[str] | None) -> dict[str, dict[str, float]]:
-    """Each finished ``optimise`` stage's val scores: {label: {before, after, n, trials}}."""
+    """Each ``optimise`` stage's val scores: {label: {before, after, n, trials, gave_up}}; a stage whose optimizer
+    gave up (its command ended with an error) is shown too, since its trials are what tells why."""
     found = {}
     for run_id, run in sorted(tree.runs.items(), key=lambda item: item[1].info.start_time or 0):
         metrics = run.data.metrics
-        if run.data.tags.get(STAGE) != "optimise" or OPTIMIZE_AFTER not in metrics or run.info.status != "FINISHED":
+        if run.data.tags.get(STAGE) != "optimise" or OPTIMIZE_AFTER not in metrics or \
+                run.info.status not in ("FINISHED", "FAILED"):
             continue
         if run_ids and set(run_ids).isdisjoint(tree.lineage(run_id)):
             continue
         label = " · ".join(p for p in (tree.tag(run_id, METHOD), tree.tag(run_id, TEACHER),
                                        run.data.params.get("optimizer"), run_id[:8]) if p)
         found[label] = {"before": metrics[OPTIMIZE_BEFORE], "after": metrics[OPTIMIZE_AFTER],
-                        "n": metrics.get("optimize/n", 0), "trials": metrics.get("optimize/trials", 0)}
+                        "n": metrics.get("optimize/n", 0), "trials": metrics.get("optimize/trials", 0),
+                        "gave_up": run.info.status == "FAILED"}
     return found
 
 
@@ -246,7 +249,8 @@ def format_optimised(optimised: dict[str, dict[str, float]]) -> str:
         return f"{percent:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
     lines = [f"optimise {label}: teacher program val score {score(f['before'], int(f['n']))} unoptimised, "
-             f"{score(f['after'], int(f['n']))} optimised (n={int(f['n'])}, {int(f['trials'])} trials)"
+             f"{score(f['after'], int(f['n']))} optimised (n={int(f['n'])}, {int(f['trials'])} trials"
+             f"{'; the optimizer gave up' if f.get('gave_up') else ''})"
              for label, f in optimised.items()]
     return "".join(f"\n{line}" for line in lines)
 

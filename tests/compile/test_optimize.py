@@ -57,11 +57,18 @@ def test_mipro_light_compiles_on_the_teacher(teacher):
     assert optimized.solve.signature.instructions  # a proposed or kept instruction, and the program still runs
 
 
-def test_unknown_optimizer_and_gepa_without_reflection_lm():
+def test_unknown_optimizer():
     with pytest.raises(RegistryError, match="Did you mean 'mipro'"):
         optimize(build_program("direct"), None, [], "mipr")
-    with pytest.raises(ConfigError, match="needs a reflection LM"):
-        optimize(build_program("direct"), None, [], "gepa")
+
+
+def test_gepa_reflects_with_the_teacher_unless_told_otherwise(tmp_path):
+    wrong = {e.question for e in EXAMPLES[:6:2]}  # imperfect minibatches, so GEPA reflects
+    with ScriptedTeacher(ANSWERS, wrong=wrong) as server:
+        log = OptimizeLog(tmp_path / "optimize")
+        optimize(build_program("direct"), scripted_lm(server), EXAMPLES[:6], "gepa", log=log, threads=2, trials=1)
+        assert any("new_instruction" in fields for fields in server.fields_asked)  # GEPA's reflection, asked
+    assert log.trials
 
 
 def test_gepa_compiles_with_a_reflection_lm(teacher):
@@ -124,9 +131,11 @@ def test_mipro_server_dying_while_proposing_is_one_line_and_the_rerun_keeps_the_
 
 def test_mipro_rerun_resumes_every_step_from_the_run_directory(tmp_path):
     work, name = tmp_path / "optimize", f"openai/scripted-{uuid.uuid4().hex}"
-    with ScriptedTeacher(ANSWERS, wrong={EXAMPLES[3].question}) as server:
-        first = optimize(build_program("direct"), scripted_lm(server, name), EXAMPLES, "mipro",
-                         log=OptimizeLog(work), threads=2, trials=3)
+    off = {EXAMPLES[1].question, EXAMPLES[6].question}  # one in the bootstrap's questions, one in the val set's
+    with ScriptedTeacher(ANSWERS, off_format=off, field_faults={"summary": "off-format"}) as server:
+        first_log = OptimizeLog(work)
+        first = optimize(build_program("direct"), scripted_lm(server, name), EXAMPLES, "mipro", log=first_log,
+                         threads=2, trials=3)
     with ScriptedTeacher(ANSWERS) as server:
         log = OptimizeLog(work)
         again = optimize(build_program("direct"), scripted_lm(server, name), EXAMPLES, "mipro", log=log, threads=2,
@@ -134,6 +143,9 @@ def test_mipro_rerun_resumes_every_step_from_the_run_directory(tmp_path):
         assert server.requests == 0, server.fields_asked  # demos, proposals and every trial score come from the files
     assert again.dump_state() == first.dump_state()
     assert log.trials and all(t.get("reused") for t in log.trials)
+    # What the first run skipped is counted again from the files, step by step.
+    assert {k.split("/")[0] for k in first_log.counts()} == {"bootstrap", "summary", "trials"}
+    assert log.counts() == first_log.counts()
 
 
 def test_bootstrap_skips_off_format_questions_and_resumes_without_asking(tmp_path):
@@ -146,10 +158,12 @@ def test_bootstrap_skips_off_format_questions_and_resumes_without_asking(tmp_pat
     assert log.counts()["bootstrap/unparseable answers"] >= 2
     assert all(d.question not in off for d in first.predictors()[0].demos if d.get("augmented"))
     with ScriptedTeacher(ANSWERS) as server:
+        again_log = OptimizeLog(work)
         again = optimize(build_program("pot"), scripted_lm(server), EXAMPLES, "bootstrap-fewshot",
-                         log=OptimizeLog(work), demos=2)
+                         log=again_log, demos=2)
         assert server.requests == 0
     assert again.dump_state() == first.dump_state()
+    assert again_log.counts() == log.counts()
 
 
 def test_gepa_skips_reflections_it_cannot_parse_and_records_its_candidates(tmp_path):

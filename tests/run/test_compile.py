@@ -7,10 +7,12 @@ import sys
 import uuid
 
 import mlflow
+import pytest
 from scripted_teacher import ScriptedTeacher
 
 from kpdd.compile.optimize_log import TRIALS
 from kpdd.data import load_dataset
+from kpdd.errors import KpddError
 from kpdd.run.compile import CompileConfig, optimized_teacher_program
 from kpdd.tracking import METHOD, TEACHER, command_run
 from kpdd.tracking.compare import compare
@@ -71,3 +73,22 @@ def test_cli_server_dying_while_proposing_ends_in_one_line_and_keeps_the_bootstr
     assert last.startswith("error: ") and "start its server again, then rerun the same command to resume" in last
     assert (tmp_path / "run" / "optimize" / "demos.jsonl").is_file()
     assert not (tmp_path / "run" / "teacher-program").exists()
+
+
+def test_optimizer_that_gives_up_still_shows_its_trials_in_mlflow_and_compare(tmp_path, mlflow_store):
+    model = f"openai/scripted-{uuid.uuid4().hex}"
+    with ScriptedTeacher(ANSWERS, off_format=set(ANSWERS)) as server:  # no answer the adapters can parse
+        config = CompileConfig(program="direct", teacher=model, api_base=[server.url], optimizer="mipro",
+                               optimize_size=OPTIMIZE_SIZE, trials=2, threads=2, out=str(tmp_path / "run"))
+        with pytest.raises(KpddError, match="the trials step got no usable answer from the teacher"):
+            with command_run("compile", config, tags={METHOD: "direct", TEACHER: model}):
+                optimized_teacher_program(config)
+
+    client = mlflow.MlflowClient(mlflow_store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (stage,) = [r for r in client.search_runs(experiments) if r.data.tags.get(STAGE) == "optimise"]
+    assert stage.info.status == "FAILED" and stage.data.metrics["optimize/trials"] == 3
+    assert len(client.get_metric_history(stage.info.run_id, OPTIMIZE_TRIAL)) == 3
+    table = compare(out_dir=tmp_path / "compare").table
+    assert f"optimise direct · {model} · mipro · {stage.info.run_id[:8]}: teacher program val score 0.0%" in table
+    assert "(n=6, 3 trials; the optimizer gave up)" in table
