@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 
 from kpdd.errors import ConfigError
 
@@ -64,7 +66,9 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         self.inputs = input_fields(self.program)
         self.threads = max(1, int(config[THREADS]))
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    # pyfunc hands over a DataFrame (after the signature's check); the hint tells MLflow so, and that the
+    # signature comes from log_student_model rather than from type hints.
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """One dict per row: ``answer``, ``error`` (None with an answer; else why not, as the evaluation's
         taxonomy says), and each stage's fields: a predictions record's ``answer``, ``error`` and ``stages``."""
         from kpdd.eval.harness import run_program
@@ -94,8 +98,6 @@ def input_fields(program) -> list[str]:
 def input_rows(model_input: Any, fields: list[str]) -> list[dict[str, Any]]:
     """Rows of program inputs from what pyfunc hands over (a DataFrame, after the signature's check) or what a
     caller passes: a list of dicts, or one dict. A row without a field is one error naming the row and the field."""
-    import pandas as pd
-
     if isinstance(model_input, pd.DataFrame):
         rows = model_input.to_dict(orient="records")
     elif isinstance(model_input, dict):
@@ -115,22 +117,30 @@ def log_student_model(compiled: str | Path, *, register_as: str | None = None, p
     next version of that registered model); returns MLflow's ``ModelInfo`` (``model_id``, ``model_uri``,
     ``registered_model_version``). ``params`` add to what the directory says (method, prompt format, call mode,
     traces, base, steps); ``max_tokens`` and the engine options are the loaded model's defaults."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
     compiled = Path(compiled)
     manifest = _read_manifest(compiled)
     with tempfile.TemporaryDirectory(prefix="kpdd-model-") as staging:
         program_dir = model_files(compiled, Path(staging) / PROGRAM)
         fields = _program_inputs(program_dir)
-        return mlflow.pyfunc.log_model(
-            name=model_name(manifest.get("program")), python_model=str(CODE_FILE), artifacts={PROGRAM: str(program_dir)},
-            signature=ModelSignature(inputs=Schema([ColSpec("string", name) for name in fields])),
-            model_config=model_config(engine, device, max_tokens, threads),
-            pip_requirements=requirements(), registered_model_name=register_as,
-            params={k: str(v) for k, v in {**model_params(program_dir, manifest), **(params or {})}.items()
-                    if v is not None},
-            tags={k: str(v) for k, v in (tags or {}).items() if v is not None})
+        with warnings.catch_warnings():
+            # The signature is explicit; an input example would make MLflow run the student while logging it.
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+            return _log_model(program_dir, manifest, fields, register_as, params, tags,
+                              model_config(engine, device, max_tokens, threads))
+
+
+def _log_model(program_dir: Path, manifest: dict, fields: list[str], register_as: str | None,
+               params: dict[str, Any] | None, tags: dict[str, Any] | None, config: dict[str, Any]):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return mlflow.pyfunc.log_model(
+        name=model_name(manifest.get("program")), python_model=str(CODE_FILE), artifacts={PROGRAM: str(program_dir)},
+        signature=ModelSignature(inputs=Schema([ColSpec("string", name) for name in fields])),
+        model_config=config, pip_requirements=requirements(), registered_model_name=register_as,
+        params={k: str(v) for k, v in {**model_params(program_dir, manifest), **(params or {})}.items()
+                if v is not None},
+        tags={k: str(v) for k, v in (tags or {}).items() if v is not None})
 
 
 def model_files(compiled: Path, target: Path) -> Path:

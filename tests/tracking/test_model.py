@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -122,8 +123,11 @@ def test_mlflow_models_serve_answers_a_question_over_http(trained, tmp_path):
 def test_the_model_carries_the_program_its_students_and_a_base_from_outside(trained, mlflow_store):
     compiled, _ = trained
     mlflow.set_experiment("models")
-    with mlflow.start_run():
+    with mlflow.start_run(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         info = log_student_model(compiled, params={"data": "gsm8k:train"}, max_tokens=32)
+        loaded = mlflow.pyfunc.load_model(info.model_uri)
+    assert not [str(w.message) for w in caught if "mlflow" in w.filename]  # the signature is explicit: no advice
     model = mlflow.get_logged_model(info.model_id)
     assert model.params | {"data": "gsm8k:train"} == model.params
     assert (model.params["method"], model.params["prompt_format"], model.params["student_calls"],
@@ -134,7 +138,6 @@ def test_the_model_carries_the_program_its_students_and_a_base_from_outside(trai
     assert (student / BUNDLED_BASE / "config.json").is_file() and (student / "adapter").is_dir()
     assert not (student / "checkpoints").exists()
     assert not list(local.rglob("*.pkl"))  # models-from-code: nothing pickled
-    loaded = mlflow.pyfunc.load_model(info.model_uri)
     assert loaded.metadata.get_input_schema().input_names() == ["question"]
     assert loaded.model_config[MAX_TOKENS] == 32
 
