@@ -24,3 +24,18 @@ def save_tiny_llama(directory: Path, seed: int = 0) -> Path:
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return Path(directory)
+
+
+def train_tiny_student(root: Path, program: str, **train) -> tuple[Path, Path]:
+    """A tiny Llama LoRA-trained 2 steps on gold traces of 4 questions of ``program``: returns the compiled-program
+    directory and the trace store (``train`` overrides the fine-tune's settings)."""
+    from kpdd.run.finetune import FinetuneConfig, run_finetune
+    from kpdd.run.traces import TracesConfig, run_traces
+
+    traces = root / "traces.jsonl"
+    run_traces(TracesConfig(program=program, teacher="gold", limit=4, out=str(traces)), progress=False)
+    settings = {"max_steps": 2, "batch_size": 1, "grad_accum": 1, "learning_rate": 1e-4, "warmup_ratio": 0.0,
+                "val_fraction": 0.0, "device": "cpu", **train}
+    run_finetune(FinetuneConfig(traces=[str(traces)], program=program, student=str(save_tiny_llama(root / "tiny")),
+                                out=str(root / "compiled"), **settings), progress=False)
+    return root / "compiled", traces

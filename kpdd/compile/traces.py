@@ -9,10 +9,8 @@ and keeps what it wrote.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Protocol
 
 import dspy
@@ -60,22 +58,13 @@ def generate_traces(teacher: Teacher, examples: list[dspy.Example], store: Trace
                unit="q", disable=not progress, dynamic_ncols=True)
     kept = done = 0
 
-    def sample(example: dspy.Example) -> QuestionResult | None:
-        return None if guard.stopped else teacher.sample(example, samples)
-
-    with guard.watching(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        # Each task runs in a copy of this thread's context, so DSPy settings set by the caller reach it.
-        futures = [pool.submit(contextvars.copy_context().run, sample, example) for example in pending]
-        for future in as_completed(futures):
-            result = future.result()
-            if result is None:  # not started: the run is stopping
-                continue
-            done += not result.failed
-            with lock:
-                store.append(result, header)
-            kept += bool(result.traces)
-            bar.update(1)
-            bar.set_postfix(kept=kept, failed=int(bool(result.failed)), refresh=False)
+    for result in guard.map(lambda example: teacher.sample(example, samples), pending, threads):
+        done += not result.failed
+        with lock:
+            store.append(result, header)
+        kept += bool(result.traces)
+        bar.update(1)
+        bar.set_postfix(kept=kept, failed=int(bool(result.failed)), refresh=False)
     bar.close()
     guard.check(f"{len(examples) - len(pending) + done} of {len(examples)} questions done, kept in {store.path}")
     return store.stats()

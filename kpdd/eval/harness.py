@@ -12,13 +12,11 @@ Accuracy comes with a 95 % Wilson interval, and each wrong prediction gets a typ
 
 from __future__ import annotations
 
-import contextvars
 import copy
 import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,23 +188,14 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], predictions_pat
                disable=not progress, dynamic_ncols=True)
     records = [done[(e.get("dataset"), e.id)] for e in examples if (e.get("dataset"), e.id) in done]
 
-    def run(example: dspy.Example) -> dict[str, Any] | None:
-        return None if guard.stopped else predict(program, example, samples, temperature, adapter, metric)
-
-    with guard.watching(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        # Each task runs in a copy of this thread's context, so DSPy settings (tracing callbacks) reach it.
-        futures = [pool.submit(contextvars.copy_context().run, run, e) for e in pending]
-        for future in as_completed(futures):
-            record = future.result()
-            if record is None:  # not started: the run is stopping
-                continue
-            jsonl.append(path, [record])
-            records.append(record)
-            if on_record:
-                on_record(record)
-            bar.update(1)
-            bar.set_postfix(acc=f"{sum(r.get('score', r['correct']) for r in records) / len(records):.1%}",
-                            refresh=False)
+    # guard.map runs each question in a copy of this context, so DSPy settings (tracing callbacks) reach it.
+    for record in guard.map(lambda e: predict(program, e, samples, temperature, adapter, metric), pending, threads):
+        jsonl.append(path, [record])
+        records.append(record)
+        if on_record:
+            on_record(record)
+        bar.update(1)
+        bar.set_postfix(acc=f"{sum(r.get('score', r['correct']) for r in records) / len(records):.1%}", refresh=False)
     bar.close()
     answered = sum(r.get("error") != LM_ERROR for r in records)
     guard.check(f"{answered} of {len(examples)} questions answered, kept in {path}")

@@ -10,10 +10,13 @@ for a set time. What the run wrote is kept, and rerunning the same command resum
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import http
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import TypeVar
 
 import dspy
 from dspy.utils.callback import BaseCallback
@@ -30,6 +33,8 @@ from dspy.utils.exceptions import (
 )
 
 from kpdd.errors import LMUnavailableError
+
+T, R = TypeVar("T"), TypeVar("R")
 
 RETRIES = 5  # DSPy waits 1, 2, 4, 8, 16 s between tries: a server that died is given up on ~31 s later
 SERVER_GONE_S = 20.0  # no answer for this long, and the next call cannot connect: the run stops
@@ -86,6 +91,20 @@ class FailureGuard(BaseCallback):
         """See every LM call made in this block (and in the threads that copy its context)."""
         with dspy.context(callbacks=[*dspy.settings.callbacks, self]):
             yield self
+
+    def map(self, work: Callable[[T], R], items: list[T], threads: int) -> Iterator[R]:
+        """``work(item)`` for each item on ``threads`` threads while watching, yielded as each is done. Each task runs
+        in a copy of the caller's context, so DSPy settings set by the caller reach it; once :attr:`stopped`, the
+        items not started yet are left out."""
+        def guarded(item: T) -> tuple[bool, R | None]:
+            return (False, None) if self.stopped else (True, work(item))
+
+        with self.watching(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            futures = [pool.submit(contextvars.copy_context().run, guarded, item) for item in items]
+            for future in as_completed(futures):
+                started, result = future.result()
+                if started:
+                    yield result
 
     def on_lm_end(self, call_id, outputs, exception=None):
         with self._lock:

@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pytest
 from dspy.clients.base_lm import GLOBAL_HISTORY
-from tiny_model import save_tiny_llama
+from tiny_model import train_tiny_student
 
 from kpdd.cli import main as kpdd_main
 from kpdd.finetune.student import STUDENT_FILE, read_student
 from kpdd.modules.saved import load_program
 from kpdd.modules.student_format import StudentAdapter
 from kpdd.run.export import ExportConfig, run_export
-from kpdd.run.finetune import FinetuneConfig, run_finetune
-from kpdd.run.traces import TracesConfig, run_traces
 
 pytestmark = pytest.mark.slow
 EXPORTED = Path("students") / "all"
@@ -33,11 +31,7 @@ EXPORTED = Path("students") / "all"
 def exported(tmp_path_factory):
     """A tiny Llama, LoRA-trained 2 steps on gold traces of the direct program, compiled, then exported."""
     root = tmp_path_factory.mktemp("export")
-    traces = root / "traces.jsonl"
-    run_traces(TracesConfig(program="direct", teacher="gold", limit=4, out=str(traces)), progress=False)
-    run_finetune(FinetuneConfig(traces=[str(traces)], program="direct", student=str(save_tiny_llama(root / "tiny")),
-                                max_steps=2, batch_size=1, grad_accum=2, learning_rate=1e-2, warmup_ratio=0.0,
-                                val_fraction=0.0, device="cpu", out=str(root / "compiled")), progress=False)
+    train_tiny_student(root, "direct", grad_accum=2, learning_rate=1e-2)
     result = run_export(ExportConfig(lm=str(root / "compiled"), out=str(root / "exported")))
     return root, result
 

@@ -16,13 +16,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from tiny_model import save_tiny_llama
+from tiny_model import train_tiny_student
 
 from kpdd.cli import main as kpdd_main
 from kpdd.errors import ConfigError
 from kpdd.eval.harness import read_predictions
-from kpdd.run.finetune import FinetuneConfig, run_finetune
-from kpdd.run.traces import TracesConfig, run_traces
 from kpdd.tracking.model import BUNDLED_BASE, MAX_TOKENS, THREADS, input_rows, log_student_model
 from kpdd.tracking.runs import check_registered_name
 
@@ -33,13 +31,7 @@ LOADED = {THREADS: 1, MAX_TOKENS: 48}  # the load-time settings, as the evaluati
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny Llama, LoRA-trained 2 steps on gold KPDD-PoT traces: a compiled program and its traces."""
-    root = tmp_path_factory.mktemp("student")
-    traces = root / "traces.jsonl"
-    run_traces(TracesConfig(program="kpdd-pot", teacher="gold", limit=4, out=str(traces)), progress=False)
-    run_finetune(FinetuneConfig(traces=[str(traces)], program="kpdd-pot", student=str(save_tiny_llama(root / "tiny")),
-                                max_steps=2, batch_size=1, grad_accum=1, learning_rate=1e-4, warmup_ratio=0.0,
-                                val_fraction=0.0, device="cpu", out=str(root / "compiled")), progress=False)
-    return root / "compiled", traces
+    return train_tiny_student(tmp_path_factory.mktemp("student"), "kpdd-pot")
 
 
 def register(trained, name=NAME):
