@@ -71,7 +71,7 @@ class KpddMIPROv2(dspy.MIPROv2):
 
     def _bootstrap_fewshot_examples(self, program, trainset, seed, teacher, **kwargs):
         self.log.step = "bootstrap"
-        saved = self.log.demo_sets_read_back(NAME)
+        saved = self.log.demo_sets(NAME)
         if saved is not None:
             set_rng_state(self.rng, saved[RNG])
             return {int(p): [[dspy.Example(**d) for d in demos] for demos in sets]

@@ -101,8 +101,8 @@ def optimize(program: dspy.Module, teacher: dspy.LM, trainset: list[dspy.Example
     """A new program compiled on ``teacher``; ``program`` itself is left unchanged.
 
     ``log`` receives the optimizer's work and its skip counts (default: in memory). ``optimizer_kwargs``:
-    ``prompt_model`` (MIPROv2's proposer, default the teacher), ``reflection_lm`` (GEPA's, default the teacher), ``trials``, ``demos``,
-    ``threads``, ``seed``.
+    ``prompt_model`` (MIPROv2's proposer, default the teacher), ``reflection_lm`` (GEPA's, default the teacher),
+    ``trials``, ``demos``, ``threads``, ``seed``.
     """
     if optimizer not in OPTIMIZERS:
         raise unknown_name("optimizer", optimizer, OPTIMIZERS)
@@ -142,7 +142,7 @@ def _gave_up(optimizer: str, log: OptimizeLog, error: Exception) -> KpddError:
 def _bootstrapped(teleprompter: dspy.BootstrapFewShot, student: dspy.Module, trainset: list, log: OptimizeLog):
     """BootstrapFewShot with its demonstrations written when made and read back by a rerun."""
     log.step = "bootstrap"
-    saved = log.demo_sets_read_back(BOOTSTRAP)
+    saved = log.demo_sets(BOOTSTRAP)
     if saved is not None:
         for i, predictor in enumerate(student.predictors()):
             predictor.demos = [dspy.Example(**d) for d in saved["sets"][str(i)][0]]

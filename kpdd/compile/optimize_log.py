@@ -99,16 +99,12 @@ class OptimizeLog(BaseCallback):
             jsonl.append(self.directory / name, [record])
 
     def demo_sets(self, optimizer: str) -> dict | None:
-        """The last demonstration sets ``optimizer`` wrote, or None."""
+        """The last demonstration sets ``optimizer`` wrote, or None; what was skipped while they were made is
+        counted again."""
         found = [r for r in self.read(DEMOS) if r.get(OPTIMIZER) == optimizer]
+        if found:
+            self.recount(found[-1].get(SKIPPED, {}))
         return found[-1] if found else None
-
-    def demo_sets_read_back(self, optimizer: str) -> dict | None:
-        """:meth:`demo_sets`, with the skips counted while they were made counted again."""
-        saved = self.demo_sets(optimizer)
-        if saved is not None:
-            self.recount(saved.get(SKIPPED, {}))
-        return saved
 
     def save_demo_sets(self, optimizer: str, sets: dict[str, list[list[Any]]], rng_state: Any = None) -> None:
         record = {OPTIMIZER: optimizer, "sets": {str(p): [[as_record(d) for d in demos] for demos in per_predictor]

@@ -117,6 +117,9 @@ def log_student_model(compiled: str | Path, *, register_as: str | None = None, p
     next version of that registered model); returns MLflow's ``ModelInfo`` (``model_id``, ``model_uri``,
     ``registered_model_version``). ``params`` add to what the directory says (method, prompt format, call mode,
     traces, base, steps); ``max_tokens`` and the engine options are the loaded model's defaults."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
     compiled = Path(compiled)
     manifest = _read_manifest(compiled)
     with tempfile.TemporaryDirectory(prefix="kpdd-model-") as staging:
@@ -125,22 +128,15 @@ def log_student_model(compiled: str | Path, *, register_as: str | None = None, p
         with warnings.catch_warnings():
             # The signature is explicit; an input example would make MLflow run the student while logging it.
             warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
-            return _log_model(program_dir, manifest, fields, register_as, params, tags,
-                              model_config(engine, device, max_tokens, threads))
-
-
-def _log_model(program_dir: Path, manifest: dict, fields: list[str], register_as: str | None,
-               params: dict[str, Any] | None, tags: dict[str, Any] | None, config: dict[str, Any]):
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    return mlflow.pyfunc.log_model(
-        name=model_name(manifest.get("program")), python_model=str(CODE_FILE), artifacts={PROGRAM: str(program_dir)},
-        signature=ModelSignature(inputs=Schema([ColSpec("string", name) for name in fields])),
-        model_config=config, pip_requirements=requirements(), registered_model_name=register_as,
-        params={k: str(v) for k, v in {**model_params(program_dir, manifest), **(params or {})}.items()
-                if v is not None},
-        tags={k: str(v) for k, v in (tags or {}).items() if v is not None})
+            return mlflow.pyfunc.log_model(
+                name=model_name(manifest.get("program")), python_model=str(CODE_FILE),
+                artifacts={PROGRAM: str(program_dir)},
+                signature=ModelSignature(inputs=Schema([ColSpec("string", name) for name in fields])),
+                model_config=model_config(engine, device, max_tokens, threads),
+                pip_requirements=requirements(), registered_model_name=register_as,
+                params={k: str(v) for k, v in {**model_params(program_dir, manifest), **(params or {})}.items()
+                        if v is not None},
+                tags={k: str(v) for k, v in (tags or {}).items() if v is not None})
 
 
 def model_files(compiled: Path, target: Path) -> Path:
