@@ -4,11 +4,15 @@ What we add to TRL's defaults, and why:
 - prompt/completion records with ``completion_only_loss``: the loss covers only the assistant turn (SmolLM2's
   template has no ``{% generation %}`` markers, so ``assistant_only_loss`` cannot work);
 - on GPUs, best-fit-decreasing packing (padding-free): sequences share rows without padding, and transformers
-  builds a block-diagonal mask from the position ids, so packed sequences never attend to each other; on CPU, one
-  unpadded sequence per pass (no mask: SDPA's fast causal kernel), accumulated (see ``TrainConfig.for_device``);
+  builds a block-diagonal mask from the position ids, so packed sequences never attend to each other; on CPU,
+  several rows per pass, grouped by length (transformers' ``LengthGroupedSampler``), right-padded to a multiple of
+  ``pad_to_multiple`` and passed without an attention mask, so SDPA takes its fast causal kernel (see
+  :class:`_CausalRowsTrainer`);
 - gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs);
 - bf16 mixed precision wherever the hardware multiplies bf16 natively: GPUs, and CPUs with AVX512-BF16/AMX
-  (1.5x faster than fp32, measured on a 2-core AVX512-BF16 CPU); fp32 elsewhere;
+  (several times faster than fp32 on such CPUs, see docs/RESULTS.md); fp32 elsewhere; the log says which;
+- a fixed number of torch threads (``torch_threads``, default: the cores this process may use), so a run beside
+  other work can be given fewer and does not oversubscribe the cores;
 - checkpoints every ``save_steps`` and automatic resume; validation loss and tokens/s in the logs;
 - one progress bar per training with the loss and tokens/s, instead of the trainer's printed log dictionaries
   (they go to ``on_log``, and from there to MLflow).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -52,24 +57,30 @@ class TrainConfig(Checked):
     lora: bool = option(True, "train a LoRA adapter (PEFT) instead of all weights")
     lora_r: int = option(16, "LoRA rank", at_least=1)
     lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", at_least=1)
-    lora_dropout: float = option(0.05, "LoRA dropout", at_least=0, below=1)
+    lora_dropout: float = option(0.0, "LoRA dropout (on a CPU it costs a sixth of the training time: a masked copy "
+                                      "of every adapted layer's input)", at_least=0, below=1)
     epochs: float = option(1.0, "passes over the training data (ignored when --max-steps > 0)", above=0)
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: use epochs)", at_least=-1)
     batch_size: int | None = option(None, "sequences (or packed rows) per forward pass", at_least=1,
-                                    default_text="8 on GPU, 1 on CPU")
-    grad_accum: int | None = option(None, "gradient accumulation steps", at_least=1, default_text="1 on GPU, 8 on CPU")
+                                    default_text="8")
+    grad_accum: int | None = option(None, "gradient accumulation steps", at_least=1, default_text="1")
     learning_rate: float | None = option(None, "peak learning rate", above=0, default_text="2e-4 with LoRA, 5e-5 full")
     warmup_ratio: float = option(0.03, "fraction of steps spent warming up the learning rate", at_least=0, below=1)
     max_length: int = option(1024, "tokens per packed row / longest sequence", at_least=1)
     packing: bool | None = option(None, "best-fit-decreasing packing, padding-free", default_text="on GPU, off on CPU")
+    pad_to_multiple: int = option(64, "without packing: round each batch's length up to a multiple of this, so "
+                                      "the trainer sees a few shapes (steadier speed and memory)", at_least=1)
+    torch_threads: int = option(0, "CPU threads for torch (0: the cores this process may use); give a run "
+                                   "beside other busy processes fewer", at_least=0)
     val_fraction: float = option(0.05, "fraction of questions held out for validation loss", at_least=0, below=1)
     val_limit: int = option(0, "compute the validation loss on at most this many held-out records, a seeded "
                                "subset (0: all); the held-out questions stay out of training either way", at_least=0)
     eval_steps: int = option(50, "validation loss every N steps", at_least=1)
     save_steps: int = option(50, "checkpoint every N steps (resume picks up the latest)", at_least=1)
-    time_budget_s: float = option(0.0, "stop training after this many seconds of training (0: no limit); with a "
-                                       "budget the learning rate stays constant after warm-up, since the step "
-                                       "count is not known in advance", at_least=0)
+    time_budget_s: float = option(0.0, "stop training after this many seconds of training, counted across resumed "
+                                       "runs (0: no limit); with a budget the learning rate warms up over a few "
+                                       "steps, then follows a cosine over the budget's time, so a training run in "
+                                       "pieces follows one schedule", at_least=0)
     logging_steps: int = option(5, "log loss every N steps", at_least=1)
     seed: int = option(0, "seed for data order and initialisation")
     device: str = option("auto", "auto, cpu or cuda (cuda:<index> for one GPU)", pattern=DEVICE)
@@ -80,17 +91,17 @@ class TrainConfig(Checked):
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 5e-5)
 
     def for_device(self, device: str) -> TrainConfig:
-        """The batching that is fastest on ``device`` for what was left unset; 8 sequences per optimizer step.
+        """The batching that is fastest on ``device`` for what was left unset: 8 rows per pass, one pass per step.
 
-        On GPUs: 8 packed rows per pass. On CPU: one unpadded sequence per pass, accumulated 8 times. A padded or
-        packed batch needs an attention mask, which sends CPU SDPA to its math path: measured on 2 cores, 1 x
-        unpadded ran 147 real tokens/s, 2 x 1,024 packed 98 (and 8 GiB), TRL's default 8 x padded 70.
+        On GPUs the rows are packed (padding-free). On CPU, packing needs a block-diagonal mask, which sends SDPA to
+        its math path, so the rows are sequences grouped by length and right-padded, run without a mask
+        (:class:`_CausalRowsTrainer`); measured side by side in ``benchmarks/bench_train.py``.
         """
         gpu = device != "cpu"
         return dataclasses.replace(
             self,
-            batch_size=self.batch_size or (8 if gpu else 1),
-            grad_accum=self.grad_accum or (1 if gpu else 8),
+            batch_size=self.batch_size or 8,
+            grad_accum=self.grad_accum or 1,
             packing=gpu if self.packing is None else self.packing,
         )
 
@@ -136,6 +147,87 @@ def use_bf16(precision: str, device: str) -> bool:
     if precision == "auto":
         return fast_bf16(device)
     return precision == "bf16"
+
+
+def precision_reason(precision: str, device: str) -> str:
+    """Which number format the training uses, and why, in words for the log."""
+    bf16 = use_bf16(precision, device)
+    if precision != "auto":
+        return f"{'bf16 autocast' if bf16 else 'fp32'} (asked for)"
+    if device != "cpu":
+        return "bf16 (a GPU)"
+    return ("bf16 autocast (this CPU multiplies bf16 natively)" if bf16 else
+            "fp32 (this CPU has no native bf16, where bf16 autocast runs slower than fp32)")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask), not all the machine's."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def use_torch_threads(threads: int = 0) -> int:
+    """Set torch's intra-op threads (0: the cores this process may use) and return the count. More threads than
+    free cores make them wait on each other: beside one other busy process, give a run half the cores."""
+    import torch
+
+    threads = threads or available_cores()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def causal_rows_trainer():
+    """TRL's ``SFTTrainer`` with a lean loss for unpacked rows: no attention mask, logits for the completion only.
+
+    The rows of a batch are right-padded (TRL's collator). In a causal LM a real token attends only to earlier
+    positions, which are all real; the pads come after the last real token and carry label -100, so they change no
+    loss and no gradient. Without a mask, transformers' SDPA attention runs the fused causal kernel instead of the
+    math path a padding mask sends it to (the mask still reaches the trainer, which counts real tokens with it).
+    The LM head (a fifth of the model's FLOPs, 49K outputs a position) then runs only on the positions that carry a
+    label, under the run's autocast, and the cross-entropy on those rows alone: TRL's own fused head computes in
+    fp32, which on a CPU multiplies several times slower than bf16, and adds entropy and accuracy metrics the
+    loss does not need. Packed rows (padding-free, GPUs) take TRL's path untouched.
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class CausalRowsTrainer(SFTTrainer):
+        budget_clock = None  # a _TimeBudget: the learning rate then follows the budget's time
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.budget_clock is None:
+                return super().create_scheduler(num_training_steps, optimizer)
+            if self.lr_scheduler is None:
+                self.lr_scheduler = budget_schedule(optimizer or self.optimizer, self.budget_clock,
+                                                    BUDGET_WARMUP_STEPS)
+            return self.lr_scheduler
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if "attention_mask" not in inputs or "position_ids" in inputs or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return completion_loss(model, inputs["input_ids"], inputs["labels"], self.accelerator.autocast,
+                                   num_items_in_batch)
+
+    return CausalRowsTrainer
+
+
+def completion_loss(model, input_ids, labels, autocast, num_items_in_batch=None):
+    """Mean next-token cross-entropy over the labelled positions of right-padded causal rows, without a mask;
+    the LM head runs on those positions only. ``num_items_in_batch``: the labelled tokens of the whole optimizer
+    step, when the trainer accumulates several passes (the mean is then the step's)."""
+    import torch
+    import torch.nn.functional as F
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    with autocast():
+        hidden = base.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        labelled = targets != -100
+        logits = base.get_output_embeddings()(hidden[:, :-1][labelled])
+    total = F.cross_entropy(logits.float(), targets[labelled], reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else labelled.sum()
+    return total / torch.as_tensor(count, device=total.device).clamp(min=1)
 
 
 def to_prompt_completion(records: list[dict]) -> list[dict]:
@@ -228,9 +320,12 @@ def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bo
         num_train_epochs=config.epochs, max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr(),
-        lr_scheduler_type="constant_with_warmup" if config.time_budget_s else "cosine",
+        lr_scheduler_type="cosine",  # under a time budget: budget_schedule
         warmup_steps=warmup_steps(config), weight_decay=0.0,
         max_length=config.max_length, packing=config.packing, packing_strategy="bfd",
+        # Unpacked rows: batches of similar lengths (little padding), each rounded up to a few sizes.
+        train_sampling_strategy="random" if config.packing else "group_by_length",
+        pad_to_multiple_of=None if config.packing else config.pad_to_multiple,
         completion_only_loss=True, gradient_checkpointing=False,
         bf16=use_bf16(config.precision, device), use_cpu=device == "cpu",
         eval_strategy="steps" if has_val else "no", eval_steps=config.eval_steps,
@@ -260,7 +355,6 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
         set_seed,
     )
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTTrainer
 
     from kpdd.finetune.student import ensure_base_model, new_model_id, write_student
 
@@ -274,6 +368,8 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     checkpoints = out_dir / CHECKPOINTS
     device = resolve_device(config.device)
     config = config.for_device(device)
+    threads = use_torch_threads(config.torch_threads)
+    logger.info("training on %s, %d torch threads, %s", device, threads, precision_reason(config.precision, device))
     set_seed(config.seed)
     base = ensure_base_model(config.student)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -291,9 +387,11 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
         import random
 
         validation = random.Random(config.seed).sample(validation, config.val_limit)
-    callbacks = [_Recorder(result, on_log)] + ([_TimeBudget(config.time_budget_s)] if config.time_budget_s else [])
+    checkpoint = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+    budget = _TimeBudget(config.time_budget_s, checkpoint) if config.time_budget_s else None
+    callbacks = [_Recorder(result, on_log)] + ([budget] if budget else [])
     with _quiet_dataset_preparation():  # TRL's tokenising and packing bars: the training bar is the one to show
-        trainer = SFTTrainer(
+        trainer = causal_rows_trainer()(
             model=model, processing_class=tokenizer, peft_config=peft_config,
             args=_sft_config(config, checkpoints, device, bool(validation)),
             train_dataset=Dataset.from_list(to_prompt_completion(train)),
@@ -304,7 +402,7 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     trainer.remove_callback(PrinterCallback)
     if progress and is_main_process():  # one bar per launch, not one per process
         trainer.add_callback(_ProgressBar(f"train {out_dir.name}"))
-    checkpoint = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+    trainer.budget_clock = budget
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     start = time.perf_counter()
@@ -327,23 +425,58 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     return result
 
 
-class _TimeBudget:
-    """A ``TrainerCallback`` that ends training (with a checkpoint) once ``seconds`` of training have passed."""
+BUDGET_FILE = "time_budget.json"
 
-    def __new__(cls, seconds: float):
+
+class _TimeBudget:
+    """A ``TrainerCallback`` that ends training (with a checkpoint) once ``seconds`` of training have passed, counted
+    across resumed runs: each checkpoint records the seconds trained up to it (:data:`BUDGET_FILE`), and a run that
+    resumes from it starts its clock there. :meth:`fraction` drives the learning-rate schedule."""
+
+    def __new__(cls, seconds: float, resume_from: str | None):
         from transformers import TrainerCallback
 
+        before = 0.0
+        if resume_from and (Path(resume_from) / BUDGET_FILE).is_file():
+            before = json.loads((Path(resume_from) / BUDGET_FILE).read_text())["trained_s"]
+
         class TimeBudget(TrainerCallback):
+            start: float | None = None
+
+            def trained_s(self) -> float:
+                return before + (time.perf_counter() - self.start if self.start is not None else 0.0)
+
+            def fraction(self) -> float:
+                return min(1.0, self.trained_s() / seconds)
+
             def on_train_begin(self, args, state, control, **kwargs):
                 self.start = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kwargs):
                 # Under `accelerate launch` the processes must stop at the same step: one that went on alone
                 # would wait forever for the others' gradients.
-                if any_process(time.perf_counter() - self.start >= seconds):
+                if any_process(self.trained_s() >= seconds):
                     control.should_training_stop = control.should_save = True
 
+            def on_save(self, args, state, control, **kwargs):
+                checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if is_main_process() and checkpoint.is_dir():
+                    (checkpoint / BUDGET_FILE).write_text(json.dumps({"trained_s": self.trained_s()}))
+
         return TimeBudget()
+
+
+def budget_schedule(optimizer, clock, warmup: int):
+    """Linear warm-up over ``warmup`` steps, then a cosine from the peak to zero over the budget's time
+    (``clock.fraction()``: the share of the time budget spent, across resumed runs)."""
+    import math
+
+    from torch.optim.lr_scheduler import LambdaLR
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * clock.fraction()))
+
+    return LambdaLR(optimizer, factor)
 
 
 def finished_result(student_dir: Path) -> TrainResult:

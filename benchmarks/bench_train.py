@@ -1,0 +1,219 @@
+"""CPU training throughput, side by side in one run: kpdd's trainer, a plain PyTorch loop, TRL's defaults.
+
+Every variant trains SmolLM2-135M on the same one-call KPDD-PoT records (gold traces of GSM8K train, the students'
+compact format) for the same rows, each in its own process (so each peak resident memory is its own):
+
+- ``kpdd``: ``kpdd finetune``'s trainer with its defaults (LoRA and full);
+- ``kpdd-1row``: the same trainer with one unpadded row per pass, 8 accumulated (the CPU default before rows were
+  batched without a mask), for the before/after ratio;
+- ``loop``: a plain PyTorch loop: AdamW, bf16 autocast where the CPU has native bf16, 8 rows grouped by length,
+  right-padded to a multiple of 64, no attention mask, loss on the completion only;
+- ``trl``: TRL's ``SFTTrainer`` as its documentation starts it (defaults but the output, reporting and CPU).
+
+Throughput counts real (non-padding) tokens. The FLOP bound is a measured bf16 (or fp32) matmul rate over 6N FLOPs
+a token for full fine-tuning and 4N for LoRA (no weight gradients), N the model's parameters.
+
+    python benchmarks/bench_train.py [--rows 96] [--threads 0] [--variants kpdd-lora kpdd-full ...]
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = ("kpdd-1row-lora", "kpdd-lora", "loop-lora", "kpdd-1row-full", "kpdd-full", "loop-full", "trl-lora")
+
+
+def records(rows: int) -> list[dict]:
+    """One-call KPDD-PoT chat records of the first gold-traced GSM8K train questions (a seeded order)."""
+    from kpdd.compile.gold import GoldTeacher
+    from kpdd.data import load_dataset
+    from kpdd.finetune.sft import build_sft_data
+    from kpdd.modules.one_call import ONE, repeated_predictors
+    from kpdd.modules.saved import build_student_program
+
+    examples = load_dataset("gsm8k", "train", limit=int(rows * 1.6) + 8, seed=0)
+    results = GoldTeacher("kpdd-pot").sample_many(examples)
+    traces = [{"id": e.id, "question_id": e.id, **t} for r, e in zip(results, examples) for t in r.traces]
+    program = build_student_program("kpdd-pot", ONE, repeated_predictors(traces))
+    data = build_sft_data(traces, program.program, val_fraction=0.0, student_calls=ONE)
+    chat = next(iter(data.values()))["train"]
+    if len(chat) < rows:
+        raise SystemExit(f"only {len(chat)} gold records for {rows} rows")
+    return chat[:rows]
+
+
+def run_kpdd(chat: list[dict], lora: bool, one_row: bool, out: Path, threads: int) -> dict:
+    from kpdd.finetune.trainer import TrainConfig, train_student
+
+    extra = {"batch_size": 1, "grad_accum": 8, "pad_to_multiple": 1} if one_row else {}
+    config = TrainConfig(lora=lora, epochs=1.0, save_steps=10_000, logging_steps=10_000, val_fraction=0.0,
+                         torch_threads=threads, **extra)
+    result = train_student(config, chat, [], out, progress=False)
+    return {"tokens": result.tokens, "seconds": result.train_time_s}
+
+
+def tokenized(chat: list[dict], tokenizer) -> list[tuple[list[int], int]]:
+    """(token ids, prompt length) per record, as the chat template renders it."""
+    rows = []
+    for record in chat:
+        prompt = tokenizer.apply_chat_template(record["messages"][:-1], add_generation_prompt=True, return_dict=False)
+        full = tokenizer.apply_chat_template(record["messages"], return_dict=False)
+        rows.append((full, len(prompt)))
+    return rows
+
+
+def run_loop(chat: list[dict], lora: bool, threads: int) -> dict:
+    """The reference: a plain loop over length-grouped, right-padded, unmasked batches of 8."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kpdd.finetune.hardware import cpu_has_bf16
+    from kpdd.finetune.student import ensure_base_model
+    from kpdd.finetune.trainer import use_torch_threads
+
+    use_torch_threads(threads)
+    base = ensure_base_model()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa")
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                                 task_type="CAUSAL_LM"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    rows = tokenized(chat, tokenizer)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    batches = [order[i:i + 8] for i in range(0, len(order), 8)]
+    bf16 = cpu_has_bf16()
+    tokens, start = 0, time.perf_counter()
+    for batch in batches:
+        length = -(-max(len(rows[i][0]) for i in batch) // 64) * 64
+        ids = torch.full((len(batch), length), tokenizer.pad_token_id)
+        labels = torch.full((len(batch), length), -100)
+        for row, i in enumerate(batch):
+            full, prompt = rows[i]
+            ids[row, :len(full)] = torch.tensor(full)
+            labels[row, prompt:len(full)] = torch.tensor(full[prompt:])
+            tokens += len(full)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {"tokens": tokens, "seconds": time.perf_counter() - start}
+
+
+def run_trl_defaults(chat: list[dict], lora: bool, out: Path, threads: int) -> dict:
+    """TRL's SFTTrainer as its documentation starts it: defaults everywhere but the output, reporting and CPU."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from kpdd.finetune.student import ensure_base_model
+    from kpdd.finetune.trainer import to_prompt_completion, use_torch_threads
+
+    use_torch_threads(threads)
+    base = ensure_base_model()
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                             task_type="CAUSAL_LM") if lora else None
+    args = SFTConfig(output_dir=str(out), report_to=[], save_strategy="no", num_train_epochs=1, use_cpu=True,
+                     disable_tqdm=True, include_num_input_tokens_seen="non_padding")
+    trainer = SFTTrainer(model=model, processing_class=AutoTokenizer.from_pretrained(base), args=args,
+                         train_dataset=Dataset.from_list(to_prompt_completion(chat)), peft_config=peft_config)
+    start = time.perf_counter()
+    trainer.train()
+    return {"tokens": int(trainer.state.num_input_tokens_seen), "seconds": time.perf_counter() - start}
+
+
+def run_variant(name: str, rows: int, threads: int) -> dict:
+    chat = records(rows)
+    lora = name.endswith("lora")
+    with tempfile.TemporaryDirectory() as tmp:
+        if name.startswith("kpdd"):
+            figures = run_kpdd(chat, lora, "1row" in name, Path(tmp) / "kpdd", threads)
+        elif name.startswith("loop"):
+            figures = run_loop(chat, lora, threads)
+        else:
+            figures = run_trl_defaults(chat, lora, Path(tmp) / "trl", threads)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {**figures, "peak_rss_gb": peak_kib / 2**20}
+
+
+def matmul_tflops(threads: int) -> dict[str, float]:
+    """Measured matmul rates (TFLOP/s) at the model's shapes: hidden 576 → MLP 1536, 2,048 rows."""
+    import torch
+
+    from kpdd.finetune.trainer import use_torch_threads
+
+    use_torch_threads(threads)
+    rates = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(2048, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        start, n = time.perf_counter(), 30
+        for _ in range(n):
+            a @ b
+        rates[name] = 2 * 2048 * 576 * 1536 * n / (time.perf_counter() - start) / 1e12
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=96, help="training rows per variant (12 steps of 8)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per variant (0: every core)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # one variant in this process (the child's side)
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(run_variant(args.variant, args.rows, args.threads)))
+        return
+
+    import platform
+
+    from kpdd.finetune.hardware import cpu_has_bf16
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    bf16 = cpu_has_bf16()
+    rates = matmul_tflops(args.threads)
+    params = 134.5e6
+    rate = rates["bf16" if bf16 else "fp32"] * 1e12
+    print(f"CPU: {cpu}; native bf16: {'yes' if bf16 else 'no'}; matmul fp32 {rates['fp32']:.3f}, "
+          f"bf16 {rates['bf16']:.3f} TFLOP/s; FLOP bound {rate / (6 * params):.0f} tokens/s full, "
+          f"{rate / (4 * params):.0f} LoRA")
+    figures = {}
+    for name in args.variants:
+        child = subprocess.run([sys.executable, __file__, "--variant", name, "--rows", str(args.rows),
+                                "--threads", str(args.threads)], capture_output=True, text=True)
+        if child.returncode:
+            print(f"{name}: failed\n{child.stderr[-2000:]}")
+            continue
+        figures[name] = json.loads(child.stdout.strip().splitlines()[-1])
+        f = figures[name]
+        bound = rate / ((4 if name.endswith("lora") else 6) * params)
+        print(f"{name:15s} {f['tokens']:7d} tokens {f['seconds']:7.1f} s {f['tokens'] / f['seconds']:7.1f} tokens/s "
+              f"({f['tokens'] / f['seconds'] / bound:5.1%} of the bound)  peak RSS {f['peak_rss_gb']:.1f} GB",
+              flush=True)
+    speed = {name: f["tokens"] / f["seconds"] for name, f in figures.items()}
+    for mode in ("lora", "full"):
+        for label, other in ((f"kpdd / kpdd-1row ({mode})", f"kpdd-1row-{mode}"), (f"kpdd / loop ({mode})",
+                                                                                  f"loop-{mode}"),
+                             (f"kpdd / TRL defaults ({mode})", f"trl-{mode}")):
+            if f"kpdd-{mode}" in speed and other in speed:
+                print(f"{label:32s} {speed[f'kpdd-{mode}'] / speed[other]:.2f}x")
+
+
+if __name__ == "__main__":
+    from kpdd.config import use_offline_defaults
+
+    use_offline_defaults()  # before any library that reads them is imported
+    main()

@@ -1,0 +1,116 @@
+"""CPU batching: right-padded rows without a mask give each row's own loss; the CPU defaults batch rows by length;
+a time budget spans resumed runs; the thread count is the caller's."""
+
+import json
+
+import pytest
+
+from kpdd.finetune.trainer import (
+    BUDGET_FILE,
+    STUDENT_FILE,
+    TrainConfig,
+    _sft_config,
+    budget_schedule,
+    completion_loss,
+    train_student,
+    use_torch_threads,
+)
+from tests.finetune.test_trainer import TINY, chat_records
+
+
+def tiny_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tests.tiny_model import save_tiny_llama
+
+    return AutoModelForCausalLM.from_pretrained(save_tiny_llama(tmp_path / "tiny"), attn_implementation="sdpa")
+
+
+def test_completion_loss_of_right_padded_rows_without_a_mask_equals_each_rows_own_loss(tmp_path):
+    import contextlib
+
+    import torch
+
+    model = tiny_model(tmp_path).eval()
+    torch.manual_seed(0)
+    rows = [torch.randint(5, 1000, (n,)) for n in (7, 12, 4)]
+    prompts = [3, 5, 1]  # the first tokens of each row are its prompt: no loss there
+    width = 16  # padded past the longest row, as the collator's multiple does
+    ids = torch.full((3, width), 2)
+    labels = torch.full((3, width), -100)
+    for i, (row, prompt) in enumerate(zip(rows, prompts)):
+        ids[i, :len(row)], labels[i, prompt:len(row)] = row, row[prompt:]
+    with torch.no_grad():
+        batched = completion_loss(model, ids, labels, contextlib.nullcontext).item()
+        own = [model(input_ids=row[None], labels=torch.cat([torch.full((p,), -100), row[p:]])[None]).loss.item()
+               for row, p in zip(rows, prompts)]
+    counts = [len(row) - p for row, p in zip(rows, prompts)]  # labelled tokens per row (each predicted from the one before)
+    expected = sum(loss * n for loss, n in zip(own, counts)) / sum(counts)
+    assert batched == pytest.approx(expected, rel=1e-4)
+    # A mask would change nothing for right-padded rows: the pads come after every real token.
+    with torch.no_grad():
+        masked = model(input_ids=ids, attention_mask=(labels != -100) | (torch.arange(width) < 8), labels=labels)
+    assert masked.loss.item() == pytest.approx(batched, rel=1e-4)
+
+
+def test_cpu_defaults_batch_rows_grouped_by_length_and_rounded_to_a_few_sizes(tmp_path):
+    config = TrainConfig().for_device("cpu")
+    assert (config.batch_size, config.grad_accum, config.packing) == (8, 1, False)
+    args = _sft_config(config, tmp_path, "cpu", has_val=False)
+    assert args.train_sampling_strategy == "group_by_length" and args.pad_to_multiple_of == 64
+    gpu = _sft_config(TrainConfig().for_device("cuda"), tmp_path, "cpu", has_val=False)
+    assert gpu.packing and gpu.pad_to_multiple_of is None
+
+
+def test_torch_threads_are_the_callers_and_default_to_the_cores_this_process_may_use():
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert use_torch_threads(1) == 1 and torch.get_num_threads() == 1
+        assert use_torch_threads(0) == len(os.sched_getaffinity(0)) == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_budget_schedule_warms_up_then_follows_a_cosine_over_the_budgets_time():
+    import torch
+
+    class Clock:
+        spent = 0.0
+
+        def fraction(self):
+            return self.spent
+
+    clock = Clock()
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = budget_schedule(optimizer, clock, warmup=4)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25)  # step 0 of 4 warm-up steps
+    for _ in range(5):
+        optimizer.step()
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1.0)
+    clock.spent = 0.5  # half the budget spent (by this run or the ones it resumed)
+    optimizer.step()
+    schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
+    clock.spent = 1.0
+    optimizer.step()
+    schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_time_budget_counts_the_time_of_the_runs_it_resumes(tmp_path):
+    records = chat_records(n=4)
+    config = TrainConfig(max_steps=2, time_budget_s=3600.0, **{**TINY, "save_steps": 1})
+    train_student(config, records, [], tmp_path / "s", progress=False)
+    spent = json.loads((tmp_path / "s" / "checkpoints" / "checkpoint-2" / BUDGET_FILE).read_text())["trained_s"]
+    assert 0 < spent < 3600
+    (tmp_path / "s" / STUDENT_FILE).unlink()  # as if killed after the last checkpoint
+    # The rerun's budget is already spent by the first run: it stops after one step instead of running to 500.
+    again = TrainConfig(max_steps=500, time_budget_s=spent, **{**TINY, "save_steps": 1})
+    result = train_student(again, records, [], tmp_path / "s", progress=False)
+    assert result.steps == 3
