@@ -3,10 +3,11 @@
 
 The teacher program runs on the training examples (its predictors' LMs, or ``teacher``); the runs the metric
 accepts are kept in an append-only trace store under ``out``; the student learns them in kpdd's students' format,
-every stage in one call, and the compiled program (``out``) loads anywhere with
-:func:`kpdd.engines.load_compiled`. ``prompt_format="chat", student_calls="per-stage"`` trains as DSPy's own
-``BootstrapFinetune`` would (``kpdd.finetune.BootstrapFinetune`` stays available for that path). A rerun with
-the same ``out`` resumes: traced questions are not asked again and training picks up its checkpoint.
+every stage in one call, and the compiled program (``out/compiled``) loads anywhere with ``kpdd.load``
+(:func:`kpdd.engines.load_compiled`). ``prompt_format="chat", student_calls="per-stage"`` trains as DSPy's own
+``BootstrapFinetune`` would (``kpdd.BootstrapFinetune`` with ``kpdd.KpddProvider`` stays available for that
+path). A rerun with the same ``out`` resumes: traced questions are not asked again and training picks up its
+checkpoint. ``import kpdd`` gives this function as ``kpdd.distill`` (see :mod:`kpdd`).
 """
 
 from __future__ import annotations
