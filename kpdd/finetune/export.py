@@ -5,7 +5,8 @@ number format with its tokenizer, chat template and a generation config whose en
 and copies the student's ``kpdd.json`` (program, training figures, and whatever else it records about how the
 student is prompted) with the base pointing at the directory itself. The export is therefore still a kpdd
 student: ``kpdd eval --lm <export>`` runs it locally, ``vllm serve <export>`` serves it.
-:func:`export_compiled` does this for every student of a compiled-program directory and copies the program.
+:func:`export_compiled` does this for every student of a compiled-program directory and copies the program (its
+manifest, DSPy state and, for a program defined in a file, the copied ``source/``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from kpdd.errors import ConfigError
 from kpdd.finetune.student import (KEY_ADAPTER, KEY_BASE, KEY_FORMAT, KEY_MODEL_ID, KEY_PROGRAM, KEY_TRAIN,
                                    STUDENT_FILE, STUDENT_FORMAT, StudentRef, read_student)
-from kpdd.modules.saved import MANIFEST
+from kpdd.modules.saved import MANIFEST, SOURCE
 
 KEY_EXPORTED_FROM = "exported_from"
 MERGED_SUFFIX = "-merged"  # a new model id: merged weights round differently, so DSPy's cache must not mix them
@@ -102,5 +103,7 @@ def export_compiled(directory: str | Path, out: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     exported = {relative: export_student(directory / relative, out / relative) for relative in students}
     shutil.copy2(directory / manifest["state"], out / manifest["state"])
+    if manifest.get("source"):  # a file-defined program is rebuilt from its copied file
+        shutil.copytree(directory / SOURCE, out / SOURCE, dirs_exist_ok=True)
     shutil.copy2(manifest_path, out / MANIFEST)  # the same relative student paths now name merged checkpoints
     return exported

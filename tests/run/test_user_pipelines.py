@@ -115,6 +115,42 @@ def test_a_user_program_goes_through_traces_finetune_eval_and_export(tmp_path, p
     assert any((tmp_path / "exported" / "students").glob("*/config.json"))
 
 
+
+def compiled_file_program(root: Path, source: Path) -> Path:
+    """A compiled-program directory of the file-defined ``MathsSolver`` whose one student is a tiny checkpoint
+    prompted in DSPy's chat format (what the scripted teacher answers), written without training."""
+    from kpdd.finetune.student import write_student
+    from kpdd.modules.student_format import CHAT
+
+    reference = f"{source}:MathsSolver"
+    student = save_tiny_llama(root / "students" / "tiny")
+    write_student(student, student, None, reference, "tiny", {}, prompt_format=CHAT)
+    save_program(build_program(reference), root, students={"solve.predict": "students/tiny"}, prompt_format=CHAT)
+    return root
+
+
+@pytest.mark.slow
+def test_an_export_of_a_file_program_loads_elsewhere_and_through_the_command_it_prints(tmp_path):
+    import shlex
+    import shutil
+
+    source, problems, _ = write_pipelines(tmp_path / "work")
+    compiled_file_program(tmp_path / "compiled", source)
+    printed = kpdd("export", "--lm", "compiled", "--out", "exported", cwd=tmp_path).stdout
+    source.unlink()  # another machine: only the export travels
+    shutil.rmtree(tmp_path / "compiled")
+    assert (tmp_path / "exported" / "source" / "my_pipelines.py").is_file()
+    moved = shutil.copytree(tmp_path / "exported", tmp_path / "elsewhere" / "exported")
+    assert type(load_program(moved)).__name__ == "MathsSolver"
+
+    command = shlex.split(re.search(r"evaluate: (kpdd eval .*)", printed).group(1))
+    assert command[:4] == ["kpdd", "eval", "--program", "exported"]
+    with ScriptedTeacher({}, respond=respond) as server:
+        command[command.index("--api-base") + 1] = server.url  # where the printed command's server would be
+        kpdd(*command[1:], "--datasets", str(problems), "--limit", "2", "--out", "predictions.jsonl", cwd=tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [r["correct"] for r in records] == [True, True]
+
 @pytest.mark.slow
 def test_distill_compiles_saves_and_reloads_with_the_same_predictions(tmp_path):
     from kpdd.engines import load_compiled
