@@ -37,7 +37,9 @@ from functools import cached_property
 from itertools import combinations
 from typing import Any
 
+from kpdd.compile.gold import checks
 from kpdd.compile.gold import language as gold_language
+from kpdd.compile.gold.checks import reads_stating
 from kpdd.compile.gold.calculations import WRITTEN_NUMBER, NoTrace, format_number
 from kpdd.compile.gold.programs import (
     ProgramBuilder,
@@ -558,7 +560,8 @@ def variant_answer(value: float, original: float) -> float:
 
 def rewrite_stages(source: Source, variant: Variant) -> list[dict]:
     """Every stage of the source trace, its fields re-derived from the variant's question and program."""
-    core_question, key_points = gold_language.core_question_and_key_points(variant.question, source.builder.declared)
+    reads = reads_stating(variant.question, set(source.builder.declared), checks.program_literals(variant.program))
+    core_question, key_points = gold_language.core_question_and_key_points(variant.question, reads)
     values = {"question": variant.question, "core_question": core_question, "key_points": key_points,
               "program": variant.program, "answer": format_number(variant.answer)}
     stages = []

@@ -52,8 +52,10 @@ from kpdd.eval.answers import is_correct
 _UNITS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
                                      "fourteen fifteen sixteen seventeen eighteen nineteen".split())}
 _TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
-_MULTIPLES = {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "triple": 3, "thrice": 3}
-MULTIPLIERS = {"twice", "double", "triple", "thrice"}
+_MULTIPLES = {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "doubled": 2, "doubles": 2,
+              "triple": 3, "tripled": 3, "triples": 3, "thrice": 3, "quadruple": 4, "quadrupled": 4}
+MULTIPLIERS = {"twice", "double", "doubled", "doubles", "triple", "tripled", "triples", "thrice", "quadruple",
+               "quadrupled"}
 _WORD_NUMBER = re.compile(r"\b(?:(%s)(?:-(%s))?|(%s))\b" % (
     "|".join(_TENS), "|".join(list(_UNITS)[1:10]), "|".join([*_UNITS, *_MULTIPLES])), re.IGNORECASE)
 
@@ -68,30 +70,69 @@ class Quantity:
     end: int
     money: bool
     hundredths: bool = False  # a rationale may write it divided by 100: '40%', '40 percent', '5 cents'
+    kind: str = "number"  # 'multiplier' ('twice', 'five times'): a factor only; 'fraction': a fraction's part
 
 
 def question_quantities(question: str) -> list[Quantity]:
-    """Digits and number words of a problem, in order of appearance."""
+    """Digits, number words, multipliers and fractions of a problem, in order of appearance. A fraction is a
+    quantity of its own: 'one-third' is the denominator 3 (its 'one' is no other quantity), '1/4' the numerator 1
+    and the denominator 4; a number before 'times' is a multiplier."""
+    fractions = fraction_words(question) + written_fractions(question) + ratio_parts(question)
+    inside = [(f.start, f.end) for f in fractions]
     found = [Quantity(written_value(m), m.group(), m.start(), m.end(), bool(m.group(1)),
-                      bool(m.group(4)) or question[m.end():].lower().startswith(_HUNDREDTHS))
+                      bool(m.group(4)) or question[m.end():].lower().startswith(_HUNDREDTHS),
+                      _kind(question, m.end()))
              for m in WRITTEN_NUMBER.finditer(question)]
     for m in _WORD_NUMBER.finditer(question):
+        if any(start <= m.start() and m.end() <= end for start, end in inside):
+            continue
         tens, unit, single = (g.lower() if g else None for g in m.groups())
         value = _TENS[tens] + _UNITS.get(unit, 0) if tens else _UNITS.get(single, _MULTIPLES.get(single))
+        kind = "multiplier" if m.group().lower() in MULTIPLIERS else _kind(question, m.end())
         found.append(Quantity(float(value), m.group(), m.start(), m.end(), False,
-                              question[m.end():].lower().startswith(_HUNDREDTHS)))
-    return sorted(found, key=lambda q: q.start)
+                              question[m.end():].lower().startswith(_HUNDREDTHS), kind))
+    return sorted(found + fractions, key=lambda q: (q.start, q.end))
+
+
+def _kind(question: str, end: int) -> str:
+    return "multiplier" if re.match(r"\s*-?\s*times\b", question[end:], re.IGNORECASE) else "number"
 
 
 _HUNDREDTHS = (" percent", " per cent", " cents", " cent ")
-_FRACTION = re.compile(r"\b(half|halves|thirds?|quarters?|fourths?|fifths?|sixths?|tenths?)\b", re.IGNORECASE)
-_DENOMINATORS = {"half": 2, "halve": 2, "third": 3, "quarter": 4, "fourth": 4, "fifth": 5, "sixth": 6, "tenth": 10}
+# A fraction word with the numerator that makes it one ('one-third', 'a quarter of', 'two thirds'); 'half' needs
+# none. Without one, 'third' is an ordinal ('the third day') and 'a quarter' may be a coin.
+_NUMERATOR = r"(?:a|an|one|two|three|four|five|six|seven|eight|nine)"
+_FRACTION = re.compile(rf"(?:\b{_NUMERATOR}[\s-]+)?\b(half|halves|halved|halve)\b|"
+                       rf"\b{_NUMERATOR}[\s-]+(thirds?|quarters?|fourths?|fifths?|sixths?|tenths?)\b"
+                       rf"(?!\s+(?:day|time|week|month|year|place|grade|tree|floor|round|game|hour)s?\b)",
+                       re.IGNORECASE)
+_DENOMINATORS = {"half": 2, "halve": 2, "halves": 2, "halved": 2, "third": 3, "quarter": 4, "fourth": 4, "fifth": 5,
+                 "sixth": 6, "tenth": 10}
+_WRITTEN_FRACTION = re.compile(r"(?<![\d./:])(\d+)\s*/\s*(\d+)(?![\d./:])")
 
 
 def fraction_words(question: str) -> list[Quantity]:
     """The denominators that fraction words state ('half' 2, 'a third' 3): a rationale's '/ 3' may read them."""
-    return [Quantity(float(_DENOMINATORS[m.group(1).lower().rstrip("s")]), m.group(), m.start(), m.end(), False)
-            for m in _FRACTION.finditer(question)]
+    out = []
+    for m in _FRACTION.finditer(question):
+        word = (m.group(1) or m.group(2)).lower()
+        value = _DENOMINATORS.get(word) or _DENOMINATORS[word.rstrip("s")]
+        out.append(Quantity(float(value), m.group(), m.start(), m.end(), False, kind="fraction"))
+    return out
+
+
+def ratio_parts(question: str) -> list[Quantity]:
+    """The parts of a ratio ('in the ratio 2:5'), each a quantity of its own; a clock time is no ratio."""
+    if not re.search(r"\bratio\b", question, re.IGNORECASE):
+        return []
+    return [Quantity(float(m.group(g)), m.group(), m.start(), m.end(), False, kind="ratio")
+            for m in re.finditer(r"(?<![\d.:])(\d+)\s*:\s*(\d+)(?![\d.:])", question) for g in (1, 2)]
+
+
+def written_fractions(question: str) -> list[Quantity]:
+    """The numerator and denominator of each fraction written in digits ('1/4'), each a fraction's part."""
+    return [Quantity(float(m.group(g)), m.group(), m.start(), m.end(), False, kind="fraction")
+            for m in _WRITTEN_FRACTION.finditer(question) for g in (1, 2)]
 
 
 _STOP = set("""a an the of to and or but her his their its my your our he she they it we i you him them me us
@@ -247,6 +288,16 @@ def format_expression(tokens) -> str:
     return text
 
 
+class _NothingTaken(dict):
+    """``in_expression`` outside a pure sum or product: nothing read counts as taken."""
+
+    def setdefault(self, key, default=None):
+        return set()
+
+
+_NOTHING_TAKEN = _NothingTaken()
+
+
 class ProgramBuilder:
     """Writes a program statement by statement, naming the problem's quantities and each result."""
 
@@ -262,13 +313,19 @@ class ProgramBuilder:
         self.fractions = fraction_words(question)
         self.spoken: set[str] = set()  # content words of the whole rationale
         self.sources: dict[str, str] = {}  # variable → the clause or rationale line it is named from
-        self.ambiguous: dict[int, str] = {}  # a quantity that may be meant where a result was read → that result
+        self.ambiguous: dict[int, str] = {}  # kept empty: an ambiguous reading raises NoTrace
+        self.in_expression: dict[float, set[str]] = {}  # value → variables read for it in this pure sum  # a quantity that may be meant where a result was read → that result
 
     def _quantity(self, index: int) -> str:
         if index not in self.declared:
             q = self.quantities[index]
             words = name_words(self.question[q.end:], self.question[: q.start], q.money)
-            if q.text.lower() in MULTIPLIERS:  # 'twice a week' → times_per_week
+            if q.kind == "ratio":
+                words = ["ratio", "part"]
+            elif q.kind == "fraction":  # 'one-third' → third_denominator, '1/4' → fraction_numerator
+                part = "numerator" if self._numerator(q) else "denominator"
+                words = [_words(q.text)[-1].rstrip("s") if "/" not in q.text else "fraction", part]
+            elif q.kind == "multiplier":  # 'twice a week' → times_per_week, 'five times as many' → times
                 words = ["times", *words] if words[:1] == ["per"] else ["times"]
             elif q.text.endswith("%"):
                 words = [*words[:2], "percent"]
@@ -279,42 +336,88 @@ class ProgramBuilder:
             self.sources[self.declared[index]] = self.question[start + 1: end + 1].strip()
         return self.declared[index]
 
+    def _numerator(self, q: Quantity) -> bool:
+        """Whether ``q`` is the first of a written fraction's two parts ('1/4': 1)."""
+        same = [other for other in self.quantities if other.start == q.start and other.kind == "fraction"]
+        return len(same) == 2 and same[0] is q
+
+    def _candidates(self, tokens: tuple[str, ...], i: int) -> list[int]:
+        """The question quantities the number ``tokens[i]`` may stand for: of its value, a multiplier only as a
+        factor, a fraction's denominator only after '/', its numerator only before '/'."""
+        value = float(tokens[i])
+        before, after = tokens[i - 1] if i else None, tokens[i + 1] if i + 1 < len(tokens) else None
+        out = []
+        for k, q in enumerate(self.quantities):
+            if q.value != value:
+                continue
+            if q.kind == "multiplier" and "*" not in (before, after) and before != "/":
+                continue
+            if q.kind == "fraction":
+                if (after != "/") if self._numerator(q) else (before != "/"):
+                    continue
+            out.append(k)
+        return out
+
     def _operand(self, tokens: tuple[str, ...], i: int) -> str:
-        """The variable standing for the number ``tokens[i]`` (see the module docstring), or its literal."""
+        """The variable standing for the number ``tokens[i]`` (see the module docstring), or its literal; raises
+        NoTrace where the rationale's context cannot tell which of equal values it reads."""
         value = float(tokens[i])
         if i and tokens[i - 1] == "/" and value == 100:
             return tokens[i]  # a percentage's denominator
-        neighbours = {tokens[i - 1] if i else None, tokens[i + 1] if i + 1 < len(tokens) else None}
-        matches = [k for k, q in enumerate(self.quantities)
-                   if q.value == value and (q.text.lower() not in MULTIPLIERS or "*" in neighbours)]
-        unused = [k for k in matches if k not in self.declared]
-        results = [name for written, name in reversed(self.results) if written == value]
-        latest = next((name for name in results if name not in self.referenced), results[0] if results else None)
-        candidates = unused or (matches if not latest else [])
-        if candidates and latest:
-            guess = candidates[0] if unused else self._closest(candidates)
-            if self._shared(guess, self.spoken) == 0:
-                candidates = []  # a result, not a number whose words the rationale never says (an irrelevant one)
-            else:  # a guess either way, which a variant must not test
-                self.ambiguous[guess] = latest
-                if self._shared(guess) == 0:  # the line does not speak of the number: the result ('add this to')
-                    candidates = []
-        if candidates:
-            # A number read before is the one whose words the line repeats; a new one is the first not read yet.
-            best = candidates[0] if unused else self._closest(candidates)
-            fraction = next((f for f in self.fractions if f.value == value and {"*", "/"} & neighbours), None)
-            if fraction and self._shared(fraction) > self._shared(best):
-                return _literal(tokens[i])  # the '3' of 'one-third', not '3 patients'
-            return self._quantity(best)
-        if latest:
+        taken = self.in_expression.get(value, set())
+        matches = [k for k in self._candidates(tokens, i) if self._shared(k, self.spoken) or k not in self.declared]
+        results = [name for written, name in reversed(self.results) if written == value and name not in taken]
+        fresh = [name for name in results if name not in self.referenced]
+        latest = fresh[0] if fresh else results[0] if results else None
+        free = [k for k in matches if self.declared.get(k) not in taken]  # equal numbers of one sum: different ones
+        quantity = self._decide(free) if free else None
+        if quantity is not None and latest:
+            spoken = self._shared(quantity) > 0
+            if not spoken and self._shared(quantity, self.spoken) == 0:
+                quantity = None  # a result, not a number whose words the rationale never says (an irrelevant one)
+            elif fresh and spoken or not fresh and not spoken and quantity not in self.declared:
+                raise NoTrace(f"ambiguous number: {tokens[i]} is a result and a question quantity")
+            elif not spoken or quantity in self.declared:
+                quantity = None  # the line speaks of the result ('add this to'), or reads a result again
+        if quantity is not None:
+            name = self._quantity(quantity)
+        elif latest:
             self.referenced.add(latest)
-            return latest
+            name = latest
+        else:
+            return self._hundredths(tokens, i)
+        self.in_expression.setdefault(value, set()).add(name)
+        return name
+
+    def _decide(self, candidates: list[int]) -> int:
+        """Of quantities of one value, the one whose neighbouring words the rationale line repeats most; raises
+        NoTrace on a tie between quantities that differ (the program would rest on two values being equal)."""
+        if len(candidates) == 1:
+            return candidates[0]
+        scores = {k: self._shared(k) for k in candidates}
+        best = max(scores.values())
+        top = [k for k in candidates if scores[k] == best]
+        if len(top) > 1 and not self._one_role(top):
+            raise NoTrace(f"ambiguous number: {format_number(self.quantities[top[0]].value)} stands "
+                          f"{len(top)} times in the question")
+        unused = [k for k in top if k not in self.declared]
+        return (unused or top)[0]
+
+    def _one_role(self, candidates: list[int]) -> bool:
+        """Whether equal quantities say the same thing ('2 packages ... 2 packages'): the same number and words."""
+        said = {(self.quantities[k].text.lower(), tuple(_content(_clause_after(self.question[self.quantities[k].end:]),
+                                                                  2))) for k in candidates}
+        return len(said) == 1 and all(self.quantities[k].kind == "number" for k in candidates)
+
+    def _hundredths(self, tokens: tuple[str, ...], i: int) -> str:
+        """'500 * .40' reads '40 percent', '0.05 * 60' reads 'five cents'; any other number stays a literal."""
+        value = float(tokens[i])
         hundredths = [k for k, q in enumerate(self.quantities) if q.hundredths and round(q.value / 100, 9) == value]
-        if hundredths:  # '500 * .40' reads '40 percent', '0.05 * 60' reads 'five cents'
-            share = f"{self._quantity(self._closest(hundredths))} / 100"
-            return share if {tokens[i - 1] if i else "", tokens[i + 1] if i + 1 < len(tokens) else ""} == {"(", ")"} \
-                else f"({share})"
-        return _literal(tokens[i])
+        if not hundredths:
+            return _literal(tokens[i])
+        share = f"{self._quantity(self._decide(hundredths))} / 100"
+        return share if {tokens[i - 1] if i else "", tokens[i + 1] if i + 1 < len(tokens) else ""} == {"(", ")"} \
+            else f"({share})"
 
     def _shared(self, k: int | Quantity, words: set[str] | None = None) -> int:
         """How many of a quantity's neighbouring words (and its own, for 'third') the rationale line (or
@@ -325,13 +428,12 @@ class ProgramBuilder:
         words = self.context if words is None else words
         return len(set(_words(" ".join([*before, q.text, *after]))) - _STOP & words)
 
-    def _closest(self, candidates: list[int]) -> int:
-        """Of quantities with the same value, the one whose neighbouring words the rationale line repeats most
-        (the first on a tie): '3 / 2' in 'peanut butter costs 3 / 2' reads '$3' of 'peanut butter costs $3', not
-        the 'three' of 'three times the amount'."""
-        return max(candidates, key=lambda k: (self._shared(k), -candidates.index(k)))
-
     def expression(self, tokens: tuple[str, ...]) -> str:
+        # Equal numbers of one pure sum or product ('10 + 15 + 6 + 5 + 10') read different places: their order
+        # does not change the meaning. Elsewhere a place may be read twice ('12 * 12').
+        commutative = len({t for t in tokens if t in OPERATORS}) == 1 and ("+" in tokens or "*" in tokens) \
+            and "(" not in tokens
+        self.in_expression = {} if commutative else _NOTHING_TAKEN
         return format_expression([self._operand(tokens, i) if t[0].isdigit() else t for i, t in enumerate(tokens)])
 
     def assign(self, calculation: Calculation) -> str:

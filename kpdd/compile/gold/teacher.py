@@ -37,6 +37,7 @@ from typing import Any
 
 from kpdd.compile.gold import language as gold_language
 from kpdd.compile.gold import programs as gold_programs
+from kpdd.compile.gold.checks import program_literals, rationale_literals, reads_stating, unstated
 from kpdd.compile.gold.calculations import HEURISTICS, NoTrace, format_number, rationale_lines, strip_annotations
 from kpdd.compile.store import QuestionResult
 from kpdd.eval.answers import extract_answer, is_correct
@@ -135,6 +136,9 @@ class GoldTeacher:
             return Draft([self._stage("solve", question=question, **solve)], claimed, program, {"source": source})
         reads = gold_programs.solution_reads(question, example.answer, getattr(example, "rationale", None),
                                              getattr(example, "equation", None))
+        literals = program_literals(program) if program and "program" in solve \
+            else rationale_literals(getattr(example, "rationale", None) or "", question)
+        reads = reads_stating(question, reads, literals)  # '3 * 4000' reads 'three times as much'
         core_question, key_points = gold_language.core_question_and_key_points(question, reads)
         shared = {"question": question, "core_question": core_question}
         stages = [self._stage("key_points.core", **shared),
@@ -154,6 +158,8 @@ class GoldTeacher:
             return {"reasoning": reasoning, "answer": answer}, extract_answer(answer), None, "rationale"
         if rationale:
             program = gold_programs.rationale_program(example.question, rationale, example.answer)
+            if missing := unstated(program_literals(program), example.question):  # '-18 / -2', solved for
+                raise NoTrace(f"program reads a number the question does not state ({missing[0]})")
             return {"program": program}, None, program, "rationale"
         program = gold_programs.equation_program(example.question, equation, example.answer)
         if self.method.endswith("pot"):
