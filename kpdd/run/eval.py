@@ -6,7 +6,7 @@ call (:func:`check_lms`), before anything is written; a run whose LM fails for g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,16 @@ def is_compiled(path: str) -> bool:
 
 
 COMPILED, LOCAL, REMOTE = "compiled", "local", "remote"
+
+
+def with_compiled_program(config: EvalConfig) -> EvalConfig:
+    """``--lm <compiled directory>`` runs the program compiled there, so the config names that program: the
+    predictions, the saved config and the MLflow run are filed under it, not under the default ``--program``."""
+    from kpdd.modules.saved import manifest_program
+
+    if is_compiled(config.lm) and not is_compiled(config.program):
+        return replace(config, program=manifest_program(config.lm))
+    return config
 
 
 def lm_kind(config: EvalConfig) -> str:
@@ -217,6 +227,7 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     from kpdd.modules.metric import resolve_metric
     from kpdd.modules.one_call import program_inputs
 
+    config = with_compiled_program(config)
     program, program_name, local = load_program_and_lm(config)
     inputs, metric = program_inputs(program), resolve_metric(config.metric) if config.metric else None
     examples = [e for name in names for e in held_out(load_dataset(name, split=config.split, inputs=inputs,

@@ -151,6 +151,23 @@ def test_an_export_of_a_file_program_loads_elsewhere_and_through_the_command_it_
     records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [r["correct"] for r in records] == [True, True]
 
+
+@pytest.mark.slow
+def test_eval_of_a_compiled_directory_without_program_is_filed_under_the_compiled_program(tmp_path):
+    import mlflow
+
+    from kpdd.config import config_path
+
+    source, problems, _ = write_pipelines(tmp_path / "work")
+    compiled_file_program(tmp_path / "compiled", source)
+    kpdd("eval", "--lm", "compiled", "--datasets", str(problems), "--limit", "1", "--max-tokens", "4", cwd=tmp_path)
+    predictions = tmp_path / "kpdd-runs" / "eval" / "MathsSolver-compiled.jsonl"
+    assert predictions.is_file()
+    assert json.loads(config_path(predictions).read_text())["program"] == f"{source}:MathsSolver"
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("kpdd").experiment_id])
+    assert run.info.run_name == "eval MathsSolver" and run.data.tags["kpdd.method"] == "MathsSolver"
+
 @pytest.mark.slow
 def test_distill_compiles_saves_and_reloads_with_the_same_predictions(tmp_path):
     from kpdd.engines import load_compiled
