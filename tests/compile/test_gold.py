@@ -112,10 +112,10 @@ def test_names_say_what_the_values_are():
     """A computed value is named from its rationale line, a given one from its clause; '3 / 2' in 'It costs
     3 / 2 = $1.50 to use peanut butter' reads the $3 of peanut butter, not the 'three' of 'three times'."""
     program = rationale_program(NANCY.question, NANCY.rationale, NANCY.answer)
-    assert program.splitlines()[:4] == ["times_amount = 3", "peanut_butter_dollars = 3",
+    assert program.splitlines()[:5] == ["times_amount = 3", "half_denominator = 2", "peanut_butter_dollars = 3",
                                         "jar_almond_dollars = times_amount * peanut_butter_dollars",
-                                        "almond_butter_dollars = jar_almond_dollars / 2"]
-    assert "= peanut_butter_dollars / 2" in program and execute(program).value == 3.0
+                                        "almond_butter_dollars = jar_almond_dollars / half_denominator"]
+    assert "= peanut_butter_dollars / half_denominator" in program and execute(program).value == 3.0
     builder, _ = rationale_builder(JANET.question, JANET.rationale, JANET.answer)
     for name, source in builder.sources.items():
         assert set(name.split("_")) & set(re.findall(r"[a-z]+", source.lower().replace("$", "dollars "))), name
@@ -124,7 +124,8 @@ def test_names_say_what_the_values_are():
 def test_pot_program_for_natalia_is_exact_and_executes_to_gold():
     program = rationale_program(NATALIA.question, NATALIA.rationale, NATALIA.answer)
     assert program == ("friends_in_april = 48\n"
-                       "clips_in_may = friends_in_april / 2\n"
+                       "half_denominator = 2\n"
+                       "clips_in_may = friends_in_april / half_denominator\n"
                        "clips_altogether_in_april = friends_in_april + clips_in_may\n"
                        "ans = clips_altogether_in_april")
     assert execute(program).value == 72.0
@@ -180,7 +181,11 @@ def test_traces_replay_through_the_real_program(method):
     examples = [NATALIA, JANET, *load_dataset("gsm8k", "train", limit=4, seed=3)]
     examples += [] if method == "socratic" else [SVAMP]
     teacher = GoldTeacher(method)
-    for result, gold_example in zip(teacher.sample_many(examples), examples):
+    results = teacher.sample_many(examples)
+    assert sum(bool(r.traces) for r in results) >= len(examples) - 2  # a PoT program may drop an ambiguous one
+    for result, gold_example in zip(results, examples):
+        if not result.traces:
+            continue
         (trace,) = result.traces
         program = build_program(method)
         signatures = dict(program.named_predictors())
@@ -249,9 +254,10 @@ def test_direct_needs_only_the_answer():
 # Coverage ---------------------------------------------------------------------------------------------------
 
 def test_coverage_on_a_seeded_sample_of_gsm8k_train():
-    """Targets on all of train: CoT 99 %, PoT 93 %, Socratic 90 % (benchmarks/bench_gold_coverage.py)."""
+    """Targets on all of train: CoT 99 %, PoT 64 % (a number whose place the rationale cannot tell drops the
+    question), Socratic 90 % (benchmarks/bench_gold_coverage.py)."""
     examples = load_dataset("gsm8k", "train", limit=300, seed=0)
-    minimum = {"direct": 1.0, "cot": 0.98, "kpdd-cot": 0.98, "pot": 0.92, "kpdd-pot": 0.92, "socratic": 0.89}
+    minimum = {"direct": 1.0, "cot": 0.98, "kpdd-cot": 0.98, "pot": 0.58, "kpdd-pot": 0.58, "socratic": 0.89}
     for method, floor in minimum.items():
         results = GoldTeacher(method).sample_many(examples)
         assert all(bool(r.traces) != bool(r.errors) for r in results)  # each question: a trace or a reason

@@ -42,8 +42,8 @@ def stated_values(text: str) -> set[float]:
     for numerator, denominator in re.findall(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])", text):
         if float(denominator):
             values.add(round(float(numerator) / float(denominator), 6))
-    for parts in re.findall(r"(?<![\d.])(\d+):(\d+)(?![\d.])", text):  # a ratio: '10:45'
-        values |= {float(part) for part in parts}
+    # Digits glued to a unit ('10ml', '5kg') or the parts of a ratio ('10:45') state their values too.
+    values |= {float(n) for n in re.findall(r"(?<![\d.])\d+(?:\.\d+)?", text.replace(",", ""))}
     for value, pattern in _IMPLIED.items():
         if re.search(pattern, text, re.IGNORECASE):
             values.add(float(value))

@@ -325,7 +325,7 @@ class ProgramBuilder:
             elif q.kind == "fraction":  # 'one-third' → third_denominator, '1/4' → fraction_numerator
                 part = "numerator" if self._numerator(q) else "denominator"
                 words = [_words(q.text)[-1].rstrip("s") if "/" not in q.text else "fraction", part]
-            elif q.kind == "multiplier":  # 'twice a week' → times_per_week, 'five times as many' → times
+            elif q.text.lower() in MULTIPLIERS:  # 'twice a week' → times_per_week
                 words = ["times", *words] if words[:1] == ["per"] else ["times"]
             elif q.text.endswith("%"):
                 words = [*words[:2], "percent"]
@@ -379,6 +379,8 @@ class ProgramBuilder:
                 raise NoTrace(f"ambiguous number: {tokens[i]} is a result and a question quantity")
             elif not spoken or quantity in self.declared:
                 quantity = None  # the line speaks of the result ('add this to'), or reads a result again
+        if quantity is None and latest and not fresh and i and tokens[i - 1] == "/" and "average" in self.context:
+            raise NoTrace(f"ambiguous number: {tokens[i]} is a result read again and a count to average over")
         if quantity is not None:
             name = self._quantity(quantity)
         elif latest:
