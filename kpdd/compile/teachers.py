@@ -17,6 +17,7 @@ from dspy.utils.exceptions import is_retryable_lm_error
 
 from kpdd import jsonl
 from kpdd.compile.store import QuestionResult, trace_id
+from kpdd.eval.harness import gold_of
 from kpdd.eval.lm_guard import UNREACHABLE, is_permanent
 from kpdd.eval.taxonomy import parse_error
 from kpdd.modules.metric import answer_metric
@@ -79,7 +80,7 @@ class SamplingTeacher:
         return {"sample": index}
 
     def sample(self, example: dspy.Example, samples: int = 1) -> QuestionResult:
-        result = QuestionResult(example.id, gold=example.get("answer"))
+        result = QuestionResult(example.id, gold=gold_of(example))
         known, lm_errors = self._known(example.id), []
         for index in range(samples):
             try:

@@ -115,6 +115,13 @@ def majority(answers: list[float | None]) -> float | None:
     return next(a for a in answers if a is not None and votes[round(a, 6)] == top)
 
 
+def gold_of(example: dspy.Example) -> Any:
+    """What a record stores as the gold: the example's ``answer``, or (a user's data, labels named otherwise) all
+    its labels by name."""
+    labels = {k: v for k, v in example.labels().toDict().items() if k not in ("id", "dataset", "split")}
+    return labels.get("answer", labels)
+
+
 def score_of(metric: Callable | None, example: dspy.Example, fields: dict[str, Any]) -> float:
     """The metric's score of one run's fields (None: the numeric answer against the gold ``answer``)."""
     if metric is None:
@@ -139,10 +146,9 @@ def predict(program: dspy.Module, example: dspy.Example, samples: int = 1, tempe
     first = next((r for r in runs if r.get("answer") == answer), runs[0])
     score = score_of(metric, example, first)
     question = inputs.get("question")
-    labels = {k: v for k, v in example.labels().toDict().items() if k not in ("id", "dataset", "split")}
     record = {"question_id": example.id, "dataset": example.get("dataset"),
               **({"question": question} if set(inputs) == {"question"} else {"inputs": inputs}),
-              "gold": example.answer if metric is None else labels.get("answer", labels),
+              "gold": gold_of(example),
               "answer": answer, "correct": score >= 1.0, "score": score,
               "error": classify(question, first, score >= 1.0) if question is not None else first.get("error"),
               "stages": {k: v for k, v in first.items() if k not in ("answer", "error")},

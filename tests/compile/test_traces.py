@@ -46,6 +46,24 @@ def test_lm_teacher_keeps_only_correct_traces_with_every_stage(tmp_path):
     assert trace["stages"][2]["inputs"]["key_points"] == trace["stages"][1]["outputs"]["key_points"]
 
 
+
+def test_lm_teacher_stores_a_user_label_named_otherwise_than_answer(tmp_path):
+    import dspy
+    from user_programs import REVIEWS, respond, write_pipelines
+
+    from kpdd.modules.reference import resolve_object
+
+    source, _, _ = write_pipelines(tmp_path)
+    example = dspy.Example(id="review-0", **REVIEWS[0]).with_inputs("review")
+    with ScriptedTeacher({}, respond=respond) as server:
+        lm = teacher_lm("openai/scripted", api_base=server.url, cache=False)
+        teacher = LMTeacher(build_program(f"{source}:ReviewTagger"), lm, "ReviewTagger",
+                            metric=resolve_object(f"{source}:sentiment_matches"))
+        generate_traces(teacher, [example], TraceStore(tmp_path / "t.jsonl"), header("ReviewTagger"),
+                        progress=False)
+    [trace] = TraceStore(tmp_path / "t.jsonl").traces()
+    assert trace["gold"] == {"sentiment": "positive"}
+
 def test_transient_faults_are_retried_with_backoff(tmp_path):
     faults = ["429", "500", "429", "garbage", None, "slow", "500"]
     with ScriptedTeacher(ANSWERS, faults=faults, slow_s=2.0) as server:
