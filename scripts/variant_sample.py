@@ -1,5 +1,6 @@
-"""Print a seeded sample of a `kpdd augment` store's variants as Markdown (question, substitution, program, answer),
-for a reader to judge them: `python scripts/variant_sample.py <store.jsonl> --n 50 --seed 0`."""
+"""Print a seeded sample of a trace store's traces as Markdown (question, key points, substitution for a variant,
+program, answer), for a reader to judge them: `python scripts/variant_sample.py <store.jsonl> --n 50 --seed 0`
+(a `kpdd augment` store, or a gold store from `kpdd traces --teacher gold`)."""
 
 import argparse
 import random
@@ -16,11 +17,16 @@ def main() -> None:
     traces = sorted(TraceStore(args.store).traces(), key=lambda t: t["question_id"])
     for number, trace in enumerate(sorted(random.Random(args.seed).sample(traces, min(args.n, len(traces))),
                                           key=lambda t: t["question_id"]), 1):
-        changes = ", ".join(f"{c['old']} → {c['new']}" for c in trace["meta"]["substitution"])
+        meta = trace.get("meta", {})
+        changes = ", ".join(f"{c['old']} → {c['new']}" for c in meta.get("substitution", []))
+        source = f", source answer {meta['source_answer']:g}" if "source_answer" in meta else ""
         program = next(s["outputs"]["program"] for s in trace["stages"] if "program" in s["outputs"])
-        print(f"**{number}. `{trace['question_id']}`** ({changes}; answer {trace['answer']:g}, "
-              f"source answer {trace['meta']['source_answer']:g})\n")
-        print(f"> {trace['question']}\n")
+        key_points = next((s["outputs"]["key_points"] for s in trace["stages"] if "key_points" in s["outputs"]), [])
+        question = trace.get("question") or trace["stages"][0]["inputs"]["question"]
+        print(f"**{number}. `{trace['question_id']}`** ({changes + '; ' if changes else ''}answer "
+              f"{trace['answer']:g}{source})\n")
+        print(f"> {question}\n")
+        print("".join(f"- {point}\n" for point in key_points))
         print(f"```python\n{program}\n```\n")
 
 
