@@ -97,17 +97,48 @@ def input_fields(program) -> list[str]:
 
 def input_rows(model_input: Any, fields: list[str]) -> list[dict[str, Any]]:
     """Rows of program inputs from what pyfunc hands over (a DataFrame, after the signature's check) or what a
-    caller passes: a list of dicts, or one dict. A row without a field is one error naming the row and the field."""
+    caller passes: a list of dicts, or one dict; for a one-input program also strings (a list, or one).
+    A row without a field is one error naming the row and the field."""
+    one = fields[0] if len(fields) == 1 else None
     if isinstance(model_input, pd.DataFrame):
+        if one and list(model_input.columns) == [0]:  # a list of strings, framed by pyfunc as one unnamed column
+            model_input = model_input.rename(columns={0: one})
         rows = model_input.to_dict(orient="records")
-    elif isinstance(model_input, dict):
+    elif isinstance(model_input, (dict, str)):
         rows = [model_input]
     else:
         rows = list(model_input)
+    if one:
+        rows = [{one: row} if isinstance(row, str) else row for row in rows]
     for index, row in enumerate(rows):
         if not isinstance(row, dict) or any(name not in row for name in fields):
             raise ConfigError(f"input row {index}: expected the field(s) {', '.join(fields)}, got {row!r}")
     return [{name: row[name] for name in fields} for row in rows]
+
+
+# Python annotation of a signature's output field → MLflow column type (anything else: any).
+COLUMN_TYPES = {str: "string", float: "double", int: "long", bool: "boolean"}
+
+
+def model_signature(program) -> Any:
+    """The model's signature. Inputs: the program's ``forward`` arguments as strings; a one-input program's is one
+    unnamed column, so a plain list of strings is an input as for any one-column model. Outputs: what ``predict``
+    returns per row (``answer``, ``error`` and every stage's output fields, typed by their signatures), each
+    optional since a failed run stops before some stages."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    from kpdd.modules.one_call import OneCallProgram
+
+    fields = input_fields(program)
+    inputs = Schema([ColSpec("string")] if len(fields) == 1 else [ColSpec("string", name) for name in fields])
+    stages = program.program if isinstance(program, OneCallProgram) else program
+    outputs = {name: COLUMN_TYPES.get(field.annotation, AnyType()) for _, predictor in stages.named_predictors()
+               for name, field in predictor.signature.output_fields.items()}
+    columns = {"answer": outputs.pop("answer", AnyType()), "error": "string", **outputs}
+    return ModelSignature(inputs=inputs,
+                          outputs=Schema([ColSpec(kind, name, required=False) for name, kind in columns.items()]))
 
 
 def log_student_model(compiled: str | Path, *, register_as: str | None = None, params: dict[str, Any] | None = None,
@@ -117,21 +148,20 @@ def log_student_model(compiled: str | Path, *, register_as: str | None = None, p
     next version of that registered model); returns MLflow's ``ModelInfo`` (``model_id``, ``model_uri``,
     ``registered_model_version``). ``params`` add to what the directory says (method, prompt format, call mode,
     traces, base, steps); ``max_tokens`` and the engine options are the loaded model's defaults."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from kpdd.modules.saved import load_program
 
     compiled = Path(compiled)
     manifest = _read_manifest(compiled)
     with tempfile.TemporaryDirectory(prefix="kpdd-model-") as staging:
         program_dir = model_files(compiled, Path(staging) / PROGRAM)
-        fields = _program_inputs(program_dir)
+        signature = model_signature(load_program(program_dir))
         with warnings.catch_warnings():
             # The signature is explicit; an input example would make MLflow run the student while logging it.
             warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
             return mlflow.pyfunc.log_model(
                 name=model_name(manifest.get("program")), python_model=str(CODE_FILE),
                 artifacts={PROGRAM: str(program_dir)},
-                signature=ModelSignature(inputs=Schema([ColSpec("string", name) for name in fields])),
+                signature=signature,
                 model_config=model_config(engine, device, max_tokens, threads),
                 pip_requirements=requirements(), registered_model_name=register_as,
                 params={k: str(v) for k, v in {**model_params(program_dir, manifest), **(params or {})}.items()
@@ -191,10 +221,3 @@ def _read_manifest(compiled: Path) -> dict[str, Any]:
         raise ConfigError(f"{compiled}: not a compiled kpdd program (no {MANIFEST}); expected the directory "
                           "`kpdd finetune` or `kpdd compile` wrote")
     return json.loads(path.read_text())
-
-
-def _program_inputs(program_dir: Path) -> list[str]:
-    from kpdd.modules.saved import load_program
-
-    return input_fields(load_program(program_dir))
-

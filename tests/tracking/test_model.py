@@ -130,7 +130,9 @@ def test_the_model_carries_the_program_its_students_and_a_base_from_outside(trai
     assert (student / BUNDLED_BASE / "config.json").is_file() and (student / "adapter").is_dir()
     assert not (student / "checkpoints").exists()
     assert not list(local.rglob("*.pkl"))  # models-from-code: nothing pickled
-    assert loaded.metadata.get_input_schema().input_names() == ["question"]
+    assert loaded.metadata.get_input_schema().to_dict() == [{"type": "string", "required": True}]
+    assert {"answer", "error", "core_question", "key_points", "program"} <= set(
+        loaded.metadata.get_output_schema().input_names())
     assert loaded.model_config[MAX_TOKENS] == 32
 
 
@@ -177,6 +179,43 @@ def test_predict_runs_every_stage_and_the_program_in_the_sandbox():
     assert (second["answer"], second["execution"], second["error"]) == (None, "runtime", "program: runtime")
 
 
+def compiled_on_the_shipped_alias(root: Path, reference: str) -> Path:
+    """A compiled-program directory whose every predictor runs the shipped alias: no weights written or loaded."""
+    from kpdd.finetune.student import write_student
+    from kpdd.modules import build_program
+    from kpdd.modules.saved import save_program
+    from kpdd.modules.student_format import CHAT
+
+    (root / "students" / "all").mkdir(parents=True)
+    write_student(root / "students" / "all", "smollm2-135m", None, reference, "all", {}, prompt_format=CHAT)
+    program = build_program(reference)
+    return save_program(program, root, students={name: "students/all" for name, _ in program.named_predictors()},
+                        prompt_format=CHAT)
+
+
+def test_the_model_signature_has_typed_outputs_and_a_one_input_program_takes_a_list_of_strings(tmp_path):
+    from dspy.utils import DummyLM
+    from user_programs import write_pipelines
+
+    source, _, _ = write_pipelines(tmp_path)
+    compiled = compiled_on_the_shipped_alias(tmp_path / "compiled", f"{source}:ReviewTagger")
+    with mlflow.start_run():
+        info = log_student_model(compiled)
+    outputs = info.signature.outputs.to_dict()
+    assert {c["name"]: c["type"] for c in outputs} == {
+        "answer": "any", "error": "string", "sentiment": "any", "stars": "long", "keywords": "any",
+        "reasoning": "string", "summary": "string", "confident": "boolean"}
+    assert not any(c["required"] for c in outputs)
+    assert info.signature.inputs.to_dict() == [{"type": "string", "required": True}]  # one unnamed column
+
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    loaded.unwrap_python_model().program.set_lm(DummyLM([
+        {"sentiment": "positive", "stars": "5", "keywords": '["good"]'},
+        {"reasoning": "Good.", "summary": "Good battery.", "confident": "true"}]))
+    [row] = loaded.predict(["Good battery."])  # MLflow's schema check, then the program on the row
+    assert (row["sentiment"], row["stars"], row["summary"]) == ("positive", 5, "Good battery.")
+
+
 def test_input_rows_take_frames_and_dicts_and_name_a_missing_field():
     import pandas as pd
 
@@ -184,6 +223,8 @@ def test_input_rows_take_frames_and_dicts_and_name_a_missing_field():
     assert input_rows(pd.DataFrame({"question": ["a", "b"], "extra": [1, 2]}), ["question"]) == expected
     assert input_rows(expected, ["question"]) == expected
     assert input_rows({"question": "a"}, ["question"]) == expected[:1]
+    assert input_rows(["a", "b"], ["question"]) == input_rows(pd.DataFrame(["a", "b"]), ["question"]) == expected
+    assert input_rows("a", ["question"]) == expected[:1]
     with pytest.raises(ConfigError, match=r"input row 1: expected the field\(s\) question"):
         input_rows([{"question": "a"}, {"text": "b"}], ["question"])
 
