@@ -132,10 +132,17 @@ def program_reference(program: dspy.Module, registered: dict[str, type] | None =
         if not source:
             raise ConfigError(f"program class {cls.__name__} was defined interactively: put it in a file and name "
                               "it as path/to/file.py:Class")
-        return f"{source}:{cls.__qualname__}"
+        return f"{as_typed(source)}:{cls.__qualname__}"
     if "<locals>" in cls.__qualname__:
         raise ConfigError(f"program class {cls.__qualname__} is defined inside a function: move it to module level")
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def as_typed(source: str) -> str:
+    """A file under the working directory relative to it, as it is typed after ``--program``: a program saved from
+    Python records the same reference as one saved by the CLI."""
+    path, here = Path(source).resolve(), Path.cwd().resolve()
+    return str(path.relative_to(here)) if path.is_relative_to(here) else source
 
 
 def _is_local(module: Any) -> bool:

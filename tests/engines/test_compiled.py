@@ -47,3 +47,25 @@ def test_student_written_before_formats_existed_reads_as_chat(tmp_path):
     (student / "kpdd.json").write_text(json.dumps(record))
     program = program_with_student("kpdd-pot", student)
     assert type(program.prompt_adapter) is dspy.ChatAdapter and not isinstance(program, OneCallProgram)
+
+
+def test_save_compiled_names_a_program_of_a_local_module_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """As after ``BootstrapFinetune`` in a script that imports its pipeline from a file beside it: the manifest
+    names the file as ``--program`` on the command line would (the working directory is tmp_path)."""
+    import importlib.util
+    import sys
+
+    from user_programs import write_pipelines
+
+    from kpdd.engines.lm import student_lm
+
+    source, _, _ = write_pipelines(tmp_path)
+    spec = importlib.util.spec_from_file_location("my_pipelines", source.resolve())
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "my_pipelines", module)
+    spec.loader.exec_module(module)
+    program = module.MathsSolver()
+    program.set_lm(student_lm(_student(tmp_path / "tuned")))  # what BootstrapFinetune leaves on the predictors
+    save_compiled(program, tmp_path / "compiled")
+    manifest = json.loads((tmp_path / "compiled" / "kpdd-program.json").read_text())
+    assert (manifest["program"], manifest["source"]) == ("my_pipelines.py:MathsSolver", "source/my_pipelines.py")
