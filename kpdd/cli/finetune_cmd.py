@@ -30,9 +30,17 @@ def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None)
     if model is not None:
         typer.echo(f"MLflow model: {model_line(model, config.register_as)}")
     for task, trained in result["students"].items():
-        typer.echo(f"  student {task}: {trained.steps} steps, loss {_loss(trained.first_loss)} → "
-                   f"{_loss(trained.train_loss)}, val loss {_loss(trained.val_loss)}, {trained.tokens_per_s:.0f} "
-                   f"tokens/s, {trained.train_time_s:.0f} s")
+        typer.echo(student_line(task, trained))
+
+
+def student_line(task: str, trained) -> str:
+    """One trained student's figures: steps, the loss from the first logged value to the last, validation loss,
+    speed and time."""
+    loss = _loss(trained.train_loss)
+    if trained.first_loss is not None and trained.first_loss != trained.train_loss:  # equal: one loss was logged
+        loss = f"{_loss(trained.first_loss)} → {loss}"
+    return (f"  student {task}: {trained.steps} steps, loss {loss}, val loss {_loss(trained.val_loss)}, "
+            f"{trained.tokens_per_s:.0f} tokens/s, {trained.train_time_s:.0f} s")
 
 
 def _loss(value: float | None) -> str:
