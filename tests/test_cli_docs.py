@@ -27,3 +27,10 @@ def test_cli_reference_lists_every_command_and_option():
         section = text.split(f"## `kpdd {name}`")[1].split("\n## ")[0]
         for field in config_cls.__dataclass_fields__:
             assert f"`--{field.replace('_', '-')}" in section, (name, field)
+
+
+def test_cli_reference_says_which_export_options_are_required():
+    section = (ROOT / "docs" / "CLI.md").read_text().split("## `kpdd export`")[1].split("\n## ")[0]
+    for option in ("--lm", "--out"):
+        [line] = [line for line in section.splitlines() if line.startswith(f"* `{option} ")]
+        assert "required" in line, line

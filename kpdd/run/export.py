@@ -17,9 +17,10 @@ from kpdd.errors import ConfigError
 
 @dataclass(frozen=True)
 class ExportConfig:
-    lm: str = option("", "what to export: a compiled-program directory (every student in it) or a student directory")
-    out: str = option("", "output directory (a compiled program: the program files and students/<name>/ checkpoints; "
-                          "a student: the checkpoint itself)")
+    lm: str = option("", "what to export (required): a compiled-program directory (every student in it) or a "
+                         "student directory")
+    out: str = option("", "output directory (required; a compiled program: the program files and students/<name>/ "
+                          "checkpoints; a student: the checkpoint itself)")
 
 
 def run_export(config: ExportConfig) -> dict[str, Any]:
