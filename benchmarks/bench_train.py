@@ -4,8 +4,9 @@ Every variant trains SmolLM2-135M on the same one-call KPDD-PoT records (gold tr
 compact format) for the same rows, each in its own process (so each peak resident memory is its own):
 
 - ``kpdd``: ``kpdd finetune``'s trainer with its defaults (LoRA and full);
-- ``kpdd-1row``: the same trainer with one unpadded row per pass, 8 accumulated (the CPU default before rows were
-  batched without a mask), for the before/after ratio;
+- ``kpdd-1row``: the same trainer with one unpadded row per pass, 8 accumulated;
+- ``before``: kpdd's trainer as a git revision had it (``--before``, default the last one before rows were batched
+  without a mask), with its defaults, imported from that revision's files: the before/after ratio;
 - ``loop``: a plain PyTorch loop: AdamW, bf16 autocast where the CPU has native bf16, 8 rows grouped by length,
   right-padded to a multiple of 64, no attention mask, loss on the completion only;
 - ``trl``: TRL's ``SFTTrainer`` as its documentation starts it (defaults but the output, reporting and CPU).
@@ -13,11 +14,14 @@ compact format) for the same rows, each in its own process (so each peak residen
 Throughput counts real (non-padding) tokens. The FLOP bound is a measured bf16 (or fp32) matmul rate over 6N FLOPs
 a token for full fine-tuning and 4N for LoRA (no weight gradients), N the model's parameters.
 
-    python benchmarks/bench_train.py [--rows 96] [--threads 0] [--variants kpdd-lora kpdd-full ...]
+    python benchmarks/bench_train.py [--rows 96] [--threads 0] [--busy] [--variants kpdd-lora kpdd-full ...]
+
+``--busy`` runs each variant beside one other CPU-bound process, to see what a thread count does under sharing.
 """
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -25,7 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("kpdd-1row-lora", "kpdd-lora", "loop-lora", "kpdd-1row-full", "kpdd-full", "loop-full", "trl-lora")
+VARIANTS = ("before-lora", "kpdd-lora", "kpdd-1row-lora", "loop-lora", "before-full", "kpdd-full", "kpdd-1row-full",
+            "loop-full", "trl-lora")
+BEFORE = "89fa5c8"  # the trainer before CPU rows were batched without a mask
 
 
 def records(rows: int) -> list[dict]:
@@ -45,6 +51,21 @@ def records(rows: int) -> list[dict]:
     if len(chat) < rows:
         raise SystemExit(f"only {len(chat)} gold records for {rows} rows")
     return chat[:rows]
+
+
+def run_before(chat: list[dict], lora: bool, out: Path, threads: int) -> dict:
+    """The trainer of the ``--before`` revision (its files come first on ``sys.path``), with its defaults."""
+    from kpdd.finetune.trainer import TrainConfig, train_student
+
+    import torch
+
+    if Path(__import__("kpdd").__file__).parent.parent == Path(__file__).resolve().parent.parent:
+        raise SystemExit("the before variants import kpdd from the --before revision (run them from main())")
+
+    torch.set_num_threads(threads or torch.get_num_threads())
+    config = TrainConfig(lora=lora, epochs=1.0, save_steps=10_000, logging_steps=10_000, val_fraction=0.0)
+    result = train_student(config, chat, [], out, progress=False)
+    return {"tokens": result.tokens, "seconds": result.train_time_s}
 
 
 def run_kpdd(chat: list[dict], lora: bool, one_row: bool, out: Path, threads: int) -> dict:
@@ -137,7 +158,9 @@ def run_variant(name: str, rows: int, threads: int) -> dict:
     chat = records(rows)
     lora = name.endswith("lora")
     with tempfile.TemporaryDirectory() as tmp:
-        if name.startswith("kpdd"):
+        if name.startswith("before"):
+            figures = run_before(chat, lora, Path(tmp) / "before", threads)
+        elif name.startswith("kpdd"):
             figures = run_kpdd(chat, lora, "1row" in name, Path(tmp) / "kpdd", threads)
         elif name.startswith("loop"):
             figures = run_loop(chat, lora, threads)
@@ -171,6 +194,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=96, help="training rows per variant (12 steps of 8)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per variant (0: every core)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--before", default=BEFORE, help="git revision whose trainer the before-* variants run")
+    parser.add_argument("--busy", action="store_true",
+                        help="run every variant beside one other CPU-bound process (a Python busy loop)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # one variant in this process (the child's side)
     args = parser.parse_args()
     if args.variant:
@@ -191,9 +217,15 @@ def main() -> None:
           f"bf16 {rates['bf16']:.3f} TFLOP/s; FLOP bound {rate / (6 * params):.0f} tokens/s full, "
           f"{rate / (4 * params):.0f} LoRA")
     figures = {}
+    before = Path(tempfile.mkdtemp(prefix="kpdd-before-"))
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(root), "archive", args.before, "kpdd"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     for name in args.variants:
+        env = {**os.environ, "PYTHONPATH": str(before)} if name.startswith("before") else None
         child = subprocess.run([sys.executable, __file__, "--variant", name, "--rows", str(args.rows),
-                                "--threads", str(args.threads)], capture_output=True, text=True)
+                                "--threads", str(args.threads)], capture_output=True, text=True, env=env)
         if child.returncode:
             print(f"{name}: failed\n{child.stderr[-2000:]}")
             continue
@@ -203,9 +235,11 @@ def main() -> None:
         print(f"{name:15s} {f['tokens']:7d} tokens {f['seconds']:7.1f} s {f['tokens'] / f['seconds']:7.1f} tokens/s "
               f"({f['tokens'] / f['seconds'] / bound:5.1%} of the bound)  peak RSS {f['peak_rss_gb']:.1f} GB",
               flush=True)
+    if busy:
+        busy.kill()
     speed = {name: f["tokens"] / f["seconds"] for name, f in figures.items()}
     for mode in ("lora", "full"):
-        for label, other in ((f"kpdd / kpdd-1row ({mode})", f"kpdd-1row-{mode}"), (f"kpdd / loop ({mode})",
+        for label, other in ((f"kpdd / before ({mode})", f"before-{mode}"), (f"kpdd / kpdd-1row ({mode})", f"kpdd-1row-{mode}"), (f"kpdd / loop ({mode})",
                                                                                   f"loop-{mode}"),
                              (f"kpdd / TRL defaults ({mode})", f"trl-{mode}")):
             if f"kpdd-{mode}" in speed and other in speed:

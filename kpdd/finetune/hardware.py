@@ -2,7 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from kpdd.config import Checked, option
 from kpdd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CpuThreads(Checked):
+    """How many cores the CPU work of a command (training, a local engine) uses."""
+
+    torch_threads: int = option(0, "CPU threads for training and local inference (0: the cores this process may "
+                                   "use); beside another busy process, give each its share of the cores",
+                                at_least=0)
+
+
+def available_cores() -> list[int]:
+    """The cores this process may run on (its affinity mask), not all the machine's."""
+    import os
+
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def use_torch_threads(threads: int = 0) -> int:
+    """Set torch's intra-op threads for this process, and the cores a vLLM CPU engine it starts binds to (unless
+    ``VLLM_CPU_OMP_THREADS_BIND`` says otherwise); 0: the cores this process may use. Returns the count. Threads
+    beyond the free cores wait on each other at every parallel region, so a run beside another busy process on a
+    2-core machine keeps more of its speed with 1 thread than with 2 (docs/RESULTS.md)."""
+    import os
+
+    import torch
+
+    cores = available_cores()
+    threads = min(threads, len(cores)) if threads else len(cores)
+    torch.set_num_threads(threads)
+    if threads < len(cores):
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores[:threads])))
+    return threads
 
 
 def resolve_device(device: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 from kpdd.config import Checked, option
 from kpdd.distributed import any_process, is_main_process
 from kpdd.errors import ConfigError, DataError
-from kpdd.finetune.hardware import fast_bf16, resolve_device
+from kpdd.finetune.hardware import CpuThreads, fast_bf16, resolve_device, use_torch_threads
 from kpdd.finetune.student import STUDENT_FILE
 from kpdd.modules.student_format import detect_format
 
@@ -49,7 +49,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
-class TrainConfig(Checked):
+class TrainConfig(CpuThreads):
     """How to fine-tune one student (the hyper-parameters; data and program come from the caller). Every command
     that trains (finetune, compile, improve, demo, the GPU experiment) composes these options."""
 
@@ -70,8 +70,6 @@ class TrainConfig(Checked):
     packing: bool | None = option(None, "best-fit-decreasing packing, padding-free", default_text="on GPU, off on CPU")
     pad_to_multiple: int = option(64, "without packing: round each batch's length up to a multiple of this, so "
                                       "the trainer sees a few shapes (steadier speed and memory)", at_least=1)
-    torch_threads: int = option(0, "CPU threads for torch (0: the cores this process may use); give a run "
-                                   "beside other busy processes fewer", at_least=0)
     val_fraction: float = option(0.05, "fraction of questions held out for validation loss", at_least=0, below=1)
     val_limit: int = option(0, "compute the validation loss on at most this many held-out records, a seeded "
                                "subset (0: all); the held-out questions stay out of training either way", at_least=0)
@@ -158,23 +156,6 @@ def precision_reason(precision: str, device: str) -> str:
         return "bf16 (a GPU)"
     return ("bf16 autocast (this CPU multiplies bf16 natively)" if bf16 else
             "fp32 (this CPU has no native bf16, where bf16 autocast runs slower than fp32)")
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask), not all the machine's."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def use_torch_threads(threads: int = 0) -> int:
-    """Set torch's intra-op threads (0: the cores this process may use) and return the count. More threads than
-    free cores make them wait on each other: beside one other busy process, give a run half the cores."""
-    import torch
-
-    threads = threads or available_cores()
-    torch.set_num_threads(threads)
-    return threads
 
 
 def causal_rows_trainer():

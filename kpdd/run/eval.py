@@ -216,6 +216,7 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     """Evaluate and (when an MLflow run is active) log accuracy, intervals, errors and predictions."""
     from kpdd.data import load_dataset
     from kpdd.eval.harness import evaluate, format_report
+    from kpdd.finetune.hardware import use_torch_threads
     from kpdd.modules.saved import student_adapter
     from kpdd.modules.student_format import CHAT
     from kpdd.tracking import dspy_tracing
@@ -227,6 +228,7 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     from kpdd.modules.metric import resolve_metric
     from kpdd.modules.one_call import program_inputs
 
+    use_torch_threads(config.torch_threads)  # before a local engine starts
     config = with_compiled_program(config)
     program, program_name, local = load_program_and_lm(config)
     inputs, metric = program_inputs(program), resolve_metric(config.metric) if config.metric else None

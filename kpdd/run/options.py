@@ -11,6 +11,7 @@ from typing import Any
 
 from kpdd.config import Checked, option
 from kpdd.engines.batching import ENGINE_KINDS
+from kpdd.finetune.hardware import CpuThreads
 from kpdd.modules.one_call import ONE, STUDENT_CALLS
 from kpdd.modules.student_format import PROMPT_FORMATS, STUDENT
 
@@ -18,7 +19,7 @@ ENGINES = tuple(ENGINE_KINDS)
 
 
 @dataclass(frozen=True)
-class LocalEngineOptions(Checked):
+class LocalEngineOptions(CpuThreads):
     engine: str = option("transformers", "local engine that runs students: transformers, vllm (continuous batching) "
                                          "or vllm-burst", choices=ENGINES)
 

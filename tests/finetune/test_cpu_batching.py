@@ -13,8 +13,8 @@ from kpdd.finetune.trainer import (
     budget_schedule,
     completion_loss,
     train_student,
-    use_torch_threads,
 )
+from kpdd.finetune.hardware import use_torch_threads
 from tests.finetune.test_trainer import TINY, chat_records
 
 
@@ -62,15 +62,20 @@ def test_cpu_defaults_batch_rows_grouped_by_length_and_rounded_to_a_few_sizes(tm
     assert gpu.packing and gpu.pad_to_multiple_of is None
 
 
-def test_torch_threads_are_the_callers_and_default_to_the_cores_this_process_may_use():
+def test_torch_threads_are_the_callers_and_default_to_the_cores_this_process_may_use(monkeypatch):
     import os
 
     import torch
 
+    cores = sorted(os.sched_getaffinity(0))
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     before = torch.get_num_threads()
     try:
+        assert use_torch_threads(0) == len(cores) == torch.get_num_threads()
+        assert "VLLM_CPU_OMP_THREADS_BIND" not in os.environ  # every core: vLLM binds them itself
         assert use_torch_threads(1) == 1 and torch.get_num_threads() == 1
-        assert use_torch_threads(0) == len(os.sched_getaffinity(0)) == torch.get_num_threads()
+        if len(cores) > 1:  # a local vLLM engine started now binds to the same one core
+            assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == str(cores[0])
     finally:
         torch.set_num_threads(before)
 
