@@ -42,7 +42,7 @@ def records(rows: int) -> list[dict]:
     from kpdd.modules.one_call import ONE, repeated_predictors
     from kpdd.modules.saved import build_student_program
 
-    examples = load_dataset("gsm8k", "train", limit=int(rows * 1.6) + 8, seed=0)
+    examples = load_dataset("gsm8k", "train", limit=2 * rows + 16, seed=0)
     results = GoldTeacher("kpdd-pot").sample_many(examples)
     traces = [{"id": e.id, "question_id": e.id, **t} for r, e in zip(results, examples) for t in r.traces]
     program = build_student_program("kpdd-pot", ONE, repeated_predictors(traces))
