@@ -53,7 +53,9 @@ def test_new_value_keeps_kind_and_magnitude():
 def test_variant_programs_rerun_to_their_recorded_answers(tmp_path):
     stats, store = augmented(tmp_path)
     traces = store.traces()
-    assert stats["covered"] >= 0.6 * stats["questions"] and len(traces) > stats["covered"]
+    traced = sum(bool(r.traces) for r in GoldTeacher("kpdd-pot").sample_many(EXAMPLES))
+    assert traced >= 0.5 * stats["questions"]  # the gold teacher drops the questions it cannot read faithfully
+    assert stats["covered"] >= 0.75 * traced and len(traces) > stats["covered"]
     programs = [t["stages"][-1]["outputs"]["program"] for t in traces]
     for trace, run in zip(traces, execute_many(programs)):
         assert run.error is None and run.value == pytest.approx(trace["answer"])
@@ -144,16 +146,26 @@ def source(opening: str) -> augment.Source:
     return augment.source_of(example, trace["stages"])
 
 
+def dropped(opening: str) -> list[str]:
+    """The gold teacher's reasons for giving a question no trace (none when it keeps one)."""
+    result = GoldTeacher("kpdd-pot").sample(TRAIN[opening])
+    return [] if result.traces else list(result.errors)
+
+
 def changeable_texts(source_: augment.Source) -> list[str]:
     return [source_.builder.quantities[i].text for group in source_.changeable for i in group]
 
 
-def test_a_number_read_where_a_result_may_be_meant_stays_with_what_the_result_is_made_of():
-    """Mary's '$20 fine' is read where the rationale meant the $20 a week of trash bins ($10 * 2), and that result
-    where it meant the fine: the fine, the $10 and the 2 stay; the recycling bin's $5 and the 18 % may change."""
-    mary = source("Mary is paying her monthly garbage bill for a month with exactly four weeks")
-    assert list(mary.builder.ambiguous.values()) == ["mary_weekly_dollars"]
-    assert changeable_texts(mary) == ["$5", "18%"]
+def test_a_number_read_where_a_result_may_be_meant_is_never_varied():
+    """Mary's '$100 - $18 + $20': the 18 % and the $18 discount, the '$20 fine' and the $20 a week of trash bins
+    ($10 * 2) are equal, so the program would rest on a guess; the question gets no gold trace and no variant."""
+    from kpdd.run.augment import _sources
+
+    opening = "Mary is paying her monthly garbage bill for a month with exactly four weeks"
+    [reason] = dropped(opening)
+    assert "ambiguous number" in reason and "is a result and a question quantity" in reason
+    sources, [finished] = _sources(GoldTeacher("kpdd-pot"), [TRAIN[opening]])
+    assert sources == [] and not finished.traces and "no gold trace: ambiguous number" in " ".join(finished.errors)
 
 
 def test_a_step_that_turns_negative_is_rejected():
@@ -168,31 +180,39 @@ def test_a_step_that_turns_negative_is_rejected():
 
 
 def test_a_literal_the_old_numbers_produced_makes_a_question_unchangeable():
-    """Michael's age (8) is worked out in the rationale and stays a literal: no variant could update it."""
-    michael = source("Michael has two brothers")
-    assert "+ 8" in michael.program and augment.unexplained_literal(michael) == "8"
-    assert augment.unchangeable(michael) == "program keeps a literal the question does not explain"
-    assert augment.unexplained_literal(source("A chocolate box contains 200 bars")) is None  # '1/4' explains 4
+    """The 8 girls who joined the trip are the 8 boys again ('the number of girls and boys was the same'), a
+    literal the rationale took from the old numbers: no variant could update it."""
+    minibus = source("There were 18 students assigned in a minibus for a field trip")
+    assert "students_boys + 8" in minibus.program and augment.unexplained_literal(minibus) == "8"
+    assert augment.unchangeable(minibus) == "program keeps a literal the question does not explain"
+    party = source("There were 60 women at the party, and three-fourths of these women were married and brought "
+                   "their husbands with them to the party")
+    assert "= 4 * " in party.program and augment.unexplained_literal(party) is None  # '3/4 of the men' explains 4
     for fixed in ("In 6 months Bella and Bob will be celebrating their 4th anniversary",  # 4 * 12, 2 * 12 months
                   "The ratio of boys to girls in a family is 5:7"):  # 5 / (5 + 7) of the children
         assert augment.unexplained_literal(source(fixed)) is None
-    tracy = source("Tracy, Michelle, and Kati take a road trip that is a total of 1000 miles")
-    assert "x_miles = 98" in tracy.program and augment.unexplained_literal(tracy) == "98"  # solved for, not given
+    rhinos = source("One white rhino weighs 5100 pounds and one black rhino weighs 1 ton")
+    assert "ton_pounds = 2000" in rhinos.program and augment.unexplained_literal(rhinos) == "2000"  # reads no number
+    # A value the rationale solved for (Kati's 98 miles) is no source at all: the gold teacher drops the question.
+    [reason] = dropped("Tracy, Michelle, and Kati take a road trip that is a total of 1000 miles")
+    assert reason.endswith("program reads a number the question does not state (98)")
 
 
 def test_a_number_in_two_roles_stays():
-    """'his 4 friends take 1/4 of the bars': the 4 is also the fraction's denominator; 200 may change."""
-    thomas = source("A chocolate box contains 200 bars")
-    assert "4" not in changeable_texts(thomas) and "200" in changeable_texts(thomas)
+    """'2 small pizzas ... James ate 2/3 of all the slices': the 2 is also the fraction's numerator; 6 may change."""
+    pizzas = source("James and Lisa ordered 2 small pizzas")
+    assert "small_pizzas * slices" in pizzas.program
+    assert "2" not in changeable_texts(pizzas) and "6" in changeable_texts(pizzas)
 
 
 def test_a_number_written_twice_changes_as_one():
-    example = dspy.Example(id="pets", answer=12.0, question="Tom has 2 dogs and 2 cats. Each animal eats 3 cans of "
-                           "food a day. How many cans do his pets eat a day?",
-                           rationale="Tom has 2 + 2 = <<2+2=4>>4 animals.\nThey eat 4 * 3 = <<4*3=12>>12 cans a day."
-                           ).with_inputs("question")
+    """The program reads the 2 dogs; the 2 cats get the same new value, so whichever 2 it read, it reads the new one."""
+    example = dspy.Example(id="pets", answer=6.0, question="Tom has 2 dogs in his small garden and 2 cats in his "
+                           "house. Each dog eats 3 cans of food a day. How many cans do his dogs eat a day?",
+                           rationale="His dogs eat 2 * 3 = <<2*3=6>>6 cans a day.").with_inputs("question")
     (trace,) = GoldTeacher("kpdd-pot").sample(example).traces
     pets = augment.source_of(example, trace["stages"])
+    assert "dogs_in_small_garden * " in pets.program and "cats" not in pets.program
     assert changeable_texts(pets) == ["2", "2", "3"]
     for seed in range(5):
         twos = [c.new for c in augment.draw_changes(pets, random.Random(seed)) if c.old == "2"]
@@ -200,26 +220,31 @@ def test_a_number_written_twice_changes_as_one():
 
 
 def test_the_parts_and_total_of_a_stated_sum_stay():
-    """'7 brothers. 3 of them ..., 1 of them ..., 1 ..., another 2 of them': no new value keeps the sum."""
-    santana = source("Santana has 7 brothers")
-    quantities = santana.builder.quantities
-    in_the_sum = [q.text for k, q in enumerate(quantities) if augment._in_a_sum(k, quantities, santana.example.question)]
-    assert in_the_sum == ["7", "3", "1", "1", "2"]
-    assert changeable_texts(santana) == [] and augment.unchangeable(santana) is not None
+    """'7 pets. 3 of them ..., 2 of them ... and the other 2': no new 7 or 3 keeps the sum; the 6 cans may change."""
+    example = dspy.Example(id="pets", answer=18.0, question="Tom has 7 pets. 3 of them are dogs, 2 of them are cats "
+                           "and the other 2 are fish. Each dog eats 6 cans of food a day. How many cans do his dogs "
+                           "eat a day?", rationale="His 3 dogs eat 3 * 6 = <<3*6=18>>18 cans a day."
+                           ).with_inputs("question")
+    (trace,) = GoldTeacher("kpdd-pot").sample(example).traces
+    pets = augment.source_of(example, trace["stages"])
+    quantities = pets.builder.quantities
+    in_the_sum = [q.text for k, q in enumerate(quantities) if augment._in_a_sum(k, quantities, example.question)]
+    assert in_the_sum == ["7", "3", "2", "2"]
+    assert changeable_texts(pets) == ["6"]
 
 
 def test_a_count_that_is_no_longer_whole_is_rejected():
-    thomas = source("A chocolate box contains 200 bars")
-    change = next(c for c in augment.draw_changes(thomas, random.Random(0)) if c.old == "200")
-    halves = augment.make_variant(thomas, [augment.Change(change.start, change.end, "200", "210", 210.0,
-                                                          change.variable)])
-    steps = augment.step_values(halves.program)
-    assert any(not v.is_integer() for v in steps.values())  # 210 / 4 bars: 52.5
-    value = steps["ans"]
-    assert augment.variant_problem(thomas, halves, value) in {"a count is not whole", "answer not a whole number"}
-    whole = augment.make_variant(thomas, [augment.Change(change.start, change.end, "200", "400", 400.0,
+    """Nadia buys 20 roses and '3/4 times as many lilies': 22 roses make 16.5 lilies, 24 make 18."""
+    nadia = source("Nadia was sent to the flower shop to buy 20 roses and 3/4 times as many Lillies as roses")
+    change = next(c for c in augment.draw_changes(nadia, random.Random(0)) if c.old == "20")
+    halves = augment.make_variant(nadia, [augment.Change(change.start, change.end, "20", "22", 22.0,
                                                          change.variable)])
-    assert augment.variant_problem(thomas, whole, augment.step_values(whole.program)["ans"]) is None
+    steps = augment.step_values(halves.program)
+    assert steps["nadia_lilies"] == 16.5
+    assert augment.variant_problem(nadia, halves, steps["ans"]) == "a count is not whole"
+    whole = augment.make_variant(nadia, [augment.Change(change.start, change.end, "20", "24", 24.0,
+                                                        change.variable)])
+    assert augment.variant_problem(nadia, whole, augment.step_values(whole.program)["ans"]) is None
 
 
 def test_an_answer_left_at_the_sources_is_rejected():
@@ -239,27 +264,31 @@ def test_a_question_with_an_ambiguous_comparative_is_not_varied():
     betty = source("Betty bought 1 kg of oranges and 3 kg of apples")
     assert augment.unchangeable(betty) == "question has an ambiguous comparative ('N times cheaper')"
     assert augment.unchangeable(source("Misty's favorite number is 3 times smaller than Glory's favorite number"))
-    assert augment.unchangeable(source("A chocolate box contains 200 bars")) is None
+    assert augment.unchangeable(source("Carolyn practices the piano for 20 minutes a day and the violin for three "
+                                       "times as long")) is None
     for clear in ("costs three times as much as", "is 3 times older than", "2 times more than"):
         assert not augment._AMBIGUOUS_COMPARATIVE.search(clear)
 
 
 def test_a_source_reading_that_leaves_out_a_duration_or_a_group_size_is_not_varied():
-    """Henry takes '9 pills a day for 14 days' and the source's answer prices 9 pills; Patty's 'brother and sister'
-    each do 4 chores a week and the source's answer pays for 4: a variant would inherit either reading."""
-    henry = source("Henry took 9 pills a day for 14 days")
-    assert augment._unread_duration(henry) == "14"
-    assert augment.unchangeable(henry).startswith("program leaves out a duration")
+    """Rachel drinks '3 glasses of water every day for the next 4 days' and the source's program reads the 4 glasses
+    of Monday in place of the 4 days; Patty's 'brother and sister' each do 4 chores a week and the source's answer
+    pays for 4: a variant would inherit either reading."""
+    rachel = source("Rachel drinks 2 glasses of water on Sunday and 4 glasses of water on Monday")
+    assert "glasses_water_per_day * glasses_water_on_monday" in rachel.program
+    assert augment._unread_duration(rachel) == "4"
+    assert augment.unchangeable(rachel).startswith("program leaves out a duration")
     patty = source("Patty decides that to convince her brother and sister to do her chores in exchange for cookies")
     assert augment.unchangeable(patty).startswith("question counts per member of a group")
-    assert augment._unread_duration(source("A chocolate box contains 200 bars")) is None
+    assert augment._unread_duration(source("Farmer Randy has 1700 acres of cotton he needs to have planted in 5 "
+                                           "days")) is None  # 'working for 2 days' is read
     for counted in ("Jessie invited 4 friends over. How many will each person get?",
                     "There are 5 of them in total. If each member wants one pound"):
         assert augment._MEMBER.search(counted) and augment._COUNTED_PEOPLE.search(counted)
 
 
 def test_a_count_beyond_its_unit_and_a_number_read_again_for_an_implied_count_are_caught():
-    """'9 days a week' is no week; Erwin's '2 chocolates on weekdays' is read again for the 2 days of 'weekends'."""
+    """'9 days a week' is no week; Joey's '2 hours per night' is read again for the 2 days of 'the weekends'."""
     hank = source("Hank reads the newspaper every morning, 5 days a week for 30 minutes")
     fives = [augment.Change(q.start, q.end, q.text, "9", 9.0, hank.builder.declared.get(k, ""))
              for k, q in enumerate(hank.builder.quantities) if q.text == "5"]
@@ -267,8 +296,9 @@ def test_a_count_beyond_its_unit_and_a_number_read_again_for_an_implied_count_ar
         "a count exceeds the unit it is per ('9 days a week')"
     sixes = [augment.Change(c.start, c.end, c.old, "6", 6.0, c.variable) for c in fives]
     assert augment.check_variant(hank, augment.make_variant(hank, sixes)) is None
-    erwin = source("Erwin eats 2 chocolates on weekdays and 1 chocolate on weekends")
-    assert "2" not in changeable_texts(erwin)
+    joey = source("Joey studies for his SAT exams 2 hours per night 5 nights a week")
+    assert "hours_per_day * hours_per_night" in joey.program
+    assert "2" not in changeable_texts(joey) and "5" in changeable_texts(joey)
 
 
 def test_fifty_percent_and_the_parts_of_a_two_part_sum_stay():

@@ -29,6 +29,15 @@ def test_a_question_whose_numbers_the_rationale_cannot_place_is_dropped(number):
     assert any(("ambiguous number" in reason) or ("does not state" in reason) for reason in result.errors)
 
 
+@pytest.mark.parametrize("number", ["00004", "00056", "00396"])
+def test_a_multiplier_left_unread_beside_an_equal_number_read_drops_the_question(number):
+    """'2 different friends twice a week', 'twice as long' and '2 hours', '2 insulin pills' and 'twice as many':
+    a '* 2' that reads the 2 and never 'twice' may have meant either; KPDD-CoT, which binds nothing, keeps them."""
+    _, result = traced(number)
+    assert not result.traces and [*result.errors] == ["kpdd-pot: ambiguous number: 2 is 'twice' and '2'"]
+    assert traced(number, "kpdd-cot")[1].traces
+
+
 def test_two_dozen_reads_the_two_of_two_dozen_not_the_two_bandages():
     _, result = traced("02308")
     program = program_of(result)

@@ -271,13 +271,10 @@ def changeable_groups(source: Source) -> list[list[int]]:
     stands in no other role (not also a fraction's part, an ordinal or a 'half'), and where it is written more
     than once, it is written the same way each time; no member is a part or the total of a sum the text holds,
     'the 3 boys' (a count of what the text lists), a time of day ('6 P.M.'), the size of a unit the text names
-    ('30 days' and 'a month', 'the same value as 5 pennies') or a number the rationale may have meant as a
-    result of the same value (``builder.ambiguous``)."""
+    ('30 days' and 'a month', 'the same value as 5 pennies'). (A number the rationale may have meant as a result
+    of the same value has no source: the gold teacher drops its question.)"""
     quantities, question, declared = source.builder.quantities, source.example.question, source.builder.declared
     answer_reads = read_by_answer(source.program)
-    # Where a number was read and a result of the same value may have been meant ('$20 fine' for the $20 a week
-    # of trash bins), the two may have swapped roles: neither that number nor what the result is made of changes.
-    guessed = {v for result in source.builder.ambiguous.values() for v in read_by_answer(source.program, result)}
     other_roles = _fixed_values(source) - Counter(q.value for q in quantities)
     by_value: dict[float, list[int]] = {}
     for index, quantity in enumerate(quantities):
@@ -286,9 +283,7 @@ def changeable_groups(source: Source) -> list[list[int]]:
     def free(index: int) -> bool:
         q = quantities[index]
         # 50 % is its own complement: whether the source's reading took it or 100 % - it cannot be told.
-        return WRITTEN_NUMBER.fullmatch(q.text) is not None and index not in source.builder.ambiguous \
-            and not (q.value == 50 and q.text.endswith("%")) \
-            and declared.get(index) not in guessed \
+        return WRITTEN_NUMBER.fullmatch(q.text) is not None and not (q.value == 50 and q.text.endswith("%")) \
             and not _in_a_sum(index, quantities, question) and not _REFERS_BACK.search(question[: q.start]) \
             and not _CLOCK.match(question[q.end:]) and not _sizes_a_unit(q, question) \
             and not _OVERLAP.search(_sentence(question, q))

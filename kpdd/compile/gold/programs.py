@@ -3,26 +3,33 @@
 Deterministic string work only; nothing here is executed (the teacher verifies programs in the sandbox). The
 calculations come from :mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS`` version covers this module.
 
-- **Quantities** (:func:`question_quantities`): the problem's digits (``$1,200``, ``80%``, ``2.5``) and number
-  words (``three``, ``twenty-five``, ``twice``, ``dozen``); parts of fractions, times and ordinals are skipped.
+- **Quantities** (:func:`question_quantities`): the problem's digits (``$1,200``, ``80%``, ``2.5``), number words
+  (``three``, ``twenty-five``, ``dozen``), multipliers (``twice``, ``double``, the ``five`` of 'five times'),
+  fractions (``one-third`` is the denominator 3, ``1/4`` the numerator 1 and the denominator 4) and a ratio's parts
+  (``2:5``), each a quantity of its own; times and ordinals are skipped.
 - **Names** (:func:`name_words`): snake_case from the words after a number up to the end of its clause (articles,
   pronouns and auxiliaries dropped, at most 3 content words, prepositions only between them, 'a'/'each'/'every'
   before a time unit read as 'per': ``duck_eggs_per_day``; money per unit: ``dollars_per_hour``); when nothing
   follows, the last 2 content words before it (plus ``dollars`` for money). Percentages end in ``_percent``;
-  'twice'/'triple' are ``times``. A name already taken is qualified by the word before the number
-  (``sharon_oranges``), else numbered (``oranges_2``); keywords and builtins get ``_value``.
+  multipliers are ``times``, fractions ``third_denominator`` or ``fraction_numerator``, ratio parts ``ratio_part``.
+  A name already taken is qualified by the word before the number (``sharon_oranges``), else numbered
+  (``oranges_2``); keywords and builtins get ``_value``.
 - **Programs** (:func:`rationale_program`): the problem's quantities as named variables (only those used, in the
   problem's order), then one assignment per calculation up to the last one whose written result equals the gold
   answer, named by :func:`result_words` (the words after the result when they say more than a unit, else what
   the line says it computes, then that unit), then ``ans = <that variable>``. A number in an expression becomes
-  a variable of equal value: a quantity not used yet, else the latest result, else a used quantity (where both a
-  quantity and a result could be meant and the line does not speak of the quantity, the result, and the guess
-  is recorded in ``ambiguous``); ``twice`` only as a factor
-  of a product; of equal numbers, the one whose words the line repeats; a result rather than a number whose
-  words the rationale never says (an irrelevant sentence's); '.40' as ``percent / 100`` of '40 percent';
-  ``/ 100`` stays literal (a percentage); any other number stays a literal (60 minutes, 52 weeks).
+  a variable of equal value: of the quantities it may be (a multiplier only as a factor, a fraction's denominator
+  only after '/', its numerator only before it), the one whose words the line repeats most, a quantity not read
+  yet before one read; else the latest result; '.40' as ``percent / 100`` of '40 percent'; ``/ 100`` stays literal
+  (a percentage); any other number stays a literal (60 minutes, 52 weeks). Equal numbers of one pure sum or
+  product read different quantities.
   Equations (SVAMP, ASDiv, MultiArith) become the quantities plus ``ans = <equation>`` (:func:`equation_program`;
   ASDiv's '47/6=7 r5' becomes ``//`` or ``%``, whichever the answer is).
+- **No binding by coincidence**: the builder raises ``NoTrace('ambiguous number: …')``, and the teacher drops the
+  question, where the program would rest on two values being equal: quantities of one value whose words tie
+  (unless they say the same thing: '2 packages … 2 packages'), a question quantity and a result of the same value
+  that the line may both mean, an average's count equal to a result read again, or a multiplier or fraction the
+  program never reads beside an equal quantity it does read ('twice' and '2 hours').
 """
 
 from __future__ import annotations
@@ -313,8 +320,7 @@ class ProgramBuilder:
         self.fractions = fraction_words(question)
         self.spoken: set[str] = set()  # content words of the whole rationale
         self.sources: dict[str, str] = {}  # variable → the clause or rationale line it is named from
-        self.ambiguous: dict[int, str] = {}  # kept empty: an ambiguous reading raises NoTrace
-        self.in_expression: dict[float, set[str]] = {}  # value → variables read for it in this pure sum  # a quantity that may be meant where a result was read → that result
+        self.in_expression: dict[float, set[str]] = {}  # value → variables read for it in this pure sum
 
     def _quantity(self, index: int) -> str:
         if index not in self.declared:
@@ -450,6 +456,15 @@ class ProgramBuilder:
         self.results.append((calculation.result, name))
         return name
 
+    def check_relations(self) -> None:
+        """Raises NoTrace where the program never reads a multiplier or a fraction ('twice', 'one-third') but
+        reads a quantity of equal value ('2 hours', '3 people'): which of the two the rationale meant is a guess."""
+        for k, q in enumerate(self.quantities):
+            if q.kind in ("multiplier", "fraction") and k not in self.declared:
+                if other := next((self.quantities[j] for j in self.declared if self.quantities[j].value == q.value
+                                  and self.quantities[j].kind != q.kind), None):
+                    raise NoTrace(f"ambiguous number: {format_number(q.value)} is '{q.text}' and '{other.text}'")
+
     def program(self, answer: str) -> str:
         given = [f"{self.declared[i]} = {format_number(self.quantities[i].value)}" for i in sorted(self.declared)]
         return "\n".join([*given, *self.statements, f"ans = {answer}"])
@@ -475,6 +490,7 @@ def rationale_builder(question: str, rationale: str, gold: float) -> tuple[Progr
     builder.spoken = set(_words(rationale)) - _STOP
     for calculation in readable[: hits[-1] + 1]:
         name = builder.assign(calculation)
+    builder.check_relations()
     return builder, name
 
 
