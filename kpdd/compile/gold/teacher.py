@@ -14,9 +14,12 @@ Where each method's outputs come from (the text heuristics are documented in ``k
                    MultiArith: '76 - 25 = 51' from the equation); answer = the gold answer as text.
 ``pot``            a program with named variables written from the rationale's calculations (or the equation),
                    executed in the sandbox (``kpdd.sandbox.executor``); kept only when its ``ans`` equals the gold.
+                   A question is dropped whose program would bind a number by coincidence ('ambiguous number',
+                   see ``programs``) or keeps a literal the question does not state ('-18 / -2', solved for).
 ``kpdd-cot/-pot``  core question = the question sentence; key points = the facts (clauses) of the question that
-                   state a quantity the gold solution reads, or a relation without numbers; then the ``cot`` /
-                   ``pot`` solution.
+                   state a quantity the gold solution reads or any other literal it reads (the program's, else
+                   the rationale's: 'three times as much', ``kpdd.compile.gold.checks``), or a relation without
+                   numbers; then the ``cot`` / ``pot`` solution.
 ``socratic``       one sub-question per rationale line, the last being the problem's core question; each
                    sub-answer is its line without annotations, ending with the line's result (the last line:
                    with the gold answer, when the line states it); the sub-solver's
