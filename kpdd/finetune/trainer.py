@@ -168,7 +168,8 @@ def causal_rows_trainer():
     The LM head (a fifth of the model's FLOPs, 49K outputs a position) then runs only on the positions that carry a
     label, under the run's autocast, and the cross-entropy on those rows alone: TRL's own fused head computes in
     fp32, which on a CPU multiplies several times slower than bf16, and adds entropy and accuracy metrics the
-    loss does not need. Packed rows (padding-free, GPUs) take TRL's path untouched.
+    loss does not need. Packed rows (padding-free, GPUs) take TRL's path untouched; several processes
+    (``accelerate launch``) and evaluation take TRL's path through the wrapped model, without the mask.
     """
     import torch
     from trl import SFTTrainer
@@ -185,7 +186,13 @@ def causal_rows_trainer():
             return self.lr_scheduler
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if "attention_mask" not in inputs or "position_ids" in inputs or return_outputs:
+            if "attention_mask" not in inputs or "position_ids" in inputs:  # packed rows
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if return_outputs or self.accelerator.num_processes > 1:
+                # Through the wrapped model's own forward (DDP syncs gradients there), still without the mask.
+                rows, length = inputs["input_ids"].shape
+                inputs = {key: value for key, value in inputs.items() if key != "attention_mask"}
+                inputs["position_ids"] = torch.arange(length, device=inputs["input_ids"].device).expand(rows, -1)
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             return completion_loss(model, inputs["input_ids"], inputs["labels"], self.accelerator.autocast,
                                    num_items_in_batch)
@@ -293,6 +300,11 @@ def _quiet_dataset_preparation():
             datasets.enable_progress_bars()
 
 
+def padded_rows(config: TrainConfig) -> bool:
+    """Whether a pass holds several unpacked rows, padded to the longest (one row a pass needs no padding)."""
+    return not config.packing and config.batch_size > 1
+
+
 def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bool):
     from trl import SFTConfig
 
@@ -304,9 +316,9 @@ def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bo
         lr_scheduler_type="cosine",  # under a time budget: budget_schedule
         warmup_steps=warmup_steps(config), weight_decay=0.0,
         max_length=config.max_length, packing=config.packing, packing_strategy="bfd",
-        # Unpacked rows: batches of similar lengths (little padding), each rounded up to a few sizes.
-        train_sampling_strategy="random" if config.packing else "group_by_length",
-        pad_to_multiple_of=None if config.packing else config.pad_to_multiple,
+        # Several unpacked rows a pass: rows of similar lengths (little padding), rounded up to a few sizes.
+        train_sampling_strategy="group_by_length" if padded_rows(config) else "random",
+        pad_to_multiple_of=config.pad_to_multiple if padded_rows(config) else None,
         completion_only_loss=True, gradient_checkpointing=False,
         bf16=use_bf16(config.precision, device), use_cpu=device == "cpu",
         eval_strategy="steps" if has_val else "no", eval_steps=config.eval_steps,

@@ -119,3 +119,8 @@ def test_time_budget_counts_the_time_of_the_runs_it_resumes(tmp_path):
     again = TrainConfig(max_steps=500, time_budget_s=spent, **{**TINY, "save_steps": 1})
     result = train_student(again, records, [], tmp_path / "s", progress=False)
     assert result.steps == 3
+
+
+def test_one_row_a_pass_is_neither_padded_nor_reordered(tmp_path):
+    args = _sft_config(TrainConfig(batch_size=1, grad_accum=8).for_device("cpu"), tmp_path, "cpu", has_val=False)
+    assert args.train_sampling_strategy == "random" and args.pad_to_multiple_of is None
