@@ -167,7 +167,7 @@ def run_variant(name: str, rows: int, threads: int) -> dict:
         else:
             figures = run_trl_defaults(chat, lora, Path(tmp) / "trl", threads)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {**figures, "peak_rss_gb": peak_kib / 2**20}
+    return {**figures, "peak_rss_gib": peak_kib / 2**20}
 
 
 def matmul_tflops(threads: int) -> dict[str, float]:
@@ -233,7 +233,7 @@ def main() -> None:
         f = figures[name]
         bound = rate / ((4 if name.endswith("lora") else 6) * params)
         print(f"{name:15s} {f['tokens']:7d} tokens {f['seconds']:7.1f} s {f['tokens'] / f['seconds']:7.1f} tokens/s "
-              f"({f['tokens'] / f['seconds'] / bound:5.1%} of the bound)  peak RSS {f['peak_rss_gb']:.1f} GB",
+              f"({f['tokens'] / f['seconds'] / bound:5.1%} of the bound)  peak RSS {f['peak_rss_gib']:.1f} GiB",
               flush=True)
     if busy:
         busy.kill()
