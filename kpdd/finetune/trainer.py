@@ -168,8 +168,8 @@ def causal_rows_trainer():
     The LM head (a fifth of the model's FLOPs, 49K outputs a position) then runs only on the positions that carry a
     label, under the run's autocast, and the cross-entropy on those rows alone: TRL's own fused head computes in
     fp32, which on a CPU multiplies several times slower than bf16, and adds entropy and accuracy metrics the
-    loss does not need (28 % of a LoRA step on a 2-core AVX512-BF16 CPU; this path took the step from 159 s to
-    63 s a run with LoRA dropout off, docs/RESULTS.md). Packed rows (padding-free, GPUs) take TRL's path untouched; several processes
+    loss does not need (28 % of a LoRA step on a 2-core AVX512-BF16 CPU; with LoRA dropout off as well, the
+    benchmark's LoRA run went from 160 s to 63 s: docs/RESULTS.md). Packed rows (padding-free, GPUs) take TRL's path untouched; several processes
     (``accelerate launch``) and evaluation take TRL's path through the wrapped model, without the mask.
     """
     import torch
