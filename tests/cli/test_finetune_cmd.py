@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+# Every command registered first, in the CLI's own order (docs/CLI.md lists the commands in that order).
+from kpdd.cli import commands  # noqa: F401
 from kpdd.cli.finetune_cmd import student_line
 from kpdd.finetune.trainer import TrainResult
 
