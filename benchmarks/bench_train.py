@@ -238,12 +238,11 @@ def main() -> None:
     if busy:
         busy.kill()
     speed = {name: f["tokens"] / f["seconds"] for name, f in figures.items()}
+    baselines = {"before": "before", "kpdd-1row": "kpdd-1row", "loop": "loop", "TRL defaults": "trl"}
     for mode in ("lora", "full"):
-        for label, other in ((f"kpdd / before ({mode})", f"before-{mode}"), (f"kpdd / kpdd-1row ({mode})", f"kpdd-1row-{mode}"), (f"kpdd / loop ({mode})",
-                                                                                  f"loop-{mode}"),
-                             (f"kpdd / TRL defaults ({mode})", f"trl-{mode}")):
-            if f"kpdd-{mode}" in speed and other in speed:
-                print(f"{label:32s} {speed[f'kpdd-{mode}'] / speed[other]:.2f}x")
+        for label, baseline in baselines.items():
+            if f"kpdd-{mode}" in speed and f"{baseline}-{mode}" in speed:
+                print(f"{f'kpdd / {label} ({mode})':32s} {speed[f'kpdd-{mode}'] / speed[f'{baseline}-{mode}']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ What we add to TRL's defaults, and why:
   builds a block-diagonal mask from the position ids, so packed sequences never attend to each other; on CPU,
   several rows per pass, grouped by length (transformers' ``LengthGroupedSampler``), right-padded to a multiple of
   ``pad_to_multiple`` and passed without an attention mask, so SDPA takes its fast causal kernel (see
-  :class:`_CausalRowsTrainer`);
+  :func:`causal_rows_trainer`);
 - gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs);
 - bf16 mixed precision wherever the hardware multiplies bf16 natively: GPUs, and CPUs with AVX512-BF16/AMX
   (several times faster than fp32 on such CPUs, see docs/RESULTS.md); fp32 elsewhere; the log says which;
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kpdd.config import Checked, option
+from kpdd.config import option
 from kpdd.distributed import any_process, is_main_process
 from kpdd.errors import ConfigError, DataError
 from kpdd.finetune.hardware import CpuThreads, fast_bf16, resolve_device, use_torch_threads
@@ -93,7 +93,7 @@ class TrainConfig(CpuThreads):
 
         On GPUs the rows are packed (padding-free). On CPU, packing needs a block-diagonal mask, which sends SDPA to
         its math path, so the rows are sequences grouped by length and right-padded, run without a mask
-        (:class:`_CausalRowsTrainer`); measured side by side in ``benchmarks/bench_train.py``.
+        (:func:`causal_rows_trainer`); measured side by side in ``benchmarks/bench_train.py``.
         """
         gpu = device != "cpu"
         return dataclasses.replace(
@@ -169,8 +169,9 @@ def causal_rows_trainer():
     label, under the run's autocast, and the cross-entropy on those rows alone: TRL's own fused head computes in
     fp32, which on a CPU multiplies several times slower than bf16, and adds entropy and accuracy metrics the
     loss does not need (28 % of a LoRA step on a 2-core AVX512-BF16 CPU; with LoRA dropout off as well, the
-    benchmark's LoRA run went from 160 s to 63 s: docs/RESULTS.md). Packed rows (padding-free, GPUs) take TRL's path untouched; several processes
-    (``accelerate launch``) and evaluation take TRL's path through the wrapped model, without the mask.
+    benchmark's LoRA run went from 160 s to 63 s: docs/RESULTS.md). Packed rows (padding-free, GPUs) take TRL's
+    path untouched; several processes (``accelerate launch``) and evaluation take TRL's path through the wrapped
+    model, without the mask.
     """
     import torch
     from trl import SFTTrainer

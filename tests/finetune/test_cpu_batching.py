@@ -44,7 +44,7 @@ def test_completion_loss_of_right_padded_rows_without_a_mask_equals_each_rows_ow
         batched = completion_loss(model, ids, labels, contextlib.nullcontext).item()
         own = [model(input_ids=row[None], labels=torch.cat([torch.full((p,), -100), row[p:]])[None]).loss.item()
                for row, p in zip(rows, prompts)]
-    counts = [len(row) - p for row, p in zip(rows, prompts)]  # labelled tokens per row (each predicted from the one before)
+    counts = [len(row) - p for row, p in zip(rows, prompts)]  # labelled tokens a row, each predicted from the last
     expected = sum(loss * n for loss, n in zip(own, counts)) / sum(counts)
     assert batched == pytest.approx(expected, rel=1e-4)
     # A mask would change nothing for right-padded rows: the pads come after every real token.
