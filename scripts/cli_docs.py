@@ -31,24 +31,7 @@ def render() -> str:
     context.ensure_object(dict)
     docs = get_docs_for_click(obj=command, ctx=context, name="kpdd", title="The kpdd command line")
     title, _, body = docs.strip().partition("\n")
-    return f"{title}\n\n{PREAMBLE}{body.lstrip()}\n\n{experiment_section()}"
-
-
-def experiment_section() -> str:
-    """The GPU experiment's driver (`python -m kpdd.run.experiment`, run by scripts/gpu-experiment), from its config."""
-    import dataclasses
-
-    from kpdd.cli.options import _help, in_reading_order
-    from kpdd.config import flag
-    from kpdd.run.experiment import ExperimentConfig
-
-    lines = ["## `python -m kpdd.run.experiment`", "",
-             "The full experiment as one time-boxed run (docs/GPU-EXPERIMENT.md); `bash scripts/gpu-experiment` "
-             "runs it.", "", "**Options**:", "", "* `--dry-run`: the same path on CPU: a few questions, one step"]
-    for field in in_reading_order(ExperimentConfig):
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        lines.append(f"* `{flag(field.name)}`: {_help(field, default)}")
-    return "\n".join(lines) + "\n"
+    return f"{title}\n\n{PREAMBLE}{body.lstrip()}\n"
 
 
 def main() -> int:

@@ -1,33 +1,33 @@
 """The full experiment in one time-boxed run: gold traces → full fine-tune → evaluation, method by method.
 
-    python -m kpdd.run.experiment --out DIR [--budget-s 540] [--dry-run]   (what scripts/gpu-experiment runs)
+    kpdd experiment --out DIR [--budget-s SECONDS] [--max-files N] [--max-file-mb MB]
 
 Runs go in priority order (:mod:`kpdd.run.experiment_plan`) while the budget lasts; each is estimated first and
 starts only if it fits, so it finishes whole or not at all. After the KPDD-PoT runs, the best KPDD-PoT recipe is
 trained again as a LoRA student (the shipped student), and TRL's ``SFTTrainer`` defaults are timed against kpdd's
-trainer on the same records. Everything lands in ``--out`` as at most 8 files (see :mod:`kpdd.run.experiment_report`).
-``--dry-run`` is the same path on CPU at a tiny size.
+trainer on the same records. The report lands in ``--out`` (:mod:`kpdd.run.experiment_report`), within the caps on
+files and sizes where they are given. ``--config configs/experiment-dry.toml`` is the same path on CPU at a tiny size.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
+import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kpdd.config import OPTIONS, build_config, flag, option, redefault
+from kpdd.config import option, redefault
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.run.experiment_plan import METHOD_ORDER, Rates, Recipe, Workload, mfu, new_tokens_cap, plan_recipes
 
 logger = logging.getLogger(__name__)
+
+START_ENV = "KPDD_EXPERIMENT_T0"  # a wrapper's start (Unix seconds): its set-up counts against the budget
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,19 @@ class ExperimentConfig(TrainConfig):
     """The experiment's own options, then the training options of `kpdd finetune` with the experiment's defaults:
     a full fine-tune (``--lora`` is set per run; the LoRA student uses ``--lora-learning-rate``)."""
 
-    out: str = option("", "output folder: at most 8 files of at most 16 MB (MLflow store, results, predictions, "
-                          "student, log)")
+    out: str = option("", "output folder (required): results, MLflow store, predictions, the LoRA student")
     work: str = option("", "folder for traces, students and predictions (default <out>/../kpdd-experiment-work)")
-    budget_s: float = option(540.0, "time budget in seconds for the whole experiment, set-up included, counted from "
-                                    "$KPDD_EXPERIMENT_T0 (else from the start); a run starts only if its estimate "
-                                    "fits what is left", above=0)
+    budget_s: float | None = option(None, f"time budget in seconds for the whole experiment, counted from "
+                                          f"${START_ENV} where set (a wrapper's start, so its set-up counts), else "
+                                          "from the command's start; a run starts only if its estimate fits what is "
+                                          "left", above=0, default_text="none: every run of the plan")
     reserve_s: float = option(25.0, "seconds of the budget kept for writing the outputs at the end", at_least=0)
+    max_files: int | None = option(None, "the most files --out may hold, counting those already there (a "
+                                         "wrapper's log): results.md and results.json always, then the LoRA "
+                                         "student, the MLflow store and the predictions while they fit; the rest "
+                                         "stays in the work folder", at_least=2, default_text="no cap")
+    max_file_mb: float | None = option(None, "the largest file --out may get, in MB (10^6 bytes); a larger one "
+                                             "stays in the work folder", above=0, default_text="no cap")
     gguf: str | None = option(None, "the student's GGUF file, converted into the kpdd cache when it is not there")
     train_size: int = option(0, "GSM8K train questions traced (0: all)", at_least=0)
     eval_size: int = option(500, "questions per evaluation set, a seeded subset (0: the full sets)", at_least=0)
@@ -53,6 +59,9 @@ class ExperimentConfig(TrainConfig):
     engine_batch: int = option(1024, "requests per generation batch", at_least=1)
     trl_records: int = option(512, "SFT records on which TRL's trainer, as it comes, is timed against kpdd's "
                                    "(0: skip it)", at_least=0)
+    peak_tflops: float = option(989.0, "the device's dense bf16 peak in TFLOP/s: MFU is quoted against it and the "
+                                       "first estimates assume 10 % of it (default: an H200's, by its datasheet)",
+                                above=0)
     methods: list[str] = option(list(METHOD_ORDER), "programs to run, a subset of the plan's (its order is kept)",
                                 choices=METHOD_ORDER)
     device: str = redefault(TrainConfig, "device", "cuda")
@@ -67,28 +76,29 @@ class ExperimentConfig(TrainConfig):
     save_steps: int = redefault(TrainConfig, "save_steps", 100_000)
     logging_steps: int = redefault(TrainConfig, "logging_steps", 10)
 
-    @classmethod
-    def dry(cls, **overrides: Any) -> ExperimentConfig:
-        """The same path on a 2-core CPU in about two minutes: a few questions, one step, one question per set."""
-        return build_config(cls, {**DRY_RUN, **overrides}, source=OPTIONS)
-
-
-DRY_RUN = dict(budget_s=3600.0, reserve_s=10.0, device="cpu", train_size=4, eval_size=1, max_steps=1, batch_size=1,
-               grad_accum=1, max_length=512, max_tokens=48, threads=4, engine_batch=4, trl_records=2,
-               methods=["kpdd-pot"])
-
 
 class Clock:
-    """Seconds used and left of the experiment's time budget."""
+    """Seconds used and left of the experiment's time budget (without one, time never runs out)."""
 
-    def __init__(self, budget_s: float, reserve_s: float, start: float | None = None):
+    def __init__(self, budget_s: float | None, reserve_s: float, start: float | None = None):
         self.start = start if start is not None else time.time()
         self.budget_s, self.reserve_s = budget_s, reserve_s
+
+    @classmethod
+    def of(cls, config: ExperimentConfig) -> Clock:
+        """The config's budget, counted from ``$KPDD_EXPERIMENT_T0`` where set, else from now."""
+        start = os.environ.get(START_ENV)
+        try:
+            return cls(config.budget_s, config.reserve_s, float(start) if start else None)
+        except ValueError:
+            raise ConfigError(f"${START_ENV}: expected Unix seconds (e.g. `date +%s.%N`), got {start!r}") from None
 
     def used(self) -> float:
         return time.time() - self.start
 
     def left(self) -> float:
+        if self.budget_s is None:
+            return math.inf
         return self.budget_s - self.reserve_s - self.used()
 
 
@@ -126,7 +136,7 @@ class Experiment:
     def __init__(self, config: ExperimentConfig, clock: Clock):
         self.config, self.clock = config, clock
         self.work = Path(config.work) if config.work else Path(config.out).resolve().parent / "kpdd-experiment-work"
-        self.rates = Rates.assumed(config.device)
+        self.rates = Rates.assumed(config.device, config.peak_tflops * 1e12)
         self.results: dict[str, Any] = {"config": dataclasses.asdict(config), "runs": [], "notes": [], "setup": {}}
         self._traces: dict[tuple[str, bool], list[str]] = {}
         self._tokenizer = None
@@ -282,7 +292,8 @@ class Experiment:
         return {
             "student_dir": str(Path(trained["out"]) / "students"),
             "train": {"tokens": tokens, "s": round(train_s, 1), "tokens_per_s": round(tokens_per_s, 1),
-                      "mfu": round(mfu(tokens_per_s), 4) if self.config.device != "cpu" else None,
+                      "mfu": (round(mfu(tokens_per_s, peak=self.config.peak_tflops * 1e12), 4)
+                              if self.config.device != "cpu" else None),
                       "loss": students[0].train_loss, "first_loss": students[0].first_loss,
                       "val_loss": students[0].val_loss, "steps": students[0].steps},
             "eval": {"s": round(eval_s, 1), "output_tokens": new_tokens, "batches": decoding["batches"],
@@ -360,43 +371,52 @@ def prepare_model(gguf: str | None) -> None:
         _convert_gguf(Path(gguf), target)
 
 
-def run_experiment(config: ExperimentConfig, clock: Clock) -> dict[str, Any]:
-    """Every run that fits, then the report; returns the results written to ``results.json``."""
+def run_experiment(config: ExperimentConfig, clock: Clock | None = None, *, experiment: str | None = None,
+                   tracking_uri: str | None = None) -> dict[str, Any]:
+    """Every run that fits the budget (``clock``: :meth:`Clock.of` the config by default), then the report in
+    ``config.out``; returns the results written to ``results.json``. ``experiment`` and ``tracking_uri`` choose
+    the MLflow store as for every command; a SQLite store is copied into the report."""
+    import mlflow
+
     from kpdd.data import EVAL_DATASETS, load_dataset
-    from kpdd.run.experiment_report import write_outputs
+    from kpdd.run.experiment_report import sqlite_file, write_outputs
     from kpdd.tracking import command_run
 
+    if not config.out:
+        raise ConfigError("experiment needs --out <folder>: where its results, store, predictions and student go")
     if not config.methods:
         raise ConfigError(f"--methods {','.join(config.methods)}: expected some of {', '.join(METHOD_ORDER)}")
-    experiment = Experiment(config, clock)
-    experiment.work.mkdir(parents=True, exist_ok=True)
+    clock = clock or Clock.of(config)
+    runs = Experiment(config, clock)
+    runs.work.mkdir(parents=True, exist_ok=True)
     start = time.time()
     prepare_model(config.gguf)
-    experiment.results["setup"]["model_s"] = round(time.time() - start, 1)
+    runs.results["setup"]["model_s"] = round(time.time() - start, 1)
     features = detect_features()
-    experiment.results["features"] = features
+    runs.results["features"] = features
     if not features["augment"]:
-        experiment.note("`kpdd augment` (kpdd.run.augment) is not available: every run uses gold traces only")
+        runs.note("`kpdd augment` (kpdd.run.augment) is not available: every run uses gold traces only")
     if not features["student_calls"]:
-        experiment.note("the students' format (student_calls) has not landed: one multitask student per method")
+        runs.note("the students' format (student_calls) has not landed: one multitask student per method")
     eval_examples = [e for name in EVAL_DATASETS for e in load_dataset(name, limit=config.eval_size or None,
                                                                          seed=config.seed)]
     recipes = [r for r in plan_recipes(features["augment"], features["student_calls"]) if r.program in config.methods]
     kpdd_pot = [i for i, r in enumerate(recipes) if r.program == "kpdd-pot"]
     if not kpdd_pot:
-        experiment.note("no KPDD-PoT run in --methods: no LoRA student and no TRL comparison")
-    with command_run("experiment", config, experiment="gpu-experiment",
-                     tracking_uri=f"sqlite:///{(experiment.work / 'mlflow.db').resolve()}"):
+        runs.note("no KPDD-PoT run in --methods: no LoRA student and no TRL comparison")
+    with command_run("experiment", config, experiment=experiment, tracking_uri=tracking_uri):
+        store = sqlite_file(mlflow.get_tracking_uri())
         for index, recipe in enumerate(recipes):
-            experiment.run(recipe, eval_examples, features)
+            runs.run(recipe, eval_examples, features)
             if kpdd_pot and index == kpdd_pot[0]:
-                experiment.trl_comparison(recipe)
+                runs.trl_comparison(recipe)
             if kpdd_pot and index == kpdd_pot[-1]:
-                experiment.run(best_kpdd_pot(experiment.results["runs"]), eval_examples, features)
-    experiment.results["rates"] = dataclasses.asdict(experiment.rates)
-    experiment.results["used_s"] = round(clock.used(), 1)
-    write_outputs(experiment.results, experiment.work, Path(config.out))
-    return experiment.results
+                runs.run(best_kpdd_pot(runs.results["runs"]), eval_examples, features)
+    runs.results["rates"] = dataclasses.asdict(runs.rates)
+    runs.results["used_s"] = round(clock.used(), 1)
+    write_outputs(runs.results, runs.work, Path(config.out), store=store, max_files=config.max_files,
+                  max_file_mb=config.max_file_mb)
+    return runs.results
 
 
 def best_kpdd_pot(runs: list[dict]) -> Recipe:
@@ -407,32 +427,4 @@ def best_kpdd_pot(runs: list[dict]) -> Recipe:
     return Recipe("kpdd-pot", variants=best["variants"], student_calls=calls, lora=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import typing
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true", help="CPU, a few questions, one step")
-    hints = typing.get_type_hints(ExperimentConfig)
-    for field in dataclasses.fields(ExperimentConfig):  # values are read as text; the config coerces and checks them
-        boolean = hints[field.name] in (bool, bool | None)
-        parser.add_argument(flag(field.name), default=None, help=field.metadata.get("help"),
-                            action=argparse.BooleanOptionalAction if boolean else "store")
-    args = parser.parse_args(argv)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
-             if getattr(args, f.name) is not None}
-    if not given.get("out"):
-        parser.error("--out is required")
-    config = ExperimentConfig.dry(**given) if args.dry_run else build_config(ExperimentConfig, given, source=OPTIONS)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
-    t0 = float(os.environ["KPDD_EXPERIMENT_T0"]) if os.environ.get("KPDD_EXPERIMENT_T0") else None
-    clock = Clock(config.budget_s, config.reserve_s, t0)
-    results = run_experiment(config, clock)
-    done = sum(r.get("status") == "done" for r in results["runs"])
-    print(f"experiment: {done} of {len(results['runs'])} runs done in {clock.used():.0f} s; outputs in {config.out}")
-    return 0
-
-
-__all__ = ["METHOD_ORDER", "ExperimentConfig", "run_experiment"]
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["METHOD_ORDER", "Clock", "ExperimentConfig", "run_experiment"]

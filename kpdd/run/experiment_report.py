@@ -1,10 +1,13 @@
-"""The GPU experiment's output folder: at most 8 files of at most 16 MB each (``--out``).
+"""The experiment's report in its output folder (``--out``):
 
-    mlflow.db                 the MLflow store (runs, params, metrics, tags) as one SQLite file
     results.md, results.json  the results table (accuracy with 95 % intervals, throughput, MFU) and every figure
-    predictions.tar.xz        each run's per-question predictions (JSONL)
     student-kpdd-pot.tar.gz   the LoRA student (kpdd.json + bf16 adapter): the shipped student, once committed
-    experiment.log            the log (written by scripts/gpu-experiment)
+    mlflow.db                 the MLflow store (runs, params, metrics, tags) as one SQLite file, where it is one
+    predictions.tar.xz        each run's per-question predictions (JSONL)
+
+The archives are built in ``<work>/report`` and moved in that order while they fit ``--max-files`` (counting files
+already in the folder, such as a wrapper's log) and ``--max-file-mb``; one that does not fit stays there, and the
+results say so. The results files always go.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
 import sqlite3
 import tarfile
 from pathlib import Path
@@ -19,11 +23,11 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 16 * 10**6
-OUTPUT_FILES = ("mlflow.db", "results.md", "results.json", "predictions.tar.xz", "student-kpdd-pot.tar.gz",
-                "experiment.log")
+RESULT_FILES = ("results.md", "results.json")
 STUDENT_ARCHIVE = "student-kpdd-pot.tar.gz"
+ARCHIVES = (STUDENT_ARCHIVE, "mlflow.db", "predictions.tar.xz")  # in the order they claim the folder's room
 SHIPPED_NAME = "kpdd-pot"
+MB = 10**6
 
 # The papers' averages over the four sets, for the table.
 ANCHORS = {"Socratic CoT, GPT-2-large": 21.1, "KPDD-CoT, FlanT5-Large": 24.7, "PoTD, CodeT5+-770M": 44.9,
@@ -31,23 +35,53 @@ ANCHORS = {"Socratic CoT, GPT-2-large": 21.1, "KPDD-CoT, FlanT5-Large": 24.7, "P
 DATASETS = ("gsm8k", "svamp", "asdiv", "multiarith")
 
 
-def write_outputs(results: dict[str, Any], work: Path, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_predictions(results["runs"], out / "predictions.tar.xz")
+def write_outputs(results: dict[str, Any], work: Path, out: Path, store: Path | None = None,
+                  max_files: int | None = None, max_file_mb: float | None = None) -> None:
+    """The report in ``out`` (see the module docstring); ``store`` is the SQLite file of the MLflow store, if any."""
+    built = work / "report"
+    built.mkdir(parents=True, exist_ok=True)
+    write_predictions(results["runs"], built / "predictions.tar.xz")
     shipped = next((r for r in results["runs"] if r.get("lora") and r.get("status") == "done"), None)
     if shipped:
-        write_student_archive(Path(shipped["student_dir"]) / "all", out / STUDENT_ARCHIVE)
+        write_student_archive(Path(shipped["student_dir"]) / "all", built / STUDENT_ARCHIVE)
     else:
+        (built / STUDENT_ARCHIVE).unlink(missing_ok=True)
         results["notes"].append("no LoRA student was trained: no student archive")
-    copy_sqlite(work / "mlflow.db", out / "mlflow.db")
+    (built / "mlflow.db").unlink(missing_ok=True)
+    if store is not None:
+        copy_sqlite(store, built / "mlflow.db")
+    results["notes"] += place_archives(built, out, max_files, max_file_mb)
     results["files"] = {}
     (out / "results.md").write_text(results_markdown(results))
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    for path in sorted(out.iterdir()):
-        results["files"][path.name] = path.stat().st_size
-        if path.stat().st_size > MAX_FILE_BYTES:
-            logger.error("%s is %d bytes, over the 16 MB an output file may have", path, path.stat().st_size)
+    results["files"] = {path.name: path.stat().st_size for path in sorted(out.iterdir()) if path.is_file()}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+def place_archives(built: Path, out: Path, max_files: int | None, max_file_mb: float | None) -> list[str]:
+    """Move the archives from ``built`` into ``out`` in :data:`ARCHIVES` order while they fit the caps; returns a
+    note for each one left behind. The results files are counted as written; an earlier report's archives go."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVES:
+        (out / name).unlink(missing_ok=True)
+    others = [p for p in out.iterdir() if p.name not in RESULT_FILES]
+    room = None if max_files is None else max_files - len(RESULT_FILES) - len(others)
+    notes = []
+    for name in ARCHIVES:
+        path = built / name
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        if max_file_mb is not None and size > max_file_mb * MB:
+            notes.append(f"{name} ({size / MB:.1f} MB) is over --max-file-mb {max_file_mb:g}: left in {path}")
+        elif room is not None and room <= 0:
+            notes.append(f"{name} does not fit --max-files {max_files}: left in {path}")
+        else:
+            shutil.move(path, out / name)
+            room = None if room is None else room - 1
+    for note in notes:
+        logger.warning("%s", note)
+    return notes
 
 
 def write_predictions(runs: list[dict], target: Path) -> None:
@@ -73,6 +107,12 @@ def write_student_archive(student: Path, target: Path) -> None:
         archive.addfile(info, buffer)
 
 
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` tracking URI (``sqlite:////abs/path`` or a relative path); None for others."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
+
+
 def copy_sqlite(source: Path, target: Path) -> None:
     """A consistent copy of the store (SQLite's backup API), compacted."""
     if not source.is_file():
@@ -89,10 +129,11 @@ def _pct(value: float | None) -> str:
 
 
 def results_markdown(results: dict[str, Any]) -> str:
-    lines = ["# GPU experiment results", "",
-             f"Device {results['config']['device']}, budget {results['config']['budget_s']:.0f} s, used "
-             f"{results.get('used_s', 0):.0f} s. Accuracy in % with the 95 % Wilson interval; average = mean of the "
-             "four sets.", "",
+    budget = results["config"].get("budget_s")
+    lines = ["# Experiment results", "",
+             f"Device {results['config']['device']}, {'no budget' if budget is None else f'budget {budget:.0f} s'}, "
+             f"used {results.get('used_s', 0):.0f} s. Accuracy in % with the 95 % Wilson interval; average = mean of "
+             "the four sets.", "",
              "| run | status | traces | train tokens | train s | tokens/s | MFU | "
              + " | ".join(DATASETS) + " | average | eval s | output tokens/s |",
              "|" + "---|" * (10 + len(DATASETS))]

@@ -1,4 +1,5 @@
-"""The GPU experiment: its plan (fast) and `bash scripts/gpu-experiment --dry-run` end to end (slow)."""
+"""`kpdd experiment`: its options, its plan and its report (fast), and `bash scripts/gpu-experiment --dry-run` end
+to end (slow)."""
 
 import json
 import os
@@ -9,12 +10,25 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from kpdd.run.experiment import ExperimentConfig, best_kpdd_pot, main
+from kpdd.cli import commands  # noqa: F401  (registers the commands, `kpdd experiment` among them)
+from kpdd.cli import main
+from kpdd.cli.options import CONFIGS
+from kpdd.cli.root import app
+from kpdd.config import load_config
+from kpdd.errors import ConfigError
+from kpdd.run.experiment import Clock, ExperimentConfig, best_kpdd_pot, run_experiment
 from kpdd.run.experiment_plan import H200_BF16_PEAK_FLOPS, Rates, Recipe, Workload, mfu, plan_recipes
-from kpdd.run.experiment_report import DATASETS, MAX_FILE_BYTES, OUTPUT_FILES
+from kpdd.run.experiment_report import (ARCHIVES, DATASETS, RESULT_FILES, STUDENT_ARCHIVE, place_archives,
+                                        results_markdown, sqlite_file, write_outputs)
 
 ROOT = Path(__file__).resolve().parents[2]
+DRY = ROOT / "configs" / "experiment-dry.toml"
+
+
+def dry_config(**options) -> ExperimentConfig:
+    return load_config(ExperimentConfig, DRY, section="experiment", **options)
 
 
 def test_plan_recipes_falls_back_to_gold_without_augment():
@@ -53,14 +67,114 @@ def test_best_kpdd_pot_picks_the_best_average_and_ships_one_student():
     assert best_kpdd_pot(runs) == Recipe("kpdd-pot", variants=True, student_calls="one", lora=True)
 
 
-def test_experiment_refuses_unknown_methods(tmp_path):
-    with pytest.raises(Exception, match="--methods: expected one of kpdd-pot, pot"):
-        main(["--dry-run", "--out", str(tmp_path / "out"), "--methods", "nope", "--work", str(tmp_path / "w")])
+def test_experiment_is_a_command_with_the_config_options():
+    assert CONFIGS["experiment"] is ExperimentConfig
+    text = CliRunner().invoke(app, ["experiment", "--help"], terminal_width=200).output
+    for option in ("--out", "--budget-s", "--max-files", "--max-file-mb", "--methods", "--peak-tflops", "--config",
+                   "--tracking-uri"):
+        assert option in text
+
+
+def test_experiment_has_no_caps_unless_given():
+    config = ExperimentConfig(out="x")
+    assert (config.budget_s, config.max_files, config.max_file_mb) == (None, None, None)
+    assert Clock.of(config).left() == float("inf")
+
+
+def test_experiment_options_parse_into_the_config(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr("kpdd.run.experiment.run_experiment",
+                        lambda config, clock, **mlflow: seen.update(config=config, clock=clock, mlflow=mlflow)
+                        or {"runs": [], "notes": []})
+    main(["experiment", "--out", str(tmp_path), "--budget-s", "300", "--max-files", "5", "--max-file-mb", "2.5",
+          "--methods", "pot,cot", "--experiment", "exp"])
+    config = seen["config"]
+    assert (config.budget_s, config.max_files, config.max_file_mb, config.methods) == (300.0, 5, 2.5, ["pot", "cot"])
+    assert seen["clock"].budget_s == 300.0 and seen["mlflow"] == {"experiment": "exp", "tracking_uri": None}
+
+
+def test_experiment_budget_counts_from_a_wrappers_start(monkeypatch):
+    monkeypatch.setenv("KPDD_EXPERIMENT_T0", "1000.5")
+    clock = Clock.of(ExperimentConfig(out="x", budget_s=100.0, reserve_s=10.0))
+    assert clock.start == 1000.5 and clock.left() < 0  # 1970 is long past
+    monkeypatch.setenv("KPDD_EXPERIMENT_T0", "yesterday")
+    with pytest.raises(ConfigError, match="KPDD_EXPERIMENT_T0: expected Unix seconds"):
+        Clock.of(ExperimentConfig(out="x"))
+
+
+@pytest.mark.parametrize("options, message", [(["--methods", "nope"], "--methods: expected one of kpdd-pot, pot"),
+                                              (["--max-files", "1"], "--max-files: expected a whole number >= 2"),
+                                              (["--budget-s", "0"], "--budget-s: expected a number > 0")])
+def test_experiment_refuses_bad_options_before_it_runs(tmp_path, capsys, options, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["experiment", "--out", str(tmp_path / "out"), *options])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_experiment_needs_an_out_folder():
+    with pytest.raises(ConfigError, match="needs --out"):
+        run_experiment(ExperimentConfig())
 
 
 def test_dry_config_is_tiny_and_on_cpu():
-    config = ExperimentConfig.dry(out="x")
-    assert (config.device, config.max_steps, config.eval_size, config.methods) == ("cpu", 1, 1, ["kpdd-pot"])
+    config = dry_config(out="x", eval_size=2)  # options given win over the file
+    assert (config.device, config.max_steps, config.eval_size, config.methods) == ("cpu", 1, 2, ["kpdd-pot"])
+
+
+def built_report(tmp_path, sizes: dict[str, int]) -> Path:
+    built = tmp_path / "work" / "report"
+    built.mkdir(parents=True)
+    for name, size in sizes.items():
+        (built / name).write_bytes(b"x" * size)
+    return built
+
+
+def test_report_moves_every_archive_without_caps(tmp_path):
+    built = built_report(tmp_path, dict.fromkeys(ARCHIVES, 10))
+    assert place_archives(built, tmp_path / "out", None, None) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(ARCHIVES)
+
+
+def test_report_keeps_within_max_files_counting_a_wrappers_log(tmp_path):
+    built, out = built_report(tmp_path, dict.fromkeys(ARCHIVES, 10)), tmp_path / "out"
+    out.mkdir()
+    (out / "experiment.log").write_text("log")
+    notes = place_archives(built, out, max_files=5, max_file_mb=None)  # log + 2 results files + 2 archives
+    assert sorted(p.name for p in out.iterdir()) == sorted(["experiment.log", *ARCHIVES[:2]])
+    assert notes == [f"predictions.tar.xz does not fit --max-files 5: left in {built / 'predictions.tar.xz'}"]
+
+
+def test_report_leaves_a_file_over_max_file_mb_in_the_work_folder(tmp_path):
+    built, out = built_report(tmp_path, {STUDENT_ARCHIVE: 2_000_001, "mlflow.db": 10}), tmp_path / "out"
+    notes = place_archives(built, out, max_files=None, max_file_mb=2)
+    assert [p.name for p in out.iterdir()] == ["mlflow.db"] and (built / STUDENT_ARCHIVE).is_file()
+    assert notes == [f"{STUDENT_ARCHIVE} (2.0 MB) is over --max-file-mb 2: left in {built / STUDENT_ARCHIVE}"]
+
+
+def test_report_writes_the_results_and_names_what_stayed_behind(tmp_path):
+    store = tmp_path / "store.db"
+    sqlite3.connect(store).execute("create table t (x)").connection.commit()
+    results = {"config": {"device": "cpu", "budget_s": None}, "runs": [], "notes": [], "used_s": 3.0}
+    out = tmp_path / "out"
+    write_outputs(results, tmp_path / "work", out, store=store, max_files=3)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RESULT_FILES, "mlflow.db"])
+    written = json.loads((out / "results.json").read_text())
+    assert set(written["files"]) == {*RESULT_FILES, "mlflow.db"}
+    assert any("predictions.tar.xz does not fit --max-files 3" in note for note in written["notes"])
+    assert "no budget" in (out / "results.md").read_text()
+
+
+def test_results_markdown_shows_the_budget_and_each_run():
+    run = {"name": "pot_gold_full", "status": "skipped: needs ~90 s, 10 s left"}
+    text = results_markdown({"config": {"device": "cuda", "budget_s": 600.0}, "runs": [run], "notes": []})
+    assert "budget 600 s" in text and "- pot_gold_full: skipped: needs ~90 s, 10 s left" in text
+
+
+def test_sqlite_file_reads_the_store_path_of_a_tracking_uri():
+    assert sqlite_file("sqlite:////tmp/x/mlflow.db") == Path("/tmp/x/mlflow.db")
+    assert sqlite_file("sqlite:///mlflow.db") == Path("mlflow.db")
+    assert sqlite_file("http://127.0.0.1:5000") is None
 
 
 @pytest.mark.slow
@@ -72,8 +186,7 @@ def test_gpu_experiment_dry_run_writes_every_output_file(tmp_path):
                            "--work", str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=2350)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
-    assert all(p.stat().st_size <= MAX_FILE_BYTES for p in out.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RESULT_FILES, *ARCHIVES, "experiment.log"])
     results = json.loads((out / "results.json").read_text())
     full = [r for r in results["runs"] if r["program"] == "kpdd-pot" and not r["lora"]]
     shipped = [r for r in results["runs"] if r["lora"]]
