@@ -66,8 +66,8 @@ def run(examples, servers: int, args, kill_one_at: int | None = None) -> dict:
         stats = generate_traces(teacher, examples, store, header, threads=args.threads, progress=False)
         seconds = time.perf_counter() - start
     closed, trace_lines = closing_lines(store.path)
-    return {"seconds": seconds, "rate": len(examples) / seconds, "traces": stats["traces"],
-            "failed": stats["failed"], "lost": sum(1 for e in examples if closed[e.id] == 0),
+    return {"seconds": seconds, "rate": len(examples) / seconds, "traces": stats.traces,
+            "failed": stats.failed, "lost": sum(1 for e in examples if closed[e.id] == 0),
             "duplicated": sum(n - 1 for n in closed.values() if n > 1) + sum(n - 1 for n in trace_lines.values()),
             "killed": killer is not None and not killer.is_alive()}
 

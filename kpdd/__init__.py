@@ -14,6 +14,8 @@ nothing in the environment; the CLI and the scripts set the offline defaults
 
 import importlib
 
+from kpdd.references import BUILTIN_PROGRAMS
+
 __version__ = "0.1.0"
 
 # Public name → "module:attribute" where it lives (looked up by string, so this package imports none of them).
@@ -28,13 +30,8 @@ _PUBLIC = {
     "KpddProvider": "kpdd.finetune.provider:KpddProvider",
     "BootstrapFinetune": "kpdd.finetune.provider:BootstrapFinetune",
     "student_lm": "kpdd.engines.lm:student_lm",
-    # the built-in programs (their registry names: kpdd-cot, kpdd-pot, socratic, cot, pot, direct)
-    "KPDDCoT": "kpdd.modules.programs:KPDDCoT",
-    "KPDDPoT": "kpdd.modules.programs:KPDDPoT",
-    "SocraticCoT": "kpdd.modules.programs:SocraticCoT",
-    "ChainOfThoughtBaseline": "kpdd.modules.programs:ChainOfThoughtBaseline",
-    "ProgramOfThoughtBaseline": "kpdd.modules.programs:ProgramOfThoughtBaseline",
-    "DirectAnswer": "kpdd.modules.programs:DirectAnswer",
+    # the built-in programs by class (KPDDPoT, ...; by name: kpdd-cot, kpdd-pot, socratic, cot, pot, direct)
+    **{target.rpartition(":")[2]: target for target in BUILTIN_PROGRAMS.values()},
 }
 
 __all__ = ["__version__", *_PUBLIC]

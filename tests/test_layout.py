@@ -14,14 +14,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "kpdd"
 
 # Lowest floor first; a module may import its own floor and any floor below, never one above. Why this order:
-# the basics (errors, config, JSONL) know nothing of kpdd; datasets are plain records; the sandbox runs programs
+# the basics (errors, config, JSONL, what a reference string names) know nothing of kpdd; datasets are plain records; the sandbox runs programs
 # with only the standard library; eval scores answers (the programs' metric and answer extraction use it);
 # modules are the DSPy programs (they run PoT code in the sandbox); compile makes traces from programs;
 # finetune turns traces into weights (and registers students); engines serve those weights as dspy.LMs;
 # tracking records what the stages produced; run holds the drivers that chain the stages; cli parses options
 # into a driver's config. A package's own __init__ counts as the package.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("kpdd", "kpdd.errors", "kpdd.config", "kpdd.jsonl", "kpdd.distributed"),
+    ("kpdd", "kpdd.errors", "kpdd.config", "kpdd.jsonl", "kpdd.distributed", "kpdd.references"),
     ("kpdd.data",),
     ("kpdd.sandbox",),
     ("kpdd.eval",),
@@ -155,7 +155,7 @@ def test_layout_has_no_import_cycles_between_packages(graph):
 
 
 def test_layout_graph_sees_imports_inside_functions(graph):
-    assert "kpdd.engines.lm" in graph["kpdd.run.eval"]  # imported inside load_program_and_lm only
+    assert "kpdd.engines.compiled" in graph["kpdd.run.eval"]  # imported inside load_program_and_lm only
 
 
 def test_layout_check_catches_an_upward_import_and_a_cycle(tmp_path):

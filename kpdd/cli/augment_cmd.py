@@ -4,7 +4,6 @@ import typer
 
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
-from kpdd.modules.reference import label
 from kpdd.run.augment import TEACHER, AugmentConfig
 
 
@@ -16,15 +15,15 @@ def augment_command(config: AugmentConfig, experiment=None, tracking_uri=None):
     from kpdd.tracking import METHOD, TEACHER as TEACHER_TAG, command_run
     from kpdd.tracking.results import log_augment
 
-    with command_run("augment", config, tags={METHOD: label(config.program), TEACHER_TAG: TEACHER},
+    with command_run("augment", config, tags={METHOD: config.program, TEACHER_TAG: TEACHER},
                      experiment=experiment, tracking_uri=tracking_uri):
         stats = run_augment(config)
         log_augment(stats)
-    typer.echo(f"variants: {stats['path']}")
-    typer.echo(f"questions {stats['questions']}, with >= 1 variant {stats['covered']} ({stats['coverage']:.1%}), "
-               f"variants {stats['traces']} ({stats['traces_per_question']:.2f} per covered question), "
-               f"candidates drawn {stats['samples']}, failed (retried on rerun) {stats['failed']}")
-    typer.echo(f"this run: {stats['new_variants']} variants in {stats['seconds']:.1f} s "
-               f"({stats['variants_per_s']:.1f} variants/s)")
-    for reason, count in stats["errors"].items():
+    typer.echo(f"variants: {stats.path}")
+    typer.echo(f"questions {stats.questions}, with >= 1 variant {stats.covered} ({stats.coverage:.1%}), "
+               f"variants {stats.traces} ({stats.traces_per_question:.2f} per covered question), "
+               f"candidates drawn {stats.samples}, failed (retried on rerun) {stats.failed}")
+    typer.echo(f"this run: {stats.new_variants} variants in {stats.seconds:.1f} s "
+               f"({stats.variants_per_s:.1f} variants/s)")
+    for reason, count in stats.errors.items():
         typer.echo(f"  rejected: {reason}: {count}")

@@ -4,7 +4,7 @@ import typer
 
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
-from kpdd.modules.reference import label
+from kpdd.references import parse_program
 from kpdd.run.eval import EvalConfig
 
 
@@ -16,8 +16,8 @@ def eval_command(config: EvalConfig, experiment=None, tracking_uri=None):
 
     config = with_compiled_program(config)  # the run is named after the program that runs
     check_lms(config)  # a path with no model, or a remote LM that does not answer: one line, nothing written
-    with command_run("eval", config, tags={METHOD: label(config.program), STUDENT: config.lm},
+    with command_run("eval", config, tags={METHOD: parse_program(config.program).label, STUDENT: config.lm},
                      experiment=experiment, tracking_uri=tracking_uri):
         result = run_eval(config)
-    typer.echo(result["report"])
-    typer.echo(f"\npredictions: {result['predictions']}")
+    typer.echo(result.report)
+    typer.echo(f"\npredictions: {result.predictions}")

@@ -5,7 +5,7 @@ import typer
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
 from kpdd.distributed import is_main_process
-from kpdd.modules.reference import label
+from kpdd.references import parse_program
 from kpdd.run.finetune import FinetuneConfig
 
 
@@ -19,17 +19,17 @@ def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None)
 
     check_stores(config.traces, config.program)  # a missing store: one line, no MLflow run
     check_registered_name(config.register_as)
-    with command_run("finetune", config, tags={METHOD: label(config.program), STUDENT: config.student},
+    with command_run("finetune", config, tags={METHOD: parse_program(config.program).label, STUDENT: config.student},
                      experiment=experiment, tracking_uri=tracking_uri):
         result = run_finetune(config, on_log=metrics_logger())
         log_finetune(result)
         model = logged_student(config, result)
     if not is_main_process():  # the main process of an `accelerate launch` reports for all
         return
-    typer.echo(f"compiled program: {result['out']}  (evaluate: kpdd eval --lm {result['out']})")
+    typer.echo(f"compiled program: {result.out}  (evaluate: kpdd eval --lm {result.out})")
     if model is not None:
         typer.echo(f"MLflow model: {model_line(model, config.register_as)}")
-    for task, trained in result["students"].items():
+    for task, trained in result.students.items():
         typer.echo(student_line(task, trained))
 
 

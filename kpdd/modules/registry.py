@@ -1,27 +1,14 @@
-"""Program registry: the short names of the built-in programs; any other program is named by a code reference
-(``package.module:Class`` or ``path/to/file.py:Class``, see :mod:`kpdd.modules.reference`)."""
+"""Program registry: the built-in programs by their short names (:data:`kpdd.references.BUILTIN_PROGRAMS`); any
+other program is named by a code reference (``package.module:Class`` or ``path/to/file.py:Class``, see
+:mod:`kpdd.modules.reference`)."""
 
 import dspy
 
-from kpdd.errors import unknown_name
-from kpdd.modules.reference import build_reference, is_code_reference, program_reference
-from kpdd.modules.programs import (
-    ChainOfThoughtBaseline,
-    DirectAnswer,
-    KPDDCoT,
-    KPDDPoT,
-    ProgramOfThoughtBaseline,
-    SocraticCoT,
-)
+from kpdd.errors import ConfigError, unknown_name
+from kpdd.modules.reference import build_reference, program_reference, resolve_object
+from kpdd.references import BUILTIN, BUILTIN_PROGRAMS, ProgramRef, parse_program
 
-PROGRAMS: dict[str, type[dspy.Module]] = {
-    "kpdd-cot": KPDDCoT,
-    "kpdd-pot": KPDDPoT,
-    "socratic": SocraticCoT,
-    "cot": ChainOfThoughtBaseline,
-    "pot": ProgramOfThoughtBaseline,
-    "direct": DirectAnswer,
-}
+PROGRAMS: dict[str, type[dspy.Module]] = {name: resolve_object(target) for name, target in BUILTIN_PROGRAMS.items()}
 
 
 def program_class(name: str) -> type[dspy.Module]:
@@ -30,11 +17,13 @@ def program_class(name: str) -> type[dspy.Module]:
     return PROGRAMS[name]
 
 
-def build_program(reference: str) -> dspy.Module:
-    """A fresh, uncompiled instance of the referenced program (a registry name or a code reference)."""
-    if is_code_reference(reference):
-        return build_reference(reference)
-    return program_class(reference)()
+def build_program(reference: str | ProgramRef) -> dspy.Module:
+    """A fresh, uncompiled instance of the referenced program (a built-in or a code reference)."""
+    ref = parse_program(reference)
+    if ref.is_compiled:
+        raise ConfigError(f"{ref.text} is a compiled program, not a program to build: load it with "
+                          "kpdd.load (kpdd.engines.compiled.load_compiled), or name its program")
+    return program_class(ref.text)() if ref.kind == BUILTIN else build_reference(ref.text)
 
 
 def program_name(program: dspy.Module) -> str:

@@ -19,9 +19,10 @@ import dspy
 from kpdd.errors import ConfigError
 from kpdd.modules.one_call import ONE, PER_STAGE, STUDENT_CALLS, OneCallProgram
 from kpdd.modules.programs import KpddProgram
-from kpdd.modules.reference import REFERENCE_ATTR, is_file_reference
+from kpdd.modules.reference import REFERENCE_ATTR
 from kpdd.modules.registry import build_program, program_name
 from kpdd.modules.student_format import STUDENT, adapter_for
+from kpdd.references import MANIFEST, ProgramRef, is_file_reference
 
 
 def student_adapter(prompt_format: str = STUDENT) -> dspy.ChatAdapter:
@@ -29,7 +30,6 @@ def student_adapter(prompt_format: str = STUDENT) -> dspy.ChatAdapter:
     return adapter_for(prompt_format)
 
 
-MANIFEST = "kpdd-program.json"
 SOURCE = "source"  # the copied file of a file-defined program
 
 
@@ -49,7 +49,8 @@ def with_prompt_adapter(program: dspy.Module, adapter: dspy.Adapter | None) -> d
     return program
 
 
-def build_student_program(name: str, student_calls: str = PER_STAGE, repeated: list[str] | tuple = ()) -> dspy.Module:
+def build_student_program(name: str | ProgramRef, student_calls: str = PER_STAGE,
+                          repeated: list[str] | tuple = ()) -> dspy.Module:
     """A fresh program (any reference) as a student runs it: per stage, or (multi-stage programs) in one call."""
     return as_student_program(build_program(name), student_calls, repeated)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.compile.gold.augment import SUPPORTED_METHODS
+from kpdd.compile.store import AugmentStats
 from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.run.options import TrainingQuestions
@@ -133,7 +134,7 @@ def _run_problem(run, source, variant, seen: set[str]) -> str | None:
 
 def augment_examples(examples: list, method: str, store, header: dict[str, Any], variants: int = 4,
                      max_attempts: int = 80, seed: int = 0, batch_questions: int = 512, timeout: float = 2.0,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True) -> AugmentStats:
     """Vary the pending questions batch by batch into ``store``; returns its stats plus this run's throughput."""
     from tqdm import tqdm
 
@@ -162,12 +163,13 @@ def augment_examples(examples: list, method: str, store, header: dict[str, Any],
         bar.set_postfix(variants=made, refresh=False)
     bar.close()
     elapsed = time.perf_counter() - start
-    return {**store.stats(), "new_variants": made, "seconds": round(elapsed, 2),
-            "variants_per_s": made / elapsed if elapsed > 0 and made else 0.0}
+    return AugmentStats(**vars(store.stats()), new_variants=made, seconds=round(elapsed, 2),
+                        variants_per_s=made / elapsed if elapsed > 0 and made else 0.0)
 
 
-def run_augment(config: AugmentConfig, progress: bool = True) -> dict[str, Any]:
-    """``kpdd augment``: load the questions, vary them into the store; returns the stats."""
+def run_augment(config: AugmentConfig, progress: bool = True) -> AugmentStats:
+    """``kpdd augment``: load the questions, vary them into the store; returns the store's stats and this run's
+    throughput."""
     from kpdd.compile.gold.augment import AUGMENT_VERSION, check_method
     from kpdd.compile.store import TraceStore
     from kpdd.data import load_dataset
@@ -179,6 +181,5 @@ def run_augment(config: AugmentConfig, progress: bool = True) -> dict[str, Any]:
                                               "version": AUGMENT_VERSION}}
     store = TraceStore(config.store_path())
     save_config(config, store.path)
-    stats = augment_examples(examples, config.program, store, header, config.variants, config.max_attempts,
-                             config.seed, config.batch_questions, config.timeout, progress)
-    return {"path": str(store.path), **stats}
+    return augment_examples(examples, config.program, store, header, config.variants, config.max_attempts,
+                            config.seed, config.batch_questions, config.timeout, progress)

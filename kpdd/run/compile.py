@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.compile.optimize import OPTIMIZERS as DSPY_OPTIMIZERS
-from kpdd.config import option, save_config
+from kpdd.compile.store import TraceStats
+from kpdd.config import Result, option, save_config
 from kpdd.distributed import is_main_process, main_process_first
 from kpdd.errors import ConfigError, KpddError
-from kpdd.finetune.trainer import TrainConfig
+from kpdd.finetune.trainer import TrainConfig, TrainResult
 from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
+from kpdd.references import LMRef, parse_program
 from kpdd.run.options import LocalEngineOptions, StudentFormatOptions, TrainingQuestions
 from kpdd.run.paths import default_out, program_slug, slug
 from kpdd.run.remote_options import RemoteLMOptions
+from kpdd.run.traces import GOLD
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +42,8 @@ TRACES = "traces.jsonl"
 class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions, TrainConfig, RemoteLMOptions):
     program: str = option("kpdd-pot", PROGRAM_HELP)
     metric: str = option("", METRIC_HELP)
-    teacher: str = option("gold", "'gold', a model directory ('./my-student' or 'local:<path>'), or a model string "
-                                  "such as 'openai/gpt-4o-mini'")
+    teacher: str = option(GOLD, "'gold', a model directory ('./my-student' or 'local:<path>'), or a model string "
+                                "such as 'openai/gpt-4o-mini'")
     optimizer: str = option(NO_OPTIMIZER, "teacher optimizer: none, bootstrap-fewshot, bootstrap-random-search, "
                                           "mipro, gepa", choices=OPTIMIZERS)
     optimize_size: int = option(50, "training questions used to optimise the teacher program", at_least=1)
@@ -68,6 +71,26 @@ class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions,
         return default_out("compile", f"{program_slug(self.program)}-{slug(self.teacher)}")
 
 
+@dataclass(frozen=True)
+class CompileResult(Result):
+    """What ``kpdd compile`` made: the compiled program's directory (the best round's with ``--rft-rounds``), the
+    trace store's stats, each student's training figures, and the student's MLflow model (None without tracking)."""
+
+    compiled: Path
+    traces: TraceStats
+    students: dict[str, TrainResult]
+    model: Any = None  # mlflow.models.model.ModelInfo
+
+
+def teacher_references(config: CompileConfig) -> dict[str, LMRef | None]:
+    """``--teacher`` (None: gold), ``--reflection-lm`` and ``--prompt-model`` (None: the teacher) as references on
+    the config's servers, by option."""
+    specs = {"--teacher": None if config.teacher == GOLD else config.teacher,
+             "--reflection-lm": config.reflection_lm, "--prompt-model": config.prompt_model}
+    return {option_name: None if spec is None else config.lm_reference(spec, option_name)
+            for option_name, spec in specs.items()}
+
+
 def optimized_teacher_program(config: CompileConfig, echo=print) -> Path | None:
     """Optimise the program on the teacher LM once; later runs reuse the saved program. The optimizer's work is
     written under ``<out>/optimize`` as it is made, so a rerun after a kill resumes it."""
@@ -80,7 +103,7 @@ def optimized_teacher_program(config: CompileConfig, echo=print) -> Path | None:
 
     if config.optimizer == NO_OPTIMIZER:
         return None
-    if config.teacher == "gold":
+    if config.teacher == GOLD:
         raise ConfigError("the gold teacher has no LM to optimise: use --optimizer none, or a teacher LM")
     target = config.out_dir() / "teacher-program"
     if (target / MANIFEST).is_file():
@@ -88,9 +111,9 @@ def optimized_teacher_program(config: CompileConfig, echo=print) -> Path | None:
         return target
     with maybe_stage("optimise", optimizer=config.optimizer, size=config.optimize_size, trials=config.trials,
                      prompt_model=config.prompt_model or config.teacher):
-        lm = config.remote_lm(config.teacher, "--teacher", probe=False)  # check_lms probed it
-        reflection = teacher_lm_or_none(config, config.reflection_lm, "--reflection-lm")
-        prompt_model = teacher_lm_or_none(config, config.prompt_model, "--prompt-model")
+        # --teacher, --reflection-lm, --prompt-model (check_lms probed them)
+        lm, reflection, prompt_model = (None if ref is None else config.remote_lm(ref, name, probe=False)
+                                        for name, ref in teacher_references(config).items())
         trainset = load_dataset(config.dataset, config.split, limit=config.optimize_size, seed=config.seed + 1)
         log = OptimizeLog(config.out_dir() / "optimize", on_trial=trial_logger(), server_gone_s=config.server_gone_s)
         try:
@@ -105,11 +128,6 @@ def optimized_teacher_program(config: CompileConfig, echo=print) -> Path | None:
         log_optimize(summary, log.directory, target)
         echo(optimize_summary(config.optimizer, summary))
         return target
-
-
-def teacher_lm_or_none(config: CompileConfig, spec: str | None, option_name: str):
-    """The optimizer's own LM from ``spec`` (any form --teacher takes, on --api-base), or None (the teacher)."""
-    return None if spec is None else config.remote_lm(spec, option_name, probe=False)
 
 
 def optimize_summary(optimizer: str, summary: dict[str, Any]) -> str:
@@ -131,15 +149,15 @@ def check_lms(config: CompileConfig) -> None:
 
     check_registered_name(config.register_as)
     check_engine(config.engine)
-    config.check_remote(config.teacher, "--teacher")
-    for spec, option_name in ((config.reflection_lm, "--reflection-lm"), (config.prompt_model, "--prompt-model")):
-        if spec:
-            config.check_remote(spec, option_name)
+    parse_program(config.program)
+    for option_name, lm in teacher_references(config).items():
+        if lm is not None:
+            config.check_remote(lm, option_name)
 
 
-def run_compile(config: CompileConfig, progress: bool = True, log_model: bool = True) -> dict[str, Any]:
-    """The whole compile: returns the compiled program's directory, the trace stats, the training figures and
-    (``log_model``, with MLflow active) the student's MLflow model (``ModelInfo``, else None)."""
+def run_compile(config: CompileConfig, progress: bool = True, log_model: bool = True) -> CompileResult:
+    """The whole compile: the compiled program's directory, the trace stats, the training figures and
+    (``log_model``, with MLflow active) the student's MLflow model."""
     from kpdd.run.finetune import FinetuneConfig, run_finetune
     from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
 
@@ -160,12 +178,13 @@ def run_compile(config: CompileConfig, progress: bool = True, log_model: bool = 
     with maybe_stage("finetune", **train_fields):
         trained = run_finetune(finetune_config, progress=progress, on_log=metrics_logger())
         log_finetune(trained)
-    compiled = improved(config, trained["out"], stores, progress)
+    compiled = improved(config, trained.out, stores, progress)
     model = logged_student(config, compiled, register_as=config.register_as) if log_model else None
-    return {"compiled": compiled, "traces": stats, "students": trained["students"], "model": model}
+    return CompileResult(compiled=compiled, traces=stats, students=trained.students, model=model)
 
 
-def logged_student(config: CompileConfig, compiled: str, register_as: str | None = None, **model_config) -> Any:
+def logged_student(config: CompileConfig, compiled: str | Path, register_as: str | None = None,
+                   **model_config) -> Any:
     """The compiled student as an MLflow model of the active run, with how it was made as params (None when
     tracking is off, or on a process other than the main one). ``model_config``: the loaded model's defaults
     (``max_tokens``, ``threads``)."""
@@ -183,7 +202,7 @@ def logged_student(config: CompileConfig, compiled: str, register_as: str | None
                                                          STUDENT: config.student}, **model_config)
 
 
-def teacher_traces(config: CompileConfig, progress: bool = True) -> dict[str, Any]:
+def teacher_traces(config: CompileConfig, progress: bool = True) -> TraceStats:
     """The optimised teacher program (once) and its verified traces (resumable); returns the store's stats."""
     from kpdd.run.traces import TracesConfig, run_traces
     from kpdd.tracking.results import log_traces, maybe_stage
@@ -201,11 +220,11 @@ def teacher_traces(config: CompileConfig, progress: bool = True) -> dict[str, An
     return stats
 
 
-def written_traces(path: Path) -> dict[str, Any]:
+def written_traces(path: Path) -> TraceStats:
     """The stats of a trace store another process wrote."""
     from kpdd.compile.store import TraceStore
 
-    return {"path": str(path), **TraceStore(path).stats()}
+    return TraceStore(path).stats()
 
 
 def augmented_store(config: CompileConfig, progress: bool) -> list[str]:
@@ -221,10 +240,10 @@ def augmented_store(config: CompileConfig, progress: bool) -> list[str]:
     with maybe_stage("augment", **augment_config.__dict__):
         stats = run_augment(augment_config, progress=progress)
         log_augment(stats)
-    return [stats["path"]]
+    return [str(stats.path)]
 
 
-def improved(config: CompileConfig, compiled: str, stores: list[str], progress: bool) -> str:
+def improved(config: CompileConfig, compiled: Path, stores: list[str], progress: bool) -> Path:
     """``--rft-rounds R``: the best student of R rounds of rejection-sampling fine-tuning (``compiled`` when R is 0)."""
     from kpdd.run.improve import ImproveConfig, run_improve
     from kpdd.tracking.results import maybe_stage
@@ -232,9 +251,9 @@ def improved(config: CompileConfig, compiled: str, stores: list[str], progress: 
     if config.rft_rounds <= 0:
         return compiled
     train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
-    improve_config = ImproveConfig(**train_fields, program=config.program, student_program=compiled, traces=stores,
+    improve_config = ImproveConfig(**train_fields, program=config.program, student_program=str(compiled), traces=stores,
                                    dataset=config.dataset, split=config.split, limit=config.limit,
                                    rounds=config.rft_rounds, samples=config.rft_samples, engine=config.engine,
                                    out=str(config.out_dir() / "improve"))
     with maybe_stage("improve", rounds=config.rft_rounds, samples=config.rft_samples):
-        return run_improve(improve_config, progress=progress, echo=logger.info)["best"]
+        return run_improve(improve_config, progress=progress, echo=logger.info).best

@@ -53,7 +53,7 @@ def distill(program: dspy.Module, trainset: list[dspy.Example], teacher: dspy.LM
               "meta": {"samples": samples, "temperature": temperature}}
     lm_teacher = LMTeacher(program, lm, reference, temperature=temperature, name=name, metric=metric)
     stats = generate_traces(lm_teacher, trainset, store, header, samples, threads, progress)
-    if not stats.get("traces"):
+    if not stats.traces:
         raise ConfigError(f"distill: the teacher got no example of {len(trainset)} right by the metric "
                           f"(see {store.path}); a stronger teacher or more examples are needed")
     fields = dataclasses.asdict(train or TrainConfig())

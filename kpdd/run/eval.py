@@ -1,7 +1,8 @@
-"""``kpdd eval``: a program (registry name or compiled directory) with an LM on the benchmark sets.
+"""``kpdd eval``: a program (a built-in, code or a compiled directory) with an LM on the benchmark sets.
 
-A path-like ``--lm`` or ``--program`` must hold a model or a compiled program, and a remote LM must answer one probe
-call (:func:`check_lms`), before anything is written; a run whose LM fails for good stops with one line.
+``--program`` and ``--lm`` are parsed once into references (:mod:`kpdd.references`, :func:`references`): a path
+must hold a compiled program or a model, and a remote LM must answer one probe call (:func:`check_lms`), before
+anything is written; a run whose LM fails for good stops with one line.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from typing import Any
 
 import dspy
 
-from kpdd.config import option, redefault, save_config
-from kpdd.eval.lm_guard import FailureGuard
+from kpdd.config import Result, option, redefault, save_config
 from kpdd.errors import ConfigError
-from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP, is_code_reference, label
-from kpdd.run.paths import default_out, slug
+from kpdd.eval.harness import DatasetScore
+from kpdd.eval.lm_guard import FailureGuard
 from kpdd.finetune.trainer import TrainConfig
+from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
 from kpdd.modules.student_format import PROMPT_FORMATS
+from kpdd.references import LMRef, ProgramRef, parse_program
+from kpdd.run.paths import default_out, slug
 from kpdd.run.options import LocalEngineOptions
 from kpdd.run.remote_options import RemoteLMOptions
 
@@ -64,19 +67,29 @@ class EvalConfig(LocalEngineOptions, RemoteLMOptions):
     def predictions_path(self) -> Path:
         if self.out:
             return Path(self.out)
-        program = label(self.program) if is_code_reference(self.program) else Path(self.program).name
-        stem = "-".join(slug(part) for part in (program, Path(self.lm).name))
+        program = parse_program(self.program)
+        name = program.path.name if program.is_compiled else program.label
+        stem = "-".join(slug(part) for part in (name, Path(self.lm).name))
         suffix = f"-k{self.samples}" if self.samples > 1 else ""
         return default_out("eval", f"{stem}{suffix}.jsonl")
 
 
-def is_compiled(path: str) -> bool:
-    from kpdd.modules.saved import MANIFEST
+@dataclass(frozen=True)
+class EvalResult(Result):
+    """What ``kpdd eval`` measured: accuracy per dataset (``scores``; ``report`` as text) of the program (its
+    reference), and where each prediction is."""
 
-    return (Path(path) / MANIFEST).is_file()
+    program: str
+    predictions: Path
+    scores: dict[str, DatasetScore]
+    report: str
+    examples: list[dspy.Example]
 
 
-COMPILED, LOCAL, REMOTE = "compiled", "local", "remote"
+def references(config: EvalConfig) -> tuple[ProgramRef, LMRef]:
+    """``--program`` and ``--lm`` as references (a model string on the config's servers): one error line for a
+    path that holds neither a program nor a model."""
+    return parse_program(config.program), config.lm_reference(config.lm, "--lm", compiled=True)
 
 
 def with_compiled_program(config: EvalConfig) -> EvalConfig:
@@ -84,86 +97,53 @@ def with_compiled_program(config: EvalConfig) -> EvalConfig:
     predictions, the saved config and the MLflow run are filed under it, not under the default ``--program``."""
     from kpdd.modules.saved import manifest_program
 
-    if is_compiled(config.lm) and not is_compiled(config.program):
-        return replace(config, program=manifest_program(config.lm))
+    program, lm = references(config)
+    if lm.is_compiled and not program.is_compiled:
+        return replace(config, program=manifest_program(lm.path))
     return config
-
-
-def lm_kind(config: EvalConfig) -> str:
-    """Where the program's LM comes from: a compiled program (``--program`` or ``--lm``), a local model (a
-    directory or the shipped alias), or a remote model string. A path that holds neither is one error line."""
-    from kpdd.engines.lm import check_model_dir, looks_like_path
-    from kpdd.modules.saved import MANIFEST
-
-    if is_compiled(config.program) or is_compiled(config.lm):
-        return COMPILED
-    if looks_like_path(config.program) and not is_code_reference(config.program):
-        raise ConfigError(f"--program {config.program}: no compiled program there (no {MANIFEST}); "
-                          "expected a compiled program directory or a program name such as kpdd-pot")
-    if looks_like_path(config.lm):
-        check_model_dir(config.lm, "--lm")
-        return LOCAL
-    return REMOTE if "/" in config.lm else LOCAL
 
 
 def check_lms(config: EvalConfig) -> None:
     """Fail fast, before anything is written: a ``--lm``/``--program`` path that holds no model, an unknown alias,
     or a remote LM that cannot answer one probe call is one error line (the CLI calls this before it opens the
     MLflow run)."""
+    from kpdd.engines.batching import check_engine
     from kpdd.finetune.student import read_student
+    from kpdd.modules import build_program
 
-    kind = lm_kind(config)
-    if kind != COMPILED:
-        from kpdd.modules import build_program
-
-        build_program(config.program)  # a reference that does not resolve: one line, before the LM is asked
-    if is_model_string(config.lm):
-        config.check_remote(config.lm, "--lm")  # each server of a fan-out
-    elif kind == LOCAL:
-        from kpdd.engines.batching import check_engine
-
-        check_engine(config.engine)
-        read_student(config.lm)  # an unknown alias or a directory without a model, before the MLflow run opens
+    program, lm = references(config)
+    if not (program.is_compiled or lm.is_compiled):
+        build_program(program)  # a reference that does not resolve: one line, before the LM is asked
+    if lm.is_remote:
+        config.check_remote(lm, "--lm")  # each server of a fan-out
+        return
+    check_engine(config.engine)
+    if not (program.is_compiled or lm.is_compiled):
+        read_student(lm)  # a directory without a model's description, before the MLflow run opens
 
 
-def load_program_and_lm(config: EvalConfig) -> tuple[dspy.Module, str, bool]:
-    """The program to evaluate with its LM(s) set, its registry name, and whether its LM is local."""
+def load_program_and_lm(config: EvalConfig, program: ProgramRef, lm: LMRef) -> tuple[dspy.Module, str, bool]:
+    """The program to evaluate with its LM(s) set, its reference, and whether its LM is local. A compiled program
+    (``--program``, else ``--lm``) runs its own students, or with a model string as ``--lm`` the served one."""
+    from kpdd.engines.compiled import load_compiled, program_with_student
     from kpdd.modules import build_program
     from kpdd.modules.saved import manifest_program
 
-    lm_kind(config)  # a path that holds no model: one error line naming it
     lm_kwargs = {"max_tokens": config.max_tokens}
-    if is_compiled(config.program) and is_model_string(config.lm):
-        return served_compiled(config, lm_kwargs), manifest_program(config.program), False
-    for source in (config.program, config.lm):
-        if is_compiled(source):
-            from kpdd.engines.compiled import load_compiled
-
-            program = load_compiled(source, engine=engine_spec(config), **lm_kwargs)
-            return program, manifest_program(source), True
-    if is_model_string(config.lm):
-        program = build_program(config.program)
-        program.set_lm(model_lm(config, lm_kwargs))
-        return program, config.program, False
-    from kpdd.engines.compiled import program_with_student
-
-    return program_with_student(config.program, config.lm, engine=engine_spec(config), **lm_kwargs), config.program, True
+    compiled = program if program.is_compiled else lm if lm.is_compiled else None
+    if program.is_compiled and lm.is_remote:
+        return served_compiled(config, program, lm, lm_kwargs), manifest_program(program.path), False
+    if compiled is not None:
+        loaded = load_compiled(compiled.path, engine=engine_spec(config), **lm_kwargs)
+        return loaded, manifest_program(compiled.path), True
+    if lm.is_remote:
+        built = build_program(program)
+        built.set_lm(config.remote_lm(lm, "--lm", **lm_kwargs))
+        return built, program.text, False
+    return program_with_student(program, lm, engine=engine_spec(config), **lm_kwargs), program.text, True
 
 
-def is_model_string(lm: str) -> bool:
-    """'openai/<name>' and other LiteLLM model strings, as opposed to a local directory or the shipped alias."""
-    from kpdd.engines.lm import looks_like_path
-
-    return "/" in lm and not looks_like_path(lm)
-
-
-def model_lm(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.LM:
-    """The LM of a model string (one server, or requests spread over several: ``--api-base`` repeated), after one
-    probe call (free when ``check_lms`` already made it)."""
-    return config.remote_lm(config.lm, "--lm", **lm_kwargs)
-
-
-def served_compiled(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.Module:
+def served_compiled(config: EvalConfig, program: ProgramRef, lm: LMRef, lm_kwargs: dict[str, Any]) -> dspy.Module:
     """A compiled (or exported) program whose student runs behind a server, e.g. ``vllm serve`` of ``kpdd export``:
     the program's state, the served model as every predictor's LM, and the prompt format the student was trained on.
     """
@@ -173,15 +153,15 @@ def served_compiled(config: EvalConfig, lm_kwargs: dict[str, Any]) -> dspy.Modul
     from kpdd.modules.saved import MANIFEST, load_program, with_prompt_adapter
     from kpdd.modules.student_format import adapter_for
 
-    manifest = json.loads((Path(config.program) / MANIFEST).read_text())
+    manifest = json.loads((program.path / MANIFEST).read_text())
     students = sorted(set(manifest.get("students", {}).values()))
     if len(students) != 1:
-        raise ConfigError(f"{config.program} has {len(students)} students (one per stage) but --lm names one served "
+        raise ConfigError(f"{program} has {len(students)} students (one per stage) but --lm names one served "
                           "model: evaluate a multitask student, or the compiled program with its local students")
-    program = load_program(config.program)
-    program.set_lm(model_lm(config, lm_kwargs))
-    student_dir = Path(config.program) / students[0]
-    return with_prompt_adapter(program, adapter_for(manifest.get("prompt_format") or read_student(student_dir).prompt_format))
+    loaded = load_program(program.path)
+    loaded.set_lm(config.remote_lm(lm, "--lm", **lm_kwargs))
+    prompt_format = manifest.get("prompt_format") or read_student(program.path / students[0]).prompt_format
+    return with_prompt_adapter(loaded, adapter_for(prompt_format))
 
 
 def with_prompt_format(program: dspy.Module, prompt_format: str) -> dspy.Module:
@@ -212,11 +192,13 @@ def held_out(examples: list[dspy.Example], config: EvalConfig) -> list[dspy.Exam
     return sample_records(examples, config.limit, config.seed)
 
 
-def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dict[str, Any]:
+def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> EvalResult:
     """Evaluate and (when an MLflow run is active) log accuracy, intervals, errors and predictions."""
     from kpdd.data import load_dataset
     from kpdd.eval.harness import evaluate, format_report
     from kpdd.finetune.hardware import use_torch_threads
+    from kpdd.modules.metric import resolve_metric
+    from kpdd.modules.one_call import program_inputs
     from kpdd.modules.saved import student_adapter
     from kpdd.modules.student_format import CHAT
     from kpdd.tracking import dspy_tracing
@@ -225,12 +207,9 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
     names = config.dataset_names()
     if not names:
         raise ConfigError("no datasets to evaluate: pass --datasets gsm8k,svamp,... or all")
-    from kpdd.modules.metric import resolve_metric
-    from kpdd.modules.one_call import program_inputs
-
     use_torch_threads(config.torch_threads)  # before a local engine starts
     config = with_compiled_program(config)
-    program, program_name, local = load_program_and_lm(config)
+    program, program_name, local = load_program_and_lm(config, *references(config))
     inputs, metric = program_inputs(program), resolve_metric(config.metric) if config.metric else None
     examples = [e for name in names for e in held_out(load_dataset(name, split=config.split, inputs=inputs,
                                                                    numeric_answer=metric is None), config)]
@@ -246,5 +225,5 @@ def run_eval(config: EvalConfig, progress: bool = True, log: bool = True) -> dic
                           guard=FailureGuard(config.server_gone_s), metric=metric)
     if log:
         log_eval(scores, path, examples)
-    return {"program": program_name, "predictions": str(path), "scores": scores, "report": format_report(scores),
-            "examples": examples}
+    return EvalResult(program=program_name, predictions=path, scores=scores, report=format_report(scores),
+                      examples=examples)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from kpdd.config import option
+from kpdd.config import Result, option
 from kpdd.errors import ConfigError
+from kpdd.references import parse_local_lm, parse_lm
 
 
 @dataclass(frozen=True)
@@ -23,21 +23,29 @@ class ExportConfig:
                           "checkpoints; a student: the checkpoint itself)")
 
 
-def run_export(config: ExportConfig) -> dict[str, Any]:
-    """Export and return ``{"out", "program" (a compiled program's registry name or None), "students"}``, where
-    ``students`` maps each exported checkpoint to the model id to serve it under."""
-    from kpdd.modules.saved import MANIFEST, manifest_program
+@dataclass(frozen=True)
+class ExportResult(Result):
+    """What ``kpdd export`` wrote: the output directory, the compiled program's reference (None for a student), and
+    each exported checkpoint with the model id to serve it under."""
+
+    out: Path
+    program: str | None
+    students: dict[Path, str]
+
+
+def run_export(config: ExportConfig) -> ExportResult:
+    """Export a compiled program (every student in it) or one local model as merged checkpoints."""
     from kpdd.finetune.export import export_compiled, export_student
     from kpdd.finetune.student import read_student
+    from kpdd.modules.saved import manifest_program
 
     if not config.lm or not config.out:
         raise ConfigError("export needs --lm <compiled program or student directory> and --out <directory>")
-    source, out = Path(config.lm), Path(config.out)
-    if out.resolve() == source.resolve():
+    source, out = parse_lm(config.lm, "--lm"), Path(config.out)
+    if source.path is not None and out.resolve() == source.path.resolve():
         raise ConfigError(f"--out {out} is the source itself: export into a new directory")
-    if (source / MANIFEST).is_file():
-        checkpoints, program = list(export_compiled(source, out).values()), manifest_program(source)
+    if source.is_compiled:
+        checkpoints, program = list(export_compiled(source.path, out).values()), manifest_program(source.path)
     else:
-        checkpoints, program = [export_student(source, out)], None
-    return {"out": str(out), "program": program,
-            "students": {str(path): read_student(path).model_id for path in checkpoints}}
+        checkpoints, program = [export_student(parse_local_lm(source, "--lm"), out)], None
+    return ExportResult(out=out, program=program, students={path: read_student(path).model_id for path in checkpoints})

@@ -16,7 +16,7 @@ from typing import Any
 
 import dspy
 
-from kpdd.config import option, save_config
+from kpdd.config import Result, option, save_config
 from kpdd.distributed import is_main_process
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig, TrainResult
@@ -45,6 +45,16 @@ class FinetuneConfig(StudentFormatOptions, TrainConfig):
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class FinetuneResult(Result):
+    """What ``kpdd finetune`` made: the compiled program's directory, the number of traces trained on, and each
+    student's training figures (by task: ``all`` for a multitask student, else the predictor's name)."""
+
+    out: Path
+    traces: int
+    students: dict[str, TrainResult]
 
 
 def check_stores(paths: list[str], program: str) -> None:
@@ -77,7 +87,8 @@ def load_traces(paths: list[str], program: str, max_traces: int | None = None, s
 
 
 def run_finetune(config: FinetuneConfig, progress: bool = True,
-                 on_log: Callable[[dict, int], None] | None = None, program: dspy.Module | None = None) -> dict[str, Any]:
+                 on_log: Callable[[dict, int], None] | None = None,
+                 program: dspy.Module | None = None) -> FinetuneResult:
     """Train the student(s) and write the compiled program; returns its directory and each student's figures.
     ``program``: the program object to train (default: a fresh one built from ``config.program``)."""
     from kpdd.finetune.sft import build_sft_data, merge_tasks
@@ -113,10 +124,10 @@ def run_finetune(config: FinetuneConfig, progress: bool = True,
         raise ConfigError(f"stages {missing} got no student: train them too (drop --stages) to run the program")
     if is_main_process():  # under `accelerate launch` every process trained; one writes
         save_program(program, out, config.program, students=students, traces=len(traces), **meta)
-    return {"out": str(out), "traces": len(traces), "students": results}
+    return FinetuneResult(out=out, traces=len(traces), students=results)
 
 
-def logged_student(config: FinetuneConfig, result: dict[str, Any]) -> Any:
+def logged_student(config: FinetuneConfig, result: FinetuneResult) -> Any:
     """The compiled program of :func:`run_finetune` as an MLflow model of the active run, with how it was made as
     params (None when tracking is off, or on a process other than the main one)."""
     from kpdd.tracking import METHOD, STUDENT
@@ -127,5 +138,5 @@ def logged_student(config: FinetuneConfig, result: dict[str, Any]) -> Any:
         return None
     params = {"data": ",".join(Path(path).name for path in config.traces), "max_traces": config.max_traces,
               "seed": config.seed}
-    return log_student_model(result["out"], register_as=config.register_as, params=params, device=config.device,
+    return log_student_model(result.out, register_as=config.register_as, params=params, device=config.device,
                              tags={METHOD: config.program, STUDENT: config.student})

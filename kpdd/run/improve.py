@@ -18,16 +18,20 @@ the same figures with the round as step.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kpdd.config import option, save_config
+from kpdd.compile.store import TraceStats
+from kpdd.config import Result, option, save_config
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.modules.reference import PROGRAM_HELP
+from kpdd.references import parse_program
+from kpdd.run.finetune import FinetuneResult
 from kpdd.run.options import LocalEngineOptions, TrainingQuestions
 from kpdd.run.paths import default_out, program_slug
 
@@ -52,6 +56,51 @@ class ImproveConfig(TrainingQuestions, LocalEngineOptions, TrainConfig):
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Round(Result):
+    """One round's figures, a line of ``rounds.jsonl`` (round 0: the starting student's validation only)."""
+
+    round: int
+    student: str  # its compiled-program directory
+    val_accuracy: float
+    validation_questions: int | None = None
+    drawn: int | None = None
+    correct: int | None = None
+    kept: int | None = None
+    new_questions: int | None = None
+    questions: int | None = None
+    training_traces: int | None = None
+    dropped: dict[str, int] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The line of ``rounds.jsonl`` (the figures a round has)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Round:
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record})
+
+
+@dataclass(frozen=True)
+class ImproveResult(Result):
+    """What ``kpdd improve`` made: its output directory, the best student's compiled program, each round."""
+
+    out: Path
+    best: Path
+    rounds: list[Round]
+
+
+def starting_student(config: ImproveConfig) -> Path:
+    """``--student-program``: the compiled program of the starting student (one error line for anything else)."""
+    if not config.student_program:
+        raise ConfigError("no starting student: pass --student-program <compiled dir> (from `kpdd finetune`)")
+    ref = parse_program(config.student_program, "--student-program")
+    if not ref.is_compiled:
+        raise ConfigError(f"--student-program {ref}: expected a compiled program directory (from `kpdd finetune`), "
+                          "not a program")
+    return ref.path
 
 
 def split_questions(examples: list, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -104,7 +153,7 @@ def validation_accuracy(scores: dict, path: Path) -> float:
 
 
 def sample_round(config: ImproveConfig, round_: int, compiled: str | Path, train: list, known: dict,
-                 progress: bool) -> dict[str, Any]:
+                 progress: bool) -> TraceStats:
     """Round ``round_``'s samples from the student in ``compiled`` into its store; returns the store's stats."""
     from kpdd.compile.rft import StudentSampler
     from kpdd.compile.store import TraceStore
@@ -116,11 +165,10 @@ def sample_round(config: ImproveConfig, round_: int, compiled: str | Path, train
               "split": config.split, "meta": {"round": round_, "samples": config.samples,
                                               "temperature": config.temperature}}
     store = TraceStore(config.out_dir() / f"round-{round_}" / "samples.jsonl")
-    return {"path": str(store.path), **generate_traces(sampler, train, store, header, config.samples,
-                                                       config.threads, progress)}
+    return generate_traces(sampler, train, store, header, config.samples, config.threads, progress)
 
 
-def retrain(config: ImproveConfig, round_: int, sample_stores: list[str], progress: bool) -> dict[str, Any]:
+def retrain(config: ImproveConfig, round_: int, sample_stores: list[str], progress: bool) -> FinetuneResult:
     """A student trained from the base model on the given traces and every round's samples so far."""
     from kpdd.run.finetune import FinetuneConfig, run_finetune
     from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
@@ -145,47 +193,48 @@ def student_format(compiled: str | Path) -> dict[str, str]:
     return {"prompt_format": ref.prompt_format, "student_calls": ref.student_calls}
 
 
-def _trained_on(compiled: str | Path) -> dict[str, int]:
+def _trained_on(compiled: str | Path) -> int | None:
     """The starting student's number of training traces, where its manifest records it."""
     from kpdd.modules.saved import MANIFEST
 
     traces = json.loads((Path(compiled) / MANIFEST).read_text()).get("traces")
-    return {"training_traces": traces} if isinstance(traces, int) else {}
+    return traces if isinstance(traces, int) else None
 
 
-def _recorded_rounds(out: Path) -> dict[int, dict]:
+def _recorded_rounds(out: Path) -> dict[int, Round]:
     from kpdd import jsonl
 
-    return {r["round"]: r for r in jsonl.read(out / ROUNDS_FILE)} if (out / ROUNDS_FILE).is_file() else {}
+    if not (out / ROUNDS_FILE).is_file():
+        return {}
+    return {r["round"]: Round.from_record(r) for r in jsonl.read(out / ROUNDS_FILE)}
 
 
 def run_round(config: ImproveConfig, round_: int, student: str, stores: list[str], given: list[dict], train: list,
-              validation: list, progress: bool) -> dict[str, Any]:
+              validation: list, progress: bool) -> Round:
     """One round: sample ``student`` into the last of ``stores``, retrain on ``given`` + ``stores``, validate."""
     from kpdd.compile.rft import known_solutions, newly_covered
     from kpdd.compile.store import TraceStore
 
     earlier = [t for path in stores[:-1] for t in TraceStore(path).traces()]
     stats = sample_round(config, round_, student, train, known_solutions([*given, *earlier]), progress)
-    kept = TraceStore(stats["path"]).traces()
+    kept = TraceStore(stats.path).traces()
     trained = retrain(config, round_, stores, progress)
-    accuracy = validate(config, trained["out"], validation, config.out_dir() / f"round-{round_}" / "validation.jsonl",
+    accuracy = validate(config, trained.out, validation, config.out_dir() / f"round-{round_}" / "validation.jsonl",
                         progress)
-    return {"round": round_, "student": trained["out"], "val_accuracy": accuracy, "drawn": stats["samples"],
-            "correct": round(stats["sample_accuracy"] * stats["samples"]), "kept": len(kept),
-            "new_questions": len(newly_covered(kept, earlier)), "questions": stats["questions"],
-            "training_traces": trained["traces"], "dropped": stats["errors"]}
+    return Round(round=round_, student=str(trained.out), val_accuracy=accuracy, drawn=stats.samples,
+                 correct=round(stats.sample_accuracy * stats.samples), kept=len(kept),
+                 new_questions=len(newly_covered(kept, earlier)), questions=stats.questions,
+                 training_traces=trained.traces, dropped=stats.errors)
 
 
-def run_improve(config: ImproveConfig, progress: bool = True, echo=print) -> dict[str, Any]:
+def run_improve(config: ImproveConfig, progress: bool = True, echo=print) -> ImproveResult:
     """All rounds (see the module docstring); returns each round's figures and the best student's directory."""
     from kpdd import jsonl
     from kpdd.data import load_dataset
     from kpdd.run.finetune import load_traces
     from kpdd.tracking.results import log_round, maybe_stage
 
-    if not config.student_program:
-        raise ConfigError("no starting student: pass --student-program <compiled dir> (from `kpdd finetune`)")
+    start = starting_student(config)
     out = config.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)
@@ -197,27 +246,27 @@ def run_improve(config: ImproveConfig, progress: bool = True, echo=print) -> dic
     given = load_traces(config.traces, config.program) if config.traces else []
     recorded = _recorded_rounds(out)
     if 0 not in recorded:
-        accuracy = validate(config, config.student_program, validation, out / "round-0" / "validation.jsonl", progress)
-        recorded[0] = {"round": 0, "student": config.student_program, "val_accuracy": accuracy,
-                       "validation_questions": len(validation), **_trained_on(config.student_program)}
-        jsonl.append(out / ROUNDS_FILE, [recorded[0]])
-        log_round(recorded[0])
-    echo(f"round 0: validation accuracy {recorded[0]['val_accuracy']:.1%} on {len(validation)} questions")
+        accuracy = validate(config, start, validation, out / "round-0" / "validation.jsonl", progress)
+        recorded[0] = Round(round=0, student=config.student_program, val_accuracy=accuracy,
+                            validation_questions=len(validation), training_traces=_trained_on(start))
+        jsonl.append(out / ROUNDS_FILE, [recorded[0].record()])
+        log_round(recorded[0].record())
+    echo(f"round 0: validation accuracy {recorded[0].val_accuracy:.1%} on {len(validation)} questions")
     best, current, stores = recorded[0], config.student_program, []
     for round_ in range(1, config.rounds + 1):
         stores.append(str(out / f"round-{round_}" / "samples.jsonl"))
         if round_ not in recorded:
             with maybe_stage(f"round-{round_}", round=round_, student=current):
                 recorded[round_] = run_round(config, round_, current, stores, given, train, validation, progress)
-                log_round(recorded[round_])
-            jsonl.append(out / ROUNDS_FILE, [recorded[round_]])
+                log_round(recorded[round_].record())
+            jsonl.append(out / ROUNDS_FILE, [recorded[round_].record()])
         figures = recorded[round_]
-        echo(f"round {round_}: drawn {figures['drawn']}, correct {figures['correct']}, kept {figures['kept']} "
-             f"(new questions {figures['new_questions']}), trained on {figures['training_traces']} traces, "
-             f"validation accuracy {figures['val_accuracy']:.1%}")
-        current = figures["student"]
-        if figures["val_accuracy"] <= best["val_accuracy"]:
-            echo(f"validation accuracy did not rise above {best['val_accuracy']:.1%}: stopping")
+        echo(f"round {round_}: drawn {figures.drawn}, correct {figures.correct}, kept {figures.kept} "
+             f"(new questions {figures.new_questions}), trained on {figures.training_traces} traces, "
+             f"validation accuracy {figures.val_accuracy:.1%}")
+        current = figures.student
+        if figures.val_accuracy <= best.val_accuracy:
+            echo(f"validation accuracy did not rise above {best.val_accuracy:.1%}: stopping")
             break
         best = figures
-    return {"out": str(out), "best": best["student"], "rounds": [recorded[r] for r in sorted(recorded)]}
+    return ImproveResult(out=out, best=Path(best.student), rounds=[recorded[r] for r in sorted(recorded)])

@@ -13,6 +13,7 @@ import dspy
 
 from kpdd.config import Checked, option
 from kpdd.eval.lm_guard import RETRIES, SERVER_GONE_S
+from kpdd.references import LMRef
 
 
 @dataclass(frozen=True)
@@ -38,21 +39,28 @@ class RemoteLMOptions(Checked):
 
         return read_endpoints(self.api_base, self.api_bases_file)
 
-    def remote_lm(self, model: str, option_name: str, probe: bool = True, **lm_kwargs) -> dspy.LM:
-        """The LM of ``model`` (a teacher spec or a model string) on these servers, key and retries; with ``probe``,
-        after one 1-token call (a fan-out's servers are probed one by one in :meth:`check_remote` instead)."""
+    def lm_reference(self, text: str, option_name: str, compiled: bool = False) -> LMRef:
+        """``text`` (a config's LM string) as an LM reference, a model string on these servers
+        (:func:`kpdd.references.parse_lm`; ``compiled``: a compiled program may stand for the LM)."""
+        from kpdd.references import parse_lm
+
+        return parse_lm(text, option_name, servers=self.endpoints(), compiled=compiled)
+
+    def remote_lm(self, lm: LMRef, option_name: str, probe: bool = True, **lm_kwargs) -> dspy.LM:
+        """The ``dspy.LM`` of a reference (:meth:`lm_reference`) with these options' key, timeout and retries; with
+        ``probe``, after one 1-token call (a fan-out's servers are probed one by one in :meth:`check_remote`)."""
         from kpdd.engines.lm import teacher_lm
         from kpdd.engines.remote import probe_lm
 
-        endpoints = self.endpoints()
-        lm = teacher_lm(model, api_base=endpoints, api_key=os.environ.get(self.api_key_env),
-                        timeout=self.request_timeout, num_retries=self.retries, option=option_name, **lm_kwargs)
-        if probe and len(endpoints) <= 1:
-            probe_lm(lm, option_name, self.api_key_env)
-        return lm
+        built = teacher_lm(lm, api_key=os.environ.get(self.api_key_env), timeout=self.request_timeout,
+                           num_retries=self.retries, option=option_name, **lm_kwargs)
+        if probe and len(lm.servers) <= 1:
+            probe_lm(built, option_name, self.api_key_env)
+        return built
 
-    def check_remote(self, model: str, option_name: str) -> None:
-        """Fail fast: a path that holds no model, or a server (each of a fan-out) that does not answer one probe."""
+    def check_remote(self, lm: LMRef, option_name: str) -> None:
+        """Fail fast: a local model without a model there, or a server (each of a fan-out) that does not answer one
+        probe."""
         from kpdd.engines.lm import check_teacher
 
-        check_teacher(model, option_name, self.endpoints(), self.api_key_env)
+        check_teacher(lm, option_name, self.api_key_env)

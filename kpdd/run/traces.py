@@ -8,26 +8,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dspy
 
-from kpdd.compile.store import TraceStore
+from kpdd.compile.store import TraceStats, TraceStore
 from kpdd.compile.traces import Teacher, generate_traces
 from kpdd.config import option, save_config
 from kpdd.errors import ConfigError
 from kpdd.eval.lm_guard import FailureGuard
 from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
+from kpdd.references import BUILTIN, BUILTIN_PROGRAMS, LMRef, ProgramRef, parse_program
 from kpdd.run.options import TrainingQuestions
 from kpdd.run.paths import default_out, program_slug, slug
 from kpdd.run.remote_options import RemoteLMOptions
+
+GOLD = "gold"
 
 
 @dataclass(frozen=True)
 class TracesConfig(TrainingQuestions, RemoteLMOptions):
     program: str = option("kpdd-pot", PROGRAM_HELP)
-    teacher: str = option("gold", "'gold' (dataset annotations, no LM), a model directory ('./my-student' or "
-                                  "'local:<path>'), or a model string such as 'openai/gpt-4o-mini'")
+    teacher: str = option(GOLD, "'gold' (dataset annotations, no LM), a model directory ('./my-student' or "
+                                "'local:<path>'), or a model string such as 'openai/gpt-4o-mini'")
     teacher_program: str | None = option(None, "a saved, optimised teacher program (program.save JSON) to sample")
     metric: str = option("", METRIC_HELP)
     seed: int = option(0, "seed for the subset")
@@ -44,9 +46,14 @@ class TracesConfig(TrainingQuestions, RemoteLMOptions):
         return default_out("traces", name)
 
 
-def build_teacher(config: TracesConfig, program: dspy.Module) -> Teacher:
-    """The teacher a config names: gold annotations, or the program on a teacher LM."""
-    if config.teacher == "gold":
+def teacher_reference(config: TracesConfig) -> LMRef | None:
+    """``--teacher`` as an LM reference on the config's servers; None for the gold teacher (no LM)."""
+    return None if config.teacher == GOLD else config.lm_reference(config.teacher, "--teacher")
+
+
+def build_teacher(config: TracesConfig, program: dspy.Module, teacher: LMRef | None) -> Teacher:
+    """The teacher a config names: gold annotations (``teacher`` None), or the program on a teacher LM."""
+    if teacher is None:
         from kpdd.compile.gold import GoldTeacher
 
         return GoldTeacher(config.program)
@@ -54,7 +61,7 @@ def build_teacher(config: TracesConfig, program: dspy.Module) -> Teacher:
     if config.samples > 1 and config.temperature <= 0:
         raise ConfigError(f"samples={config.samples} needs temperature > 0 (got {config.temperature}): "
                           "greedy samples would all be the same")
-    lm = config.remote_lm(config.teacher, "--teacher", max_tokens=config.max_tokens)
+    lm = config.remote_lm(teacher, "--teacher", max_tokens=config.max_tokens)
     from kpdd.modules.metric import resolve_metric
 
     return LMTeacher(program, lm, config.program, temperature=config.temperature, name=config.teacher,
@@ -67,37 +74,39 @@ def check_lms(config: TracesConfig) -> None:
     probe call, is one error line (the CLI calls this before it opens the MLflow run)."""
     from kpdd.modules import build_program
 
-    build_program(config.program)
-    check_gold(config)
-    config.check_remote(config.teacher, "--teacher")
+    program = parse_program(config.program)
+    build_program(program)
+    check_gold(program, config.teacher)
+    teacher = teacher_reference(config)
+    if teacher is not None:
+        config.check_remote(teacher, "--teacher")
 
 
-def check_gold(config: TracesConfig) -> None:
-    from kpdd.modules import PROGRAMS
+def check_gold(program: ProgramRef, teacher: str) -> None:
+    if teacher == GOLD and program.kind != BUILTIN:
+        raise ConfigError("--teacher gold writes traces of the built-in programs only "
+                          f"({', '.join(BUILTIN_PROGRAMS)}); "
+                          f"{program} needs an LM teacher (--teacher openai/<model> or local:<path>)")
 
-    if config.teacher == "gold" and config.program not in PROGRAMS:
-        raise ConfigError(f"--teacher gold writes traces of the built-in programs only ({', '.join(PROGRAMS)}); "
-                          f"{config.program} needs an LM teacher (--teacher openai/<model> or local:<path>)")
 
-
-def run_traces(config: TracesConfig, progress: bool = True) -> dict[str, Any]:
-    """``kpdd traces``: load the questions, build the teacher, generate into the store; returns the stats."""
+def run_traces(config: TracesConfig, progress: bool = True) -> TraceStats:
+    """``kpdd traces``: load the questions, build the teacher, generate into the store; returns the store's stats."""
     from kpdd.data import load_dataset
     from kpdd.modules import build_program
+    from kpdd.modules.one_call import program_inputs
     from kpdd.modules.saved import load_program
 
-    from kpdd.modules.one_call import program_inputs
-
-    check_gold(config)
-    program = load_program(config.teacher_program, config.program) if config.teacher_program else build_program(config.program)
+    reference, teacher = parse_program(config.program), teacher_reference(config)
+    check_gold(reference, config.teacher)
+    program = (load_program(config.teacher_program, config.program) if config.teacher_program
+               else build_program(reference))
     examples = load_dataset(config.dataset, config.split, limit=config.limit, seed=config.seed,
                             inputs=program_inputs(program), numeric_answer=not config.metric)
-    teacher = build_teacher(config, program)
+    teacher = build_teacher(config, program, teacher)
     header = {"method": config.program, "teacher": teacher.name, "dataset": Path(config.dataset).stem,
               "split": config.split, "meta": {"samples": config.samples, "temperature": config.temperature,
                                               "teacher_program": config.teacher_program}}
     store = TraceStore(config.store_path())
     save_config(config, store.path)
-    stats = generate_traces(teacher, examples, store, header, config.samples, config.threads, progress,
-                            guard=FailureGuard(config.server_gone_s))
-    return {"path": str(store.path), **stats}
+    return generate_traces(teacher, examples, store, header, config.samples, config.threads, progress,
+                           guard=FailureGuard(config.server_gone_s))

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kpdd.compile.store import AugmentStats, TraceStats
+from kpdd.references import MANIFEST
 from kpdd.tracking import runs
 
 
@@ -34,21 +36,21 @@ def _metric_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)
 
 
-def log_traces(stats: dict[str, Any]) -> None:
+def log_traces(stats: TraceStats) -> None:
     """Trace-store stats: coverage, counts, drop reasons; the summary as ``traces/summary.json``."""
     if not mlflow_active():
         return
     import mlflow
 
-    mlflow.log_metrics({runs.TRACES_COVERAGE: stats["coverage"], runs.TRACES_COUNT: stats["traces"],
-                        "traces/questions": stats["questions"], "traces/failed": stats["failed"],
-                        "traces/per_question": stats["traces_per_question"],
-                        "traces/sample_accuracy": stats["sample_accuracy"],
-                        **{_metric_name(f"traces/dropped/{k}"): v for k, v in stats["errors"].items()}})
-    mlflow.log_dict(stats, "traces/summary.json")
+    mlflow.log_metrics({runs.TRACES_COVERAGE: stats.coverage, runs.TRACES_COUNT: stats.traces,
+                        "traces/questions": stats.questions, "traces/failed": stats.failed,
+                        "traces/per_question": stats.traces_per_question,
+                        "traces/sample_accuracy": stats.sample_accuracy,
+                        **{_metric_name(f"traces/dropped/{k}"): v for k, v in stats.errors.items()}})
+    mlflow.log_dict(stats.as_dict(), "traces/summary.json")
 
 
-def log_augment(stats: dict[str, Any]) -> None:
+def log_augment(stats: AugmentStats) -> None:
     """``kpdd augment``: the store's stats as for traces (coverage = questions with a variant, rejection
     reasons as ``traces/dropped/...``), plus this run's throughput."""
     if not mlflow_active():
@@ -56,9 +58,8 @@ def log_augment(stats: dict[str, Any]) -> None:
     import mlflow
 
     log_traces(stats)
-    mlflow.log_metrics({"augment/variants_per_s": stats["variants_per_s"],
-                        "augment/new_variants": stats["new_variants"], "augment/seconds": stats["seconds"],
-                        "augment/candidates": stats["samples"]})
+    mlflow.log_metrics({"augment/variants_per_s": stats.variants_per_s, "augment/new_variants": stats.new_variants,
+                        "augment/seconds": stats.seconds, "augment/candidates": stats.samples})
 
 
 ROUND_METRICS = ("drawn", "correct", "kept", "new_questions", "training_traces", "val_accuracy")
@@ -91,15 +92,16 @@ def metrics_logger() -> Callable[[dict, int], None] | None:
     return lambda metrics, step: mlflow.log_metrics(metrics, step=step)
 
 
-def log_finetune(result: dict[str, Any]) -> None:
-    """Each student's final figures, its ``kpdd.json`` and adapter (small) as artifacts."""
+def log_finetune(result: Any) -> None:
+    """A ``kpdd.run.finetune.FinetuneResult``: each student's final figures, its ``kpdd.json`` and adapter (small)
+    as artifacts."""
     if not mlflow_active():
         return
     import mlflow
 
-    mlflow.log_metric(runs.TRACES_COUNT, result["traces"])
-    for task, trained in result["students"].items():
-        prefix = "" if len(result["students"]) == 1 else f"{task}/"
+    mlflow.log_metric(runs.TRACES_COUNT, result.traces)
+    for task, trained in result.students.items():
+        prefix = "" if len(result.students) == 1 else f"{task}/"
         # At the last step, so the final figures extend the loss curves instead of drawing a point at step 0.
         mlflow.log_metrics({f"{prefix}{k}": v for k, v in trained.figures().items()}, step=trained.steps)
         student = Path(trained.student_dir)
@@ -109,13 +111,13 @@ def log_finetune(result: dict[str, Any]) -> None:
                 mlflow.log_artifact(str(path), f"students/{task}")
             elif path.is_dir():
                 mlflow.log_artifacts(str(path), f"students/{task}/{part}")
-    if len(result["students"]) > 1:  # per-stage students: the totals `kpdd compare` reads
-        students = result["students"].values()
+    if len(result.students) > 1:  # per-stage students: the totals `kpdd compare` reads
+        students = result.students.values()
         time_s, tokens = sum(t.train_time_s for t in students), sum(t.tokens for t in students)
         mlflow.log_metrics({runs.TRAIN_TIME: time_s, "train/tokens": tokens,
                             runs.TOKENS_PER_S: tokens / time_s if time_s else 0.0})
-    mlflow.log_artifact(str(Path(result["out"]) / "kpdd-program.json"))
-    mlflow.set_tag("kpdd.compiled_program", str(Path(result["out"]).resolve()))
+    mlflow.log_artifact(str(Path(result.out) / MANIFEST))
+    mlflow.set_tag("kpdd.compiled_program", str(Path(result.out).resolve()))
 
 
 def eval_metrics(scores: dict) -> dict[str | None, dict[str, float]]:

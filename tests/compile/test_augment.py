@@ -54,8 +54,8 @@ def test_variant_programs_rerun_to_their_recorded_answers(tmp_path):
     stats, store = augmented(tmp_path)
     traces = store.traces()
     traced = sum(bool(r.traces) for r in GoldTeacher("kpdd-pot").sample_many(EXAMPLES))
-    assert traced >= 0.5 * stats["questions"]  # the gold teacher drops the questions it cannot read faithfully
-    assert stats["covered"] >= 0.75 * traced and len(traces) > stats["covered"]
+    assert traced >= 0.5 * stats.questions  # the gold teacher drops the questions it cannot read faithfully
+    assert stats.covered >= 0.75 * traced and len(traces) > stats.covered
     programs = [t["stages"][-1]["outputs"]["program"] for t in traces]
     for trace, run in zip(traces, execute_many(programs)):
         assert run.error is None and run.value == pytest.approx(trace["answer"])
@@ -113,10 +113,10 @@ def test_a_second_run_resumes_without_repeating_work(tmp_path):
     first, store = augmented(tmp_path, limit=20)
     lines = len(list(store.lines()))
     again, _ = augmented(tmp_path, limit=20)
-    assert again["new_variants"] == 0 and len(list(store.lines())) == lines
-    assert (again["traces"], again["covered"]) == (first["traces"], first["covered"])
+    assert again.new_variants == 0 and len(list(store.lines())) == lines
+    assert (again.traces, again.covered) == (first.traces, first.covered)
     more, _ = augmented(tmp_path, limit=40)  # the 20 done are skipped, the other 20 are added
-    assert more["questions"] == 40 and more["new_variants"] == more["traces"] - first["traces"]
+    assert more.questions == 40 and more.new_variants == more.traces - first.traces
 
 
 def test_methods_with_prose_reasoning_are_refused():

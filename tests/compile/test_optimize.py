@@ -47,7 +47,7 @@ def test_bootstrap_fewshot_keeps_correct_demos_and_round_trips(tmp_path, teacher
     stats = run_traces(TracesConfig(program="kpdd-pot", teacher=lm.model, api_base=server.url, limit=4, seed=3,
                                     teacher_program=str(tmp_path / "teacher"), out=str(tmp_path / "t.jsonl")),
                        progress=False)
-    assert stats["questions"] == 4 and server.requests > before
+    assert stats.questions == 4 and server.requests > before
 
 
 def test_mipro_light_compiles_on_the_teacher(teacher):

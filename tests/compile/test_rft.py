@@ -2,6 +2,7 @@
 distinct solutions are kept, tagged with their round; a rerun resumes without asking again."""
 
 import uuid
+from pathlib import Path
 
 import pytest
 from scripted_teacher import ScriptedTeacher
@@ -45,8 +46,8 @@ def test_partly_right_samples_yield_only_right_distinct_traces_tagged_with_their
         stats, store = run_round(tmp_path, server, round_=1)
         assert server.requests == 4 * len(EXAMPLES)  # k distinct rollouts each reached the student
     traces = store.traces()
-    assert (stats["samples"], stats["traces"], stats["covered"]) == (24, 12, 6)
-    assert stats["errors"] == {"wrong answer": 6, "duplicate": 6}
+    assert (stats.samples, stats.traces, stats.covered) == (24, 12, 6)
+    assert stats.errors == {"wrong answer": 6, "duplicate": 6}
     assert {t["meta"]["round"] for t in traces} == {1}
     assert {t["teacher"] for t in traces} == {"student:scripted-student"}
     for example in EXAMPLES:
@@ -65,7 +66,7 @@ def test_solutions_known_from_earlier_rounds_are_not_kept_again(tmp_path):
     with ScriptedTeacher({e.question: e.answer for e in EXAMPLES}, programs=both) as server:
         stats, store = run_round(tmp_path, server, 2, known_solutions(round_one))
     round_two = store.traces()
-    assert stats["traces"] == len(EXAMPLES) and {t["meta"]["round"] for t in round_two} == {2}
+    assert stats.traces == len(EXAMPLES) and {t["meta"]["round"] for t in round_two} == {2}
     assert {solution_key(t["stages"]) for t in round_two}.isdisjoint(solution_key(t["stages"]) for t in round_one)
     assert newly_covered(round_two, round_one) == set()
     assert newly_covered(round_one, []) == {e.id for e in EXAMPLES}
@@ -86,9 +87,9 @@ def test_a_second_run_resumes_without_asking_the_student_again(tmp_path):
         first, store = run_round(tmp_path, server, round_=1, examples=EXAMPLES[:3])
         asked = server.requests
         again, _ = run_round(tmp_path, server, round_=1, examples=EXAMPLES[:3])
-        assert server.requests == asked and again["traces"] == first["traces"] == 6
+        assert server.requests == asked and again.traces == first.traces == 6
         more, _ = run_round(tmp_path, server, round_=1)
-        assert server.requests == asked + 4 * 3 and more["traces"] == 12
+        assert server.requests == asked + 4 * 3 and more.traces == 12
 
 
 def test_validation_questions_are_fine_tunings_held_out_side():
@@ -105,16 +106,19 @@ def test_improve_resumes_finished_rounds_from_their_record_and_stops_when_accura
     from kpdd.errors import ConfigError
     from kpdd.run.improve import ROUNDS_FILE, ImproveConfig, run_improve
 
-    config = ImproveConfig(student_program="start", limit=50, val_fraction=0.2, rounds=3, out=str(tmp_path))
+    start = tmp_path / "start"
+    start.mkdir()
+    (start / "kpdd-program.json").write_text("{}")
+    config = ImproveConfig(student_program=str(start), limit=50, val_fraction=0.2, rounds=3, out=str(tmp_path))
     jsonl.append(tmp_path / ROUNDS_FILE, [
-        {"round": 0, "student": "start", "val_accuracy": 0.1},
+        {"round": 0, "student": str(start), "val_accuracy": 0.1},
         {"round": 1, "student": "r1", "val_accuracy": 0.3, "drawn": 160, "correct": 20, "kept": 15,
          "new_questions": 9, "training_traces": 60},
         {"round": 2, "student": "r2", "val_accuracy": 0.3, "drawn": 160, "correct": 25, "kept": 12,
          "new_questions": 2, "training_traces": 72}])
     said = []
     result = run_improve(config, progress=False, echo=said.append)  # no model is loaded: every round is recorded
-    assert result["best"] == "r1" and [r["round"] for r in result["rounds"]] == [0, 1, 2]
+    assert result.best == Path("r1") and [r.round for r in result.rounds] == [0, 1, 2]
     assert said[-1].startswith("validation accuracy did not rise above 30.0%")
     with pytest.raises(ConfigError, match="--student-program"):
         run_improve(ImproveConfig(out=str(tmp_path / "none")), progress=False)

@@ -38,8 +38,8 @@ def test_lm_teacher_keeps_only_correct_traces_with_every_stage(tmp_path):
     with ScriptedTeacher(ANSWERS, wrong=wrong) as server:
         stats = generate_traces(lm_teacher(server), EXAMPLES, TraceStore(tmp_path / "t.jsonl"), header(),
                                 threads=4, progress=False)
-    assert (stats["questions"], stats["traces"], stats["covered"]) == (12, 10, 10)
-    assert stats["errors"] == {"wrong answer": 2}
+    assert (stats.questions, stats.traces, stats.covered) == (12, 10, 10)
+    assert stats.errors == {"wrong answer": 2}
     trace = TraceStore(tmp_path / "t.jsonl").traces()[0]
     assert [s["predictor"] for s in trace["stages"]] == ["key_points.core", "key_points.info", "solve"]
     assert trace["stages"][1]["outputs"]["key_points"] == [f"The result is {trace['gold']:g}."]
@@ -71,7 +71,7 @@ def test_transient_faults_are_retried_with_backoff(tmp_path):
         stats = generate_traces(teacher, EXAMPLES[:4], TraceStore(tmp_path / "t.jsonl"), header("direct"),
                                 threads=1, progress=False)
         assert server.requests >= 4 + 6  # every fault cost a retry
-    assert (stats["traces"], stats["failed"]) == (4, 0)
+    assert (stats.traces, stats.failed) == (4, 0)
 
 
 def test_a_question_that_keeps_failing_is_recorded_then_retried_on_resume(tmp_path):
@@ -80,13 +80,13 @@ def test_a_question_that_keeps_failing_is_recorded_then_retried_on_resume(tmp_pa
         teacher = lm_teacher(server, "direct", num_retries=1)
         teacher.backoff_s = 0.01
         stats = generate_traces(teacher, EXAMPLES[:2], store, header("direct"), threads=1, progress=False)
-    assert (stats["failed"], stats["traces"]) == (2, 0)
-    assert stats["errors"] == {"lm: LMServerError": 2}
+    assert (stats.failed, stats.traces) == (2, 0)
+    assert stats.errors == {"lm: LMServerError": 2}
     with ScriptedTeacher(ANSWERS) as server:
         stats = generate_traces(lm_teacher(server, "direct"), EXAMPLES[:2], store, header("direct"),
                                 threads=1, progress=False)
         assert server.requests == 2  # only the failed questions ran again
-    assert (stats["failed"], stats["traces"], stats["questions"]) == (0, 2, 2)
+    assert (stats.failed, stats.traces, stats.questions) == (0, 2, 2)
 
 
 def test_k_samples_use_distinct_rollouts_and_duplicates_are_dropped(tmp_path):

@@ -80,10 +80,10 @@ def test_api_base_options_repeat_and_split_commas(tmp_path):
 
 
 def test_eval_spreads_a_model_string_lm_over_several_servers():
-    from kpdd.run.eval import EvalConfig, load_program_and_lm
+    from kpdd.run.eval import EvalConfig, load_program_and_lm, references
 
-    program, _, local = load_program_and_lm(EvalConfig(program="direct", lm="openai/served-student",
-                                                       api_base=["http://a/v1", "http://b/v1"]))
+    config = EvalConfig(program="direct", lm="openai/served-student", api_base=["http://a/v1", "http://b/v1"])
+    program, _, local = load_program_and_lm(config, *references(config))
     engine = program.predictors()[0].lm.engine
     assert not local and isinstance(engine, RouterEngine) and engine.api_bases == ["http://a/v1", "http://b/v1"]
 
@@ -94,7 +94,7 @@ def test_calls_are_spread_over_every_server(tmp_path):
         teacher = fleet_teacher([s.url for s in servers])
         stats = generate_traces(teacher, EXAMPLES[:24], TraceStore(tmp_path / "t.jsonl"), header(), threads=6,
                                 progress=False)
-    assert (stats["questions"], stats["traces"], stats["failed"]) == (24, 24, 0)
+    assert (stats.questions, stats.traces, stats.failed) == (24, 24, 0)
     assert sum(s.requests for s in servers) == 24
     assert min(s.requests for s in servers) >= 4, [s.requests for s in servers]
 
@@ -115,7 +115,7 @@ def test_a_server_killed_mid_run_loses_and_repeats_nothing(tmp_path):
         assert not run.is_alive()
         stats = store.stats()
         assert sorted(closed_question_ids(store.path)) == sorted(e.id for e in EXAMPLES)  # each exactly once
-        assert (stats["traces"], stats["failed"]) == (40, 0)
+        assert (stats.traces, stats.failed) == (40, 0)
         asked = sum(s.requests for s in healthy)
         generate_traces(teacher, EXAMPLES, store, header(), threads=6, progress=False)  # a rerun: nothing to do
         assert sum(s.requests for s in healthy) == asked
@@ -129,7 +129,7 @@ def test_a_faulty_server_is_cooled_down_while_the_others_answer(tmp_path):
         teacher = fleet_teacher([faulty.url, good.url, also.url], cooldown_s=5)
         stats = generate_traces(teacher, EXAMPLES, TraceStore(tmp_path / "t.jsonl"), header(), threads=6,
                                 progress=False)
-        assert (stats["traces"], stats["failed"], stats["errors"]) == (40, 0, {})
+        assert (stats.traces, stats.failed, stats.errors) == (40, 0, {})
         assert good.requests + also.requests == 40
         # At most the first burst of the 6 threads reaches it before its first failure cools it down (for 5 s).
         assert faulty.requests <= 6, "a failing server should be cooled down, not asked again and again"
@@ -143,7 +143,7 @@ def test_a_server_that_hangs_times_out_and_its_questions_go_elsewhere(tmp_path):
         stats = generate_traces(teacher, EXAMPLES[:12], TraceStore(tmp_path / "t.jsonl"), header(), threads=4,
                                 progress=False)
         assert time.perf_counter() - start < 3, "no question should wait for the hung server"
-        assert (stats["traces"], stats["failed"], other.requests) == (12, 0, 12)
+        assert (stats.traces, stats.failed, other.requests) == (12, 0, 12)
         assert hung.requests <= 4  # the first requests routed there, then it is cooled down
 
 
@@ -182,13 +182,13 @@ def test_a_pool_that_fails_as_a_whole_is_recorded_then_resumed(tmp_path):
         teacher = fleet_teacher([one.url, two.url], num_retries=0, cooldown_s=0.05)
         teacher.retries = 0
         stats = generate_traces(teacher, EXAMPLES[:2], store, header(), threads=1, progress=False)
-    assert (stats["failed"], stats["traces"]) == (2, 0)
-    assert stats["errors"] == {"lm: LMServerError": 2}
+    assert (stats.failed, stats.traces) == (2, 0)
+    assert stats.errors == {"lm: LMServerError": 2}
     with ScriptedTeacher(ANSWERS) as one, ScriptedTeacher(ANSWERS) as two:
         stats = generate_traces(fleet_teacher([one.url, two.url]), EXAMPLES[:2], store, header(), threads=1,
                                 progress=False)
         assert one.requests + two.requests == 2  # only the failed questions ran again
-    assert (stats["failed"], stats["traces"], stats["questions"]) == (0, 2, 2)
+    assert (stats.failed, stats.traces, stats.questions) == (0, 2, 2)
     assert sorted(closed_question_ids(store.path)) == sorted([e.id for e in EXAMPLES[:2]] * 2)
 
 

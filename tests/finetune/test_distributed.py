@@ -72,7 +72,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(launched):
     root, traces, student, done = launched
     one = run_finetune(FinetuneConfig(traces=[str(traces)], student=str(student), grad_accum=2,
                                       out=str(root / "one"), **TRAIN), progress=False)
-    one_losses = {h["step"]: h["train/loss"] for h in one["students"]["all"].history if "train/loss" in h}
+    one_losses = {h["step"]: h["train/loss"] for h in one.students["all"].history if "train/loss" in h}
 
     run, two_losses = the_run(root, "two")
     assert run.info.status == "FINISHED"
@@ -101,7 +101,7 @@ def test_a_two_process_checkpoint_resumes_the_same_curve(launched, tmp_path):
 
     resumed = run_finetune(FinetuneConfig(traces=[str(traces)], student=str(student), grad_accum=2, out=str(out),
                                           **TRAIN), progress=False)
-    losses = {h["step"]: h["train/loss"] for h in resumed["students"]["all"].history if "train/loss" in h}
+    losses = {h["step"]: h["train/loss"] for h in resumed.students["all"].history if "train/loss" in h}
     _, first = the_run(root, "two")
     assert sorted(losses) == [STEPS]  # steps 1-2 came from the checkpoint, not trained again
     assert losses[STEPS] == pytest.approx(first[STEPS], rel=LOSS_TOLERANCE)

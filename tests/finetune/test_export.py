@@ -50,7 +50,7 @@ def test_export_writes_a_merged_checkpoint_that_transformers_loads_as_is(exporte
 
     root, result = exported
     checkpoint = root / "exported" / EXPORTED
-    assert result["students"] == {str(checkpoint): read_student(checkpoint).model_id}
+    assert result.students == {checkpoint: read_student(checkpoint).model_id}
     assert not (checkpoint / "adapter_config.json").exists()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template

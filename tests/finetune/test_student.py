@@ -11,6 +11,7 @@ from pathlib import Path
 import dspy
 import pytest
 
+import kpdd.references as references
 from kpdd.engines.lm import server_lm, student_lm
 from kpdd.errors import KpddError
 from kpdd.finetune import student as student_module
@@ -172,8 +173,10 @@ def test_read_student_rejects_another_format(tmp_path):
 
 
 def test_read_student_names_what_it_expected(tmp_path):
-    with pytest.raises(KpddError, match=r"kpdd\.json.*config\.json.*smollm2-135m"):
+    with pytest.raises(KpddError, match=r"holds no model; expected .*kpdd\.json.*config\.json"):
         read_student(tmp_path)
+    with pytest.raises(KpddError, match=r"expected .* a shipped alias \(smollm2-135m\)"):
+        read_student("smollm2")
 
 
 def test_student_lm_shares_one_engine_per_kind(tmp_path):
@@ -228,7 +231,7 @@ def test_server_lm_calls_an_openai_compatible_server():
 
 
 def test_read_student_resolves_a_shipped_student(monkeypatch, tmp_path):
-    monkeypatch.setattr(student_module, "SHIPPED_STUDENTS_DIR", tmp_path)
+    monkeypatch.setattr(references, "SHIPPED_STUDENTS_DIR", tmp_path)
     (tmp_path / "kpdd-pot").mkdir()
     write_student(tmp_path / "kpdd-pot", base="smollm2-135m", adapter_subdir=None, program="kpdd-pot",
                   model_id="shipped-kpdd-pot", train={})
@@ -237,8 +240,8 @@ def test_read_student_resolves_a_shipped_student(monkeypatch, tmp_path):
 
 
 def test_eval_of_a_student_not_shipped_yet_is_one_clear_error(monkeypatch, tmp_path):
-    from kpdd.run.eval import EvalConfig, load_program_and_lm
+    from kpdd.run.eval import EvalConfig, check_lms
 
-    monkeypatch.setattr(student_module, "SHIPPED_STUDENTS_DIR", tmp_path)
+    monkeypatch.setattr(references, "SHIPPED_STUDENTS_DIR", tmp_path)
     with pytest.raises(KpddError, match=r"no shipped student 'kpdd-pot'.*shipped students: none yet.*student-kpdd-pot"):
-        load_program_and_lm(EvalConfig(program="kpdd-pot", lm="shipped:kpdd-pot"))
+        check_lms(EvalConfig(program="kpdd-pot", lm="shipped:kpdd-pot"))

@@ -7,7 +7,7 @@ from kpdd.errors import ConfigError
 from kpdd.modules import build_program
 from kpdd.modules.saved import save_program
 from kpdd.modules.student_format import STUDENT, StudentAdapter
-from kpdd.run.eval import EvalConfig, load_program_and_lm, with_prompt_format
+from kpdd.run.eval import EvalConfig, load_program_and_lm, references, with_prompt_format
 from scripted_teacher import ScriptedTeacher
 
 
@@ -19,6 +19,10 @@ def server_url():
         yield server.url
 
 
+def loaded(config: EvalConfig):
+    return load_program_and_lm(config, *references(config))
+
+
 def compiled(directory, students):
     return str(save_program(build_program("kpdd-pot"), directory, "kpdd-pot", students=students,
                             prompt_format=STUDENT))
@@ -26,8 +30,7 @@ def compiled(directory, students):
 
 def test_a_compiled_program_runs_on_a_served_student_in_its_recorded_format(tmp_path, server_url):
     program_dir = compiled(tmp_path, {name: "students/all" for name in ("key_points.core", "key_points.info", "solve")})
-    program, name, local = load_program_and_lm(EvalConfig(program=program_dir, lm="openai/student",
-                                                          api_base=[server_url]))
+    program, name, local = loaded(EvalConfig(program=program_dir, lm="openai/student", api_base=[server_url]))
     assert name == "kpdd-pot" and not local
     assert {predictor.lm.model for _, predictor in program.named_predictors()} == {"openai/student"}
     assert program.solve.lm.kwargs["api_base"] == server_url
@@ -35,7 +38,7 @@ def test_a_compiled_program_runs_on_a_served_student_in_its_recorded_format(tmp_
 
 
 def test_a_served_model_with_a_registry_program_keeps_dspys_defaults(tmp_path, server_url):
-    program, _, local = load_program_and_lm(EvalConfig(program="direct", lm="openai/teacher", api_base=[server_url]))
+    program, _, local = loaded(EvalConfig(program="direct", lm="openai/teacher", api_base=[server_url]))
     assert not local and program.prompt_adapter is None
 
 
@@ -51,7 +54,7 @@ def test_one_served_model_cannot_stand_for_per_stage_students(tmp_path):
     program_dir = compiled(tmp_path, {"key_points.core": "students/core", "key_points.info": "students/info",
                                       "solve": "students/solve"})
     with pytest.raises(ConfigError, match="3 students"):
-        load_program_and_lm(EvalConfig(program=program_dir, lm="openai/student", api_base=["http://127.0.0.1:9/v1"]))
+        loaded(EvalConfig(program=program_dir, lm="openai/student", api_base=["http://127.0.0.1:9/v1"]))
 
 
 def test_an_unknown_engine_fails_before_anything_is_written(tmp_path):

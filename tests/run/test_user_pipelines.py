@@ -217,14 +217,6 @@ def _fields(program, review):
     return namespace["fields"](program, review)
 
 
-def test_the_shipped_alias_means_the_shipped_model_even_beside_a_folder_of_that_name(tmp_path, monkeypatch):
-    from kpdd.engines.lm import looks_like_path
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "smollm2-135m").mkdir()
-    assert not looks_like_path("smollm2-135m") and looks_like_path("./smollm2-135m")
-
-
 def test_traces_checks_the_program_and_the_gold_teacher_before_asking_an_lm(tmp_path):
     from kpdd.run.traces import TracesConfig, check_lms
 

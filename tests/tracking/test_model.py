@@ -147,7 +147,7 @@ def test_the_evaluation_headline_is_linked_to_the_model_once_per_dataset(trained
         info = log_student_model(compiled)
         evaluated = run_eval(EvalConfig(lm=str(compiled), datasets=["multiarith", "svamp"], limit=1, max_tokens=16,
                                         threads=1, out=str(tmp_path / "p.jsonl")), progress=False, log=False)
-        log_headline(evaluated["scores"], evaluated["examples"], model_id=info.model_id)
+        log_headline(evaluated.scores, evaluated.examples, model_id=info.model_id)
     [model] = mlflow.search_logged_models(experiment_ids=[experiment_id], output_format="list")
     linked = [(m.key, m.dataset_name) for m in model.metrics]
     assert len(linked) == len(set(linked))  # not also linked a second time, without the dataset
