@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.errors import KpddError
-from kpdd.references import (
+from kpdd.references import (  # the shipped models and the folder of shipped students are named there
     DEFAULT_BASE,
     SHIPPED_MODELS,
+    SHIPPED_STUDENTS_DIR,  # noqa: F401  (read here by scripts/ship_student.py)
     STUDENT_FILE,
     LMRef,
     ShippedModel,

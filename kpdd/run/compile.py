@@ -87,7 +87,7 @@ def teacher_references(config: CompileConfig) -> dict[str, LMRef | None]:
     the config's servers, by option."""
     specs = {"--teacher": None if config.teacher == GOLD else config.teacher,
              "--reflection-lm": config.reflection_lm, "--prompt-model": config.prompt_model}
-    return {option_name: None if spec is None else config.lm_reference(spec, option_name)
+    return {option_name: config.lm_reference(spec, option_name) if spec else None
             for option_name, spec in specs.items()}
 
 
