@@ -23,7 +23,7 @@ def demo_command(config: DemoConfig, experiment=None, tracking_uri=None):
     start = time.perf_counter()
     with command_run("demo", config, experiment=experiment, tracking_uri=tracking_uri) as run:
         outcome = run_demo(config, echo=typer.echo)
-    results = outcome["programs"]
+    results = outcome.programs
     if not is_main_process():  # the main process of an `accelerate launch` evaluates and compares
         return
     result = compare(experiment=experiment or "kpdd", run_ids=[run.info.run_id], tracking_uri=tracking_uri,
@@ -36,7 +36,7 @@ def demo_command(config: DemoConfig, experiment=None, tracking_uri=None):
         training = f"{config.max_steps} optimizer steps" if config.max_steps > 0 else f"{config.epochs:g} epoch(s)"
         typer.echo(f"\nThese rows are smoke-sized: {training} over {config.train_size or 'all'} traced questions "
                    f"(optimizer steps: {steps}), {config.eval_size or 'all'} questions per set; they show the loop "
-                   f"and the error taxonomy, not accuracy{shipped_note(outcome['shipped'])}. A real run: `kpdd demo "
+                   f"and the error taxonomy, not accuracy{shipped_note(outcome.shipped)}. A real run: `kpdd demo "
                    "--config configs/gsm8k-full.toml` (GPU), or `kpdd finetune --time-budget-s 2400` on CPU "
                    "(docs/RESULTS.md).")
     typer.echo("")

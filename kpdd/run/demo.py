@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kpdd.config import option, redefault, save_config
+from kpdd.config import Result, option, redefault, save_config
 from kpdd.distributed import is_main_process
 from kpdd.errors import ConfigError
 from kpdd.finetune.student import STUDENT_FILE
@@ -74,9 +74,19 @@ def is_smoke_sized(config: DemoConfig) -> bool:
     return is_small_training(config) or 0 < config.eval_size < 50
 
 
-def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str, Any]:
-    """Run the demo under the active MLflow run: the shipped student beside its base model, then the loop per program.
-    Returns ``{"shipped": ShippedComparison | None, "programs": {program: its compiled directory, scores, …}}``."""
+@dataclass(frozen=True)
+class DemoResult(Result):
+    """What ``kpdd demo`` showed: its first table (None with ``--shipped-size 0``, or on a process other than the
+    main one) and, by program, the ``compile`` run's id, the compiled directory, the evaluation's scores, the trace
+    store's stats, each student's training figures, its MLflow model and the name it was registered under."""
+
+    shipped: ShippedComparison | None
+    programs: dict[str, dict[str, Any]]
+
+
+def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> DemoResult:
+    """Run the demo under the active MLflow run: the shipped student beside its base model, then the loop per
+    program."""
     from kpdd.compile.gold.augment import SUPPORTED_METHODS as AUGMENTABLE
     from kpdd.eval.harness import format_report
     from kpdd.run.compile import CompileConfig, logged_student, run_compile
@@ -105,21 +115,21 @@ def run_demo(config: DemoConfig, progress: bool = True, echo=print) -> dict[str,
                 continue
             # Logged with the evaluation's settings, so the model predicts what the evaluation measured.
             registered_as = registered_name(config, program)
-            model = logged_student(compile_config, compiled["compiled"], register_as=registered_as,
+            model = logged_student(compile_config, compiled.compiled, register_as=registered_as,
                                    max_tokens=config.max_tokens, threads=config.threads)
-            eval_config = EvalConfig(program=compiled["compiled"], lm=compiled["compiled"], engine=config.engine,
+            eval_config = EvalConfig(program=str(compiled.compiled), lm=str(compiled.compiled), engine=config.engine,
                                      device=config.device, datasets=config.datasets, limit=config.eval_size or None,
                                      seed=config.seed, max_tokens=config.max_tokens, threads=config.threads,
                                      out=str(out / program / "predictions.jsonl"))
             with maybe_stage("eval", **eval_config.__dict__):
                 evaluated = run_eval(eval_config, progress=progress)
-            log_headline(evaluated["scores"], evaluated["examples"], model_id=model and model.model_id)
-        log_headline(evaluated["scores"], evaluated["examples"], prefix=f"{program}/")  # on the demo run
-        echo(format_report(evaluated["scores"]))
-        results[program] = {"run_id": run.info.run_id, "compiled": compiled["compiled"], "scores": evaluated["scores"],
-                            "traces": compiled["traces"], "students": compiled["students"],
+            log_headline(evaluated.scores, evaluated.examples, model_id=model and model.model_id)
+        log_headline(evaluated.scores, evaluated.examples, prefix=f"{program}/")  # on the demo run
+        echo(format_report(evaluated.scores))
+        results[program] = {"run_id": run.info.run_id, "compiled": compiled.compiled, "scores": evaluated.scores,
+                            "traces": compiled.traces, "students": compiled.students,
                             "model": model, "registered_as": registered_as}
-    return {"shipped": shipped, "programs": results}
+    return DemoResult(shipped, results)
 
 
 def registered_name(config: DemoConfig, program: str) -> str | None:
@@ -130,7 +140,7 @@ def registered_name(config: DemoConfig, program: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class ShippedComparison:
+class ShippedComparison(Result):
     """The demo's first table: a trained student and its untrained base model on the same questions."""
 
     student: str  # what --shipped names
