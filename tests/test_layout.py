@@ -14,8 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "kpdd"
 
 # Lowest floor first; a module may import its own floor and any floor below, never one above. Why this order:
-# the basics (errors, config, JSONL, what a reference string names) know nothing of kpdd; datasets are plain records; the sandbox runs programs
-# with only the standard library; eval scores answers (the programs' metric and answer extraction use it);
+# the basics (errors, config, JSONL, what a reference string names) know nothing of kpdd; datasets are plain
+# records; the sandbox runs programs with only the standard library; eval scores answers (the programs' metric and
+# answer extraction use it);
 # modules are the DSPy programs (they run PoT code in the sandbox); compile makes traces from programs;
 # finetune turns traces into weights (and registers students); engines serve those weights as dspy.LMs;
 # tracking records what the stages produced; run holds the drivers that chain the stages; cli parses options

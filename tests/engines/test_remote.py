@@ -85,7 +85,7 @@ def test_eval_checks_program_and_lm_arguments_before_the_run():
     with pytest.raises(ConfigError, match=r"^--program ./nope: no such directory \(\S+nope\); expected a compiled "
                                           r"program directory \(with kpdd-program.json\)$"):
         check_lms(EvalConfig(program="./nope"))
-    with pytest.raises(KpddError, match="^--lm 'smolm2-135m': expected a model directory .* Did you mean 'smollm2-135m'"):
+    with pytest.raises(KpddError, match="^--lm 'smolm2-135m': expected a model directory .* Did you mean "):
         check_lms(EvalConfig(lm="smolm2-135m"))
     check_lms(EvalConfig())  # the shipped alias: nothing to probe, nothing loaded
 
