@@ -27,7 +27,7 @@ from kpdd.finetune.student import STUDENT_FILE
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.run.options import ENGINES, LocalEngineOptions, StudentFormatOptions, shared_options
 
-SHIPPED_DIR = "shipped-vs-base"  # under --out: the base's student directory and both predictions files
+SHIPPED_DIR = "shipped-vs-base"  # under --out, a folder per student: its base's student directory, both predictions
 EXAMPLES = 2  # questions shown that the trained student solves and its base model does not
 
 
@@ -182,9 +182,11 @@ def run_shipped_comparison(config: DemoConfig, progress: bool = True, echo=print
     """``--shipped`` and its base model, untrained, through ``kpdd eval``'s driver: the same program in the same
     prompt format and call mode (the base is given a student directory that records them and no adapter), the same
     seeded questions, greedy. The engine is closed afterwards unless the loop's evaluation runs on it."""
+    from kpdd.engines.batching import check_engine
     from kpdd.eval.harness import read_predictions
     from kpdd.finetune.student import read_student
     from kpdd.run.eval import EvalConfig, engine_spec, run_eval
+    from kpdd.run.paths import slug
     from kpdd.tracking.results import log_headline, mlflow_active
 
     if not config.shipped_size:
@@ -193,7 +195,8 @@ def run_shipped_comparison(config: DemoConfig, progress: bool = True, echo=print
     if ref.root is None or ref.program is None:
         raise ConfigError(f"--shipped {config.shipped}: not a trained student (no {STUDENT_FILE} naming its program); "
                           "expected a student directory or a shipped student such as shipped:kpdd-pot")
-    directory = Path(config.out) / SHIPPED_DIR
+    check_engine(config.shipped_engine, "--shipped-engine")
+    directory = Path(config.out) / SHIPPED_DIR / slug(config.shipped)  # a rerun resumes this student's files only
     base_dir = untrained_student(ref, directory / "base")
     echo(f"\n== the distilled student beside its untrained base model ==\n{config.shipped} and its base {ref.base}: "
          f"the same program ({ref.program}) in the same prompts, greedy, on {config.shipped_size} seeded test "

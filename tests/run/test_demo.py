@@ -71,15 +71,21 @@ def test_shipped_comparison_prints_accuracy_interval_n_errors_and_examples():
     assert max(len(line) for line in lines) <= 120
 
 
-def test_shipped_comparison_options_are_checked_and_size_zero_skips_it(tmp_path):
+def test_shipped_comparison_options_are_checked_and_size_zero_skips_it(tmp_path, monkeypatch):
+    import importlib.util
+
     with pytest.raises(ConfigError, match="--shipped-size: expected a whole number >= 0, got -1"):
         DemoConfig(shipped_size=-1)
     with pytest.raises(ConfigError, match="--shipped-engine: expected one of transformers, vllm, vllm-burst"):
         DemoConfig(shipped_engine="vlm")
     assert run_shipped_comparison(DemoConfig(shipped_size=0, out=str(tmp_path))) is None
-    assert not (tmp_path / "shipped-vs-base").exists()
     with pytest.raises(ConfigError, match="--shipped smollm2-135m: not a trained student"):
         run_shipped_comparison(DemoConfig(shipped="smollm2-135m", out=str(tmp_path)))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match="--shipped-engine vllm: vLLM is not installed here"):
+        run_shipped_comparison(DemoConfig(out=str(tmp_path)))
+    assert not (tmp_path / "shipped-vs-base").exists()  # each failed before anything was written
 
 
 @pytest.mark.slow
