@@ -12,7 +12,8 @@ import pytest
 from kpdd.errors import ConfigError
 from kpdd.eval.harness import score_records
 from kpdd.finetune.student import read_student
-from kpdd.run.demo import DemoConfig, ShippedComparison, run_shipped_comparison, solved_by_student_only, untrained_student
+from kpdd.run.demo import (DemoConfig, ShippedComparison, run_shipped_comparison, solved_by_student_only,
+                           untrained_student)
 
 SHIPPED = "shipped:kpdd-pot"
 
@@ -82,7 +83,8 @@ def test_shipped_comparison_options_are_checked_and_size_zero_skips_it(tmp_path,
     with pytest.raises(ConfigError, match="--shipped smollm2-135m: not a trained student"):
         run_shipped_comparison(DemoConfig(shipped="smollm2-135m", out=str(tmp_path)))
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
     with pytest.raises(ConfigError, match="--shipped-engine vllm: vLLM is not installed here"):
         run_shipped_comparison(DemoConfig(out=str(tmp_path)))
     assert not (tmp_path / "shipped-vs-base").exists()  # each failed before anything was written
