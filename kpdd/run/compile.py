@@ -43,7 +43,7 @@ class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions,
     program: str = option("kpdd-pot", PROGRAM_HELP)
     metric: str = option("", METRIC_HELP)
     teacher: str = option(GOLD, "'gold', a model directory ('./my-student' or 'local:<path>'), or a model string "
-                                "such as 'openai/gpt-4o-mini'")
+                                "such as 'openai/gpt-4o-mini' ('remote:<model>' where a folder has its name)")
     optimizer: str = option(NO_OPTIMIZER, "teacher optimizer: none, bootstrap-fewshot, bootstrap-random-search, "
                                           "mipro, gepa", choices=OPTIMIZERS)
     optimize_size: int = option(50, "training questions used to optimise the teacher program", at_least=1)

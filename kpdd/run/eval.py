@@ -31,10 +31,12 @@ AUTO = "auto"
 
 @dataclass(frozen=True)
 class EvalConfig(LocalEngineOptions, RemoteLMOptions):
-    program: str = option("kpdd-pot", PROGRAM_HELP + "; or a compiled program directory")
+    program: str = option("kpdd-pot", PROGRAM_HELP + "; or a compiled program directory (./<name> where it is "
+                                                      "named like a built-in)")
     metric: str = option("", METRIC_HELP)
     lm: str = option("smollm2-135m", "the LM: a student or compiled-program directory, a checkpoint, the shipped "
-                                     "alias, or a model string such as 'openai/<name>' (with --api-base)")
+                                     "alias or shipped:<name>, or a model string such as 'openai/<name>' (with "
+                                     "--api-base); ./<name> forces a folder, remote:<model> a model string")
     device: str = redefault(TrainConfig, "device", "auto")
     datasets: list[str] = option(["all"], "datasets: gsm8k, svamp, asdiv, multiarith, 'all', or JSON/JSONL files "
                                           "whose rows hold the program's inputs by name")

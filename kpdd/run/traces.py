@@ -29,7 +29,8 @@ GOLD = "gold"
 class TracesConfig(TrainingQuestions, RemoteLMOptions):
     program: str = option("kpdd-pot", PROGRAM_HELP)
     teacher: str = option(GOLD, "'gold' (dataset annotations, no LM), a model directory ('./my-student' or "
-                                "'local:<path>'), or a model string such as 'openai/gpt-4o-mini'")
+                                "'local:<path>'), or a model string such as 'openai/gpt-4o-mini' ('remote:<model>' "
+                                "where a folder has its name)")
     teacher_program: str | None = option(None, "a saved, optimised teacher program (program.save JSON) to sample")
     metric: str = option("", METRIC_HELP)
     seed: int = option(0, "seed for the subset")
