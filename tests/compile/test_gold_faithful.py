@@ -1,11 +1,14 @@
 """Gold programs that mean what the question says: no number bound by coincidence, fractions and multipliers as
 quantities of their own, key points that state every literal the solution reads (GSM8K train questions whose
-earlier programs reached the gold answer only because two values were equal)."""
+earlier programs reached the gold answer only because two values were equal, then one made-up question per class
+of coincidental binding)."""
 
+import dspy
 import pytest
 
 from kpdd.compile.gold import GoldTeacher
-from kpdd.compile.gold.checks import trace_unstated
+from kpdd.compile.gold.checks import is_stated, rationale_literals, trace_unstated
+from kpdd.compile.gold.programs import question_quantities, rationale_builder
 from kpdd.data import load_dataset
 
 TRAIN = {e.id: e for e in load_dataset("gsm8k", "train")}
@@ -73,3 +76,106 @@ def test_variants_come_only_from_faithful_sources(tmp_path):
     sources, finished = _sources(GoldTeacher("kpdd-pot"), examples)
     assert "gsm8k-train-05897" not in {s.example.id for s in sources}
     assert "gsm8k-train-00776" not in {s.example.id for s in sources}
+
+
+# One made-up question per class of coincidental binding (none is a GSM8K question) -------------------------------
+
+def made_up(question: str, rationale: str, answer: float):
+    return dspy.Example(id="made-up", question=question, rationale=rationale, answer=answer).with_inputs("question")
+
+
+def read_at(example, text: str) -> str:
+    """The kind of the quantity the gold program reads at ``text`` in the question, or '' when it reads none."""
+    builder, _ = rationale_builder(example.question, example.rationale, example.answer)
+    start = example.question.index(text)
+    return next((builder.quantities[k].kind for k in builder.declared if builder.quantities[k].start == start), "")
+
+
+def test_a_number_worded_like_one_of_two_equal_quantities_reads_that_one():
+    """'6 more' is the question's '6 more', not its '6 comic books left' (which shares more words with the line)."""
+    leo = made_up("On Monday, Leo read 4 comic books. On Tuesday, Leo had 6 comic books left on his shelf, and his "
+                  "sister lent him 6 more. How many comic books did Leo get to read?",
+                  "Leo read 4 comic books on Monday + 6 more his sister lent him = <<4+6=10>>10 comic books.", 10.0)
+    assert read_at(leo, "6 more") == "number" and read_at(leo, "6 comic books left") == ""
+
+
+def test_a_number_the_rationale_words_as_another_thing_drops_the_question():
+    """'4 corners' reads the only 4 of the question, '4 rows of tulips': equal by coincidence."""
+    beds = made_up("A gardener plants 4 rows of tulips next to 3 square flower beds. How many corners do the flower "
+                   "beds have in all?", "The 3 square beds have 4 corners each, for 3*4 = <<3*4=12>>12 corners.", 12.0)
+    result = GoldTeacher("kpdd-pot").sample(beds)
+    assert not result.traces and "'4 corners' in the rationale" in next(iter(result.errors))
+
+
+def test_a_two_that_counts_a_pair_the_line_names_drops_the_question():
+    """'The pen and ruler cost 2*4': the 2 counts the pen and the ruler, not the '2 notebooks'."""
+    nora = made_up("Nora buys 2 notebooks for $3 each, and a pen and a ruler for $4 each. How much does she spend?",
+                   "The notebooks cost 2*3 = $<<2*3=6>>6.\nThe pen and ruler cost 2*4 = $<<2*4=8>>8.\n"
+                   "She spends 6+8 = $<<6+8=14>>14.", 14.0)
+    result = GoldTeacher("kpdd-pot").sample(nora)
+    assert not result.traces and "read for 'pen and ruler'" in next(iter(result.errors))
+
+
+def test_a_step_the_answer_never_reads_drops_the_question():
+    """23 - 10 finds which jar was emptied; the sum of the other two is picked in prose, not computed from it."""
+    jars = made_up("Sam has 4 jars holding 11, 13, 12 and 10 coins. He empties the smallest jar and one other jar into "
+                   "a box, which now holds 23 coins. He pours the other two jars into a bag. How many coins are in "
+                   "the bag?", "The other jar held 23 - 10 = <<23-10=13>>13 coins.\nSo the bag holds the 11 and 12 "
+                   "coin jars: 11 + 12 = <<11+12=23>>23 coins.", 23.0)
+    result = GoldTeacher("kpdd-pot").sample(jars)
+    assert not result.traces and next(iter(result.errors)).startswith("kpdd-pot: a step the answer never reads")
+
+
+def test_a_ratio_part_is_read_as_the_part_not_as_an_equal_count():
+    """'2 cousins' and the ratio's 2: in a rationale about parts, Ann's 2 parts are the ratio's."""
+    prize = made_up("A prize is shared between 2 cousins, Ann and Ben, in the ratio 2:3. If Ben gets $300, how much "
+                    "does Ann get?", "Each part is $300/3 = $<<300/3=100>>100\nAnn gets 2*$100 = $<<2*100=200>>200",
+                    200.0)
+    assert read_at(prize, "2:3") == "ratio" and read_at(prize, "2 cousins") == ""
+    assert "ratio_part_1 * " in program_of(GoldTeacher("kpdd-pot").sample(prize))
+
+
+def test_a_ratio_at_the_end_of_a_sentence_or_of_three_parts_is_a_ratio():
+    assert [q.value for q in question_quantities("They share it in the ratio 5:7. How much?")] == [5, 7]
+    assert [(q.value, q.kind) for q in question_quantities("in the ratio 4:3:7, respectively")] == \
+        [(4, "ratio"), (3, "ratio"), (7, "ratio")]
+    assert question_quantities("The bus left at 6:30 pm in a ratio race.") == []  # a time, no ratio
+    stickers = made_up("Tom and Una share 48 stickers in the ratio 5:7. How many stickers does Una get?",
+                       "The ratio has 5+7 = <<5+7=12>>12 parts\nUna gets 7/12*48 = <<7/12*48=28>>28 stickers", 28.0)
+    trace = GoldTeacher("kpdd-pot").sample(stickers).traces[0]
+    assert "ratio_part_1 + ratio_part_2" in trace["stages"][-1]["outputs"]["program"]
+    assert trace_unstated(trace["stages"], stickers.rationale) == []
+
+
+def test_a_unit_is_named_only_by_a_whole_word():
+    """'Daytona' names no day, so a 7 it would explain as 'days in a week' is unstated."""
+    assert not is_stated(7, "Daytona Beach has 26 shark sightings.") and is_stated(7, "She swims three days.")
+    assert is_stated(60, "He is paid hourly.") and is_stated(100, "What percentage is left?")
+    shark = made_up("Daytona Beach has 26 sightings. It has 5 more than triple the sightings of Cape May. How many "
+                    "sightings does Cape May have?", "Let x be Cape May's sightings\n26=5+3x\nx=<<7=7>>7", 7.0)
+    result = GoldTeacher("kpdd-pot").sample(shark)
+    assert not result.traces and "does not state (7)" in next(iter(result.errors))
+
+
+def test_an_ordinal_or_a_glued_unit_read_as_a_number_is_a_quantity_the_key_points_state():
+    """'her 30th birthday' is Maya's age: a named variable, and its clause a key point (KPDD-PoT and KPDD-CoT)."""
+    maya = made_up("Maya's parents moved to Oslo in 1990. The year is 2024 and Maya just had her 30th birthday. How "
+                   "many years had her parents lived in Oslo when Maya was born?",
+                   "Maya was born in 2024 - 30 = <<2024-30=1994>>1994.\nHer parents had lived in Oslo for "
+                   "1994 - 1990 = <<1994-1990=4>>4 years.", 4.0)
+    assert "birthday = 30" in program_of(GoldTeacher("kpdd-pot").sample(maya))
+    for method in ("kpdd-pot", "kpdd-cot"):
+        trace = GoldTeacher(method).sample(maya).traces[0]
+        assert "Maya just had her 30th birthday." in trace["stages"][1]["outputs"]["key_points"]
+        assert trace_unstated(trace["stages"], maya.rationale) == []
+
+
+def test_kpdd_cot_key_points_state_literals_written_glued_to_a_unit():
+    """The rationale reads the 22 of '22kg'; a result it only restates ('<<4=4>>') is no literal."""
+    flour = made_up("Jim bought a 22kg sack of flour. He bakes 36 loaves. Each loaf needs 0.5kg of flour. How many "
+                    "kilograms are left?", "The loaves need 36*0.5 = <<36*0.5=18>>18 kg\nSo 22-18 = <<4=4>>4 kg are "
+                    "left", 4.0)
+    trace = GoldTeacher("kpdd-cot").sample(flour).traces[0]
+    assert "Jim bought a 22kg sack of flour." in trace["stages"][1]["outputs"]["key_points"]
+    assert rationale_literals(flour.rationale, flour.question) == ["36", "0.5"]
+    assert trace_unstated(trace["stages"], flour.rationale) == []

@@ -52,7 +52,7 @@ from kpdd.compile.store import VARIANT_MARK
 from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
-AUGMENT_VERSION = "augment/7"
+AUGMENT_VERSION = "augment/8"
 SUPPORTED_METHODS = ("kpdd-pot", "pot", "direct")
 _GIVEN = re.compile(r"^([A-Za-z_]\w*) = (-?\d+(?:\.\d+)?)$", re.MULTILINE)
 # Stage fields a variant re-derives from its question; any other field cannot be kept consistent.
@@ -238,7 +238,8 @@ _UNIT_SIZES = [(30, "days?", "month"), (31, "days?", "month"), (7, "days?", "wee
                (60, "minutes?", "hour"), (60, "seconds?", "minute"), (12, "months?", "year"), (52, "weeks?", "year"),
                (365, "days?", "year"), (12, "inch(?:es)?", "foot|feet"), (3, "feet", "yard"), (16, "ounces?", "pound"),
                (100, "cents?|pennies", "dollar"), (5, "cents?|pennies", "nickel"), (10, "cents?|pennies", "dime"),
-               (25, "cents?|pennies", "quarter"), (12, "\\w+", "dozen"), (1000, "\\w+", "thousand|kilo|liter|litre")]
+               (25, "cents?|pennies", "quarter"), (12, "\\w+", "dozen"),
+               (1000, "\\w+", "thousand|kilo\\w*|liter|litre")]
 # Counts the words of a question imply: a number of that value that the program reads twice may stand for it once.
 _IMPLIED_COUNTS = {2: r"\bweekends?\b|\bpairs?\b|\btwice\b|\bdouble|\bboth\b|\bcouple\b|\btwins?\b",
                    5: r"\bweekdays?\b", 7: r"\bweeks?\b", 12: r"\bdozens?\b|\bmonths?\b|\byears?\b|\bfoot\b|\bfeet\b",
@@ -263,7 +264,7 @@ def _sizes_a_unit(quantity, question: str) -> bool:
     sentence = _sentence(question, quantity)
     return bool(_EQUIVALENCE.search(sentence)) or any(
         quantity.value == size and re.match(rf"\s*-?(?:{small})\b", after, re.IGNORECASE)
-        and re.search(rf"\b(?:{big})", question, re.IGNORECASE) for size, small, big in _UNIT_SIZES)
+        and re.search(rf"\b(?:{big})(?:e?s|ly)?\b", question, re.IGNORECASE) for size, small, big in _UNIT_SIZES)
 
 
 def changeable_groups(source: Source) -> list[list[int]]:
@@ -364,14 +365,17 @@ def unchangeable(source: Source) -> str | None:
 # relation. Any other literal is a number the rationale wrote from the problem's numbers (an age it worked out,
 # 0.6 for 100 % - 40 %), which would keep its old value in a variant.
 _EXPLAINED = {
-    1: r"", 100: r"", 0.01: r"", 2: r"half|twice|double|pair|both|couple|two|each|every|round.?trip|twin",
-    0.5: r"half", 3: r"third|triple|thrice|three|yard|feet|foot", 4: r"quarter|fourth|four|week|month",
+    1: r"", 100: r"", 0.01: r"",
+    2: r"half|halves|twice|double|doubled|pair|both|couple|two|each|every|round.?trip|twin",
+    0.5: r"half", 3: r"third|triple|tripled|thrice|three|yard|feet|foot", 4: r"quarter|fourth|four|week|month",
     0.25: r"quarter|fourth", 0.75: r"quarter|fourth", 5: r"fifth|five|nickel|week", 60: r"minute|hour|second",
-    24: r"hour|day", 7: r"day|week", 12: r"month|year|dozen|inch|foot|feet", 52: r"week|year", 365: r"day|year",
-    30: r"day|month", 31: r"day|month|march|may|july|august|october|december|january", 1000: r"gram|kg|kilo|meter|"
-    r"metre|ml|millilit|liter|litre|km|thousand", 16: r"ounce|pound|cup|quart|gallon", 10: r"dime|decade|ten",
-    25: r"quarter", 8: r"ounce|cup|pint|gallon|octopus|spider", 6: r"half.dozen|six", 0.1: r"dime|ten|tenth",
-    0.05: r"nickel|five", 0.2: r"fifth|five", 20: r"twenty|score", 3600: r"hour|second", 1440: r"day|minute",
+    24: r"hour|day|daily", 7: r"day|daily|week", 12: r"month|year|dozen|inch|inches|foot|feet", 52: r"week|year",
+    365: r"day|daily|year", 30: r"day|daily|month",
+    31: r"day|daily|month|march|may|july|august|october|december|january",
+    1000: r"gram|kg|kilo\w*|meter|metre|ml|millilit\w*|liter|litre|km|thousand", 16: r"ounce|pound|cup|quart|gallon",
+    10: r"dime|decade|ten", 25: r"quarter", 8: r"ounce|cup|pint|gallon|octopus|octopi|spider", 6: r"half.dozen|six",
+    0.1: r"dime|ten|tenth", 0.05: r"nickel|five", 0.2: r"fifth|five", 20: r"twenty|score", 3600: r"hour|second",
+    1440: r"day|daily|minute",
 }
 
 
@@ -390,7 +394,8 @@ def unexplained_literal(source: Source) -> str | None:
         if float(number) in stated:
             continue  # a part or the value of a fraction the question writes: '2/3 of', '1/2 your wage'
         pattern = _EXPLAINED.get(float(number))
-        if pattern is None or pattern and not re.search(pattern, question):
+        # A whole word, in the singular, the plural or as the adjective: 'day' is no part of 'Daytona'.
+        if pattern is None or pattern and not re.search(rf"\b(?:{pattern})(?:e?s|ly)?\b", question):
             return number
     return None
 
@@ -555,8 +560,9 @@ def variant_answer(value: float, original: float) -> float:
 
 def rewrite_stages(source: Source, variant: Variant) -> list[dict]:
     """Every stage of the source trace, its fields re-derived from the variant's question and program."""
-    reads = reads_stating(variant.question, set(source.builder.declared), checks.program_literals(variant.program))
-    core_question, key_points = gold_language.core_question_and_key_points(variant.question, reads)
+    literals = checks.program_literals(variant.program)
+    reads = reads_stating(variant.question, set(source.builder.declared), literals)
+    core_question, key_points = gold_language.core_question_and_key_points(variant.question, reads, literals)
     values = {"question": variant.question, "core_question": core_question, "key_points": key_points,
               "program": variant.program, "answer": format_number(variant.answer)}
     stages = []

@@ -4,7 +4,8 @@ A literal a solution reads (a given line of a program, a number in its computed 
 calculations take from the problem rather than from an earlier result) is *stated* by a text when the text
 writes its value: in digits, as a number word, a multiplier ('twice' 2), a fraction ('one-third': 3 and 1/3,
 '1/4': 1, 4 and 0.25), or 'both'/'pair' (2). A unit's size (60 with 'minutes', 7 with 'week', 100 with '%') is
-world knowledge, stated when the text names the unit; 0 and 1 need no statement. The gold teacher drops a PoT
+world knowledge, stated when the text names the unit as a whole word ('day' is no part of 'Daytona'); 0 and 1 need
+no statement. The gold teacher drops a PoT
 program that keeps a literal its question does not state; ``benchmarks/bench_gold_faithfulness.py`` counts the
 kept traces whose key points state every literal.
 """
@@ -19,15 +20,30 @@ from kpdd.compile.gold.programs import question_quantities
 _GIVEN = re.compile(r"^[A-Za-z_]\w* = (-?\d+(?:\.\d+)?)$")
 _LITERAL = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 _IMPLIED = {2: r"\b(?:both|pair|pairs|couple|twins?|round.?trip|back and forth|there and back)\b"}
-# A unit's size is world knowledge: stated where the text names the unit.
+# A unit's size is world knowledge: stated where the text names the unit, as a whole word ('day' is no part of
+# 'Daytona'), in the singular, the plural or as the adjective ('daily', 'monthly').
 UNIT_SIZES = {
-    60: r"minute|hour|second", 24: r"hour|day", 7: r"day|week", 12: r"month|year|dozen|inch|foot|feet",
-    52: r"week|year", 365: r"day|year", 30: r"day|month", 31: r"day|month", 100: r"%|percent|cent|dollar|century",
-    0.01: r"%|percent|cent", 1000: r"gram|kg|kilo|meter|metre|ml|millilit|liter|litre|km|thousand",
-    16: r"ounce|pound", 3: r"feet|foot|yard", 4: r"quarter|gallon|quart|week|month", 8: r"pint|cup|ounce|gallon",
-    2: r"pint|cup|quart", 25: r"quarter", 0.25: r"quarter", 10: r"dime|decade", 0.1: r"dime", 5: r"nickel",
-    0.05: r"nickel", 3600: r"hour|second", 1440: r"day|minute", 2000: r"ton", 5280: r"mile",
+    60: "minute min hour hr hourly second", 24: "hour hr hourly day daily", 7: "day daily week weekly",
+    12: "month monthly year yearly annual annually dozen inch inches foot feet",
+    52: "week weekly year yearly annual annually", 365: "day daily year yearly annual annually",
+    30: "day daily month monthly", 31: "day daily month monthly",
+    100: "% percent percentage cent century dollar centimeter centimetre cm meter metre",
+    0.01: "% percent percentage cent",
+    1000: "gram kilogram kg kilo meter metre kilometer kilometre km millimeter millimetre mm liter litre "
+          "milliliter millilitre ml thousand",
+    16: "ounce oz pound lb", 3: "foot feet yard yd", 4: "quarter gallon quart week month",
+    8: "pint cup ounce oz gallon",
+    2: "pint cup quart", 25: "quarter", 0.25: "quarter", 10: "dime decade", 0.1: "dime", 5: "nickel", 0.05: "nickel",
+    3600: "hour hr second", 1440: "day minute", 2000: "ton", 5280: "mile foot feet",
 }
+_UNIT_NAMES = {value: re.compile(r"(?<![A-Za-z])(?:%s)(?:e?s|ly)?(?![A-Za-z])" % "|".join(words.split()), re.I)
+               for value, words in UNIT_SIZES.items()}
+
+
+def names_unit(literal: float, text: str) -> bool:
+    """Whether ``text`` names, as a whole word, a unit whose size is ``literal`` (7: 'day', 'weekly')."""
+    pattern = _UNIT_NAMES.get(round(float(literal), 6))
+    return pattern is not None and bool(pattern.search(text))
 
 
 def stated_values(text: str) -> set[float]:
@@ -54,8 +70,7 @@ def is_stated(literal: float, text: str, values: set[float] | None = None) -> bo
     """Whether ``text`` states ``literal`` or names the unit whose size it is (0 and 1 always)."""
     literal = round(float(literal), 6)
     values = stated_values(text) if values is None else values
-    unit = UNIT_SIZES.get(literal)
-    return literal in {0.0, 1.0} or literal in values or (unit is not None and bool(re.search(unit, text, re.I)))
+    return literal in {0.0, 1.0} or literal in values or names_unit(literal, text)
 
 
 def program_literals(program: str) -> list[str]:
@@ -75,11 +90,14 @@ def program_literals(program: str) -> list[str]:
 def rationale_literals(rationale: str, question: str = "") -> list[str]:
     """The numbers a rationale's calculations read that are no result of an earlier calculation, nor a number an
     earlier line works out in prose ('In one hour, there are 3 sets of 20 minutes.') that ``question`` does not
-    state."""
+    state; a calculation that only restates its result ('x=<<38=38>>38') reads nothing."""
     results, literals, written = set(), [], set()
     in_question = stated_values(question) if question else set()
     for line in rationale_lines(rationale):
         for calculation in line_calculations(line):
+            if len(calculation.tokens) == 1 and calculation.result == float(calculation.tokens[0]):
+                results.add(round(calculation.result, 6))
+                continue  # a result restated, worked out in prose before it: '2006-1992 = <<14=14>>14'
             literals += [t for t in calculation.tokens if t[0].isdigit() and round(float(t), 6) not in results
                          and (round(float(t), 6) in in_question or round(float(t), 6) not in written)]
             if calculation.result is not None:

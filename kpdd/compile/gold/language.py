@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
+from kpdd.compile.gold import checks
 from kpdd.compile.gold.calculations import (
     TIMES_SIGN,
     WRITTEN_NUMBER,
@@ -131,7 +132,8 @@ _RELATION = re.compile(r"\b(?:half|halves|third|thirds|quarter|quarters|fourth|f
                        r"as much|more than|less than|fewer than|percent|total|together|all)\b", re.IGNORECASE)
 
 
-def core_question_and_key_points(question: str, reads: Collection[int] | None = None) -> tuple[str, list[str]]:
+def core_question_and_key_points(question: str, reads: Collection[int] | None = None,
+                                 literals: Collection[str] = ()) -> tuple[str, list[str]]:
     """The problem's question sentence and the problem-solving information.
 
     The core question is the last sentence with a '?' (else the last sentence). A leading condition ('If she
@@ -144,6 +146,10 @@ def core_question_and_key_points(question: str, reads: Collection[int] | None = 
     reads, and the facts with no number that state a relation ('Half of them have pockets.', 'The rest are
     yellow.'); a sentence with no used quantity (a setting, an irrelevant number) is left out. Without them,
     every fact is a key point. A problem that keeps no fact keeps its whole text as its one key point.
+
+    ``literals`` are the numbers the solution reads (:mod:`kpdd.compile.gold.checks`): for each that neither the
+    kept facts nor the core question state, the first fact that writes it joins them ('the 9th floor', '22kg',
+    'in the ratio 5:7.'), so that the key points state every literal the question writes.
     """
     text = " ".join(question.split())
     sentences = split_sentences(text)
@@ -155,9 +161,23 @@ def core_question_and_key_points(question: str, reads: Collection[int] | None = 
         core = _capitalised(core if core.endswith(("?", ".")) else core + end)
     clauses = [c for i, s in enumerate(sentences) if i != index for c in _clauses(s)]
     clauses += _clauses(condition) if condition else []
+    every = clauses
     if reads is not None:
         clauses = _problem_solving(clauses, text, set(reads))
+    if clauses and literals:
+        clauses = _stating(every, clauses, literals, core)
     return core, [_as_fact(clause) for clause, _ in clauses] or [text]
+
+
+def _stating(every: list[tuple[str, str]], kept: list[tuple[str, str]], literals: Collection[str], core: str):
+    """``kept`` and, for each literal that neither it nor ``core`` states, the first clause of ``every`` that
+    writes it; in the question's order."""
+    kept = list(kept)
+    for literal in checks.unstated(list(literals), " ".join([core, *(clause for clause, _ in kept)])):
+        value = round(float(literal), 6)
+        if value not in checks.stated_values(" ".join([core, *(clause for clause, _ in kept)])):
+            kept += [c for c in every if c not in kept and value in checks.stated_values(c[0])][:1]
+    return [c for c in every if c in kept]
 
 
 def _problem_solving(clauses: list[tuple[str, str]], text: str, reads: set[int]) -> list[tuple[str, str]]:
@@ -169,7 +189,9 @@ def _problem_solving(clauses: list[tuple[str, str]], text: str, reads: set[int])
         start = text.find(verbatim) if start < 0 else start
         cursor = max(cursor, start)
         stated = {i for i, q in enumerate(quantities) if start <= q.start and q.end <= start + len(verbatim)}
-        numbers = {i for i in stated if quantities[i].text.lower() not in MULTIPLIERS}  # 'twice' is a relation
+        # 'twice' is a relation; 'on the 3rd day' a place in an order
+        numbers = {i for i in stated
+                   if quantities[i].text.lower() not in MULTIPLIERS and quantities[i].kind != "ordinal"}
         if stated & reads or not numbers and _RELATION.search(clause):
             kept.append((clause, verbatim))
         if not numbers - reads:

@@ -3,15 +3,17 @@
 Deterministic string work only; nothing here is executed (the teacher verifies programs in the sandbox). The
 calculations come from :mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS`` version covers this module.
 
-- **Quantities** (:func:`question_quantities`): the problem's digits (``$1,200``, ``80%``, ``2.5``), number words
-  (``three``, ``twenty-five``, ``dozen``), multipliers (``twice``, ``double``, the ``five`` of 'five times'),
-  fractions (``one-third`` is the denominator 3, ``1/4`` the numerator 1 and the denominator 4) and a ratio's parts
-  (``2:5``), each a quantity of its own; times and ordinals are skipped.
+- **Quantities** (:func:`question_quantities`): the problem's digits (``$1,200``, ``80%``, ``2.5``, glued to a unit
+  or a rate: ``22kg``, ``$6/hour``), number words (``three``, ``twenty-five``, ``dozen``), multipliers (``twice``,
+  ``double``, the ``five`` of 'five times'), fractions (``one-third`` is the denominator 3, ``1/4`` the numerator 1
+  and the denominator 4), a ratio's parts (``2:5``, ``4:3:7``, also at a sentence's end) and ordinals (``36th``),
+  each a quantity of its own; clock times are skipped.
 - **Names** (:func:`name_words`): snake_case from the words after a number up to the end of its clause (articles,
   pronouns and auxiliaries dropped, at most 3 content words, prepositions only between them, 'a'/'each'/'every'
   before a time unit read as 'per': ``duck_eggs_per_day``; money per unit: ``dollars_per_hour``); when nothing
   follows, the last 2 content words before it (plus ``dollars`` for money). Percentages end in ``_percent``;
-  multipliers are ``times``, fractions ``third_denominator`` or ``fraction_numerator``, ratio parts ``ratio_part``.
+  multipliers are ``times``, fractions ``third_denominator`` or ``fraction_numerator``, ratio parts by place
+  (``ratio_part_1``, ``ratio_part_2``).
   A name already taken is qualified by the word before the number (``sharon_oranges``), else numbered
   (``oranges_2``); keywords and builtins get ``_value``.
 - **Programs** (:func:`rationale_program`): the problem's quantities as named variables (only those used, in the
@@ -19,17 +21,23 @@ calculations come from :mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS
   answer, named by :func:`result_words` (the words after the result when they say more than a unit, else what
   the line says it computes, then that unit), then ``ans = <that variable>``. A number in an expression becomes
   a variable of equal value: of the quantities it may be (a multiplier only as a factor, a fraction's denominator
-  only after '/', its numerator only before it), the one whose words the line repeats most, a quantity not read
-  yet before one read; else the latest result; '.40' as ``percent / 100`` of '40 percent'; ``/ 100`` stays literal
-  (a percentage); any other number stays a literal (60 minutes, 52 weeks). Equal numbers of one pure sum or
-  product read different quantities.
+  only after '/', its numerator only before it, an ordinal only where nothing else has its value), those the line
+  words alike (:mod:`kpdd.compile.gold.wording`: '3/4' is the question's '3/4'; the line's '3 more' the question's
+  '3 more', not its '3 dog toys'; in a rationale about a ratio's parts, the ratio's part, not '2 partners'), of
+  them the one whose words the line repeats most, a quantity not read yet before one read; else the latest result;
+  '.40' as ``percent / 100`` of '40 percent'; ``/ 100`` stays literal (a percentage); any other number stays a
+  literal (60 minutes, 52 weeks). Equal numbers of one pure sum or product read different quantities.
   Equations (SVAMP, ASDiv, MultiArith) become the quantities plus ``ans = <equation>`` (:func:`equation_program`;
   ASDiv's '47/6=7 r5' becomes ``//`` or ``%``, whichever the answer is).
 - **No binding by coincidence**: the builder raises ``NoTrace('ambiguous number: …')``, and the teacher drops the
   question, where the program would rest on two values being equal: quantities of one value whose words tie
   (unless they say the same thing: '2 packages … 2 packages'), a question quantity and a result of the same value
-  that the line may both mean, an average's count equal to a result read again, or a multiplier or fraction the
-  program never reads beside an equal quantity it does read ('twice' and '2 hours').
+  that the line may both mean, an average's count equal to a result read again, a multiplier, fraction or ratio's
+  part the program never reads beside an equal quantity it does read ('twice' and '2 hours'), a number the line
+  names as another thing than the only quantity it could read ('6 sides' for '6 cookie cutters'), or a 2 read in
+  a line that names a pair of other things ('The crate and bed ... 2*20' for '2 bags of treats'). A program with
+  a step its answer never reads is dropped too ('a step the answer never reads'): the rationale went on from that
+  step in prose (which bucket held 13 ounces), so its arithmetic is hand-picked.
 """
 
 from __future__ import annotations
@@ -50,7 +58,17 @@ from kpdd.compile.gold.calculations import (
     line_calculations,
     normalise_expression,
     rationale_lines,
+    strip_annotations,
     written_value,
+)
+from kpdd.compile.gold.wording import (
+    clause_of,
+    lemma,
+    mention_words,
+    names_a_thing,
+    says,
+    sentence_of,
+    word_after,
 )
 from kpdd.eval.answers import is_correct
 
@@ -77,19 +95,28 @@ class Quantity:
     end: int
     money: bool
     hundredths: bool = False  # a rationale may write it divided by 100: '40%', '40 percent', '5 cents'
-    kind: str = "number"  # 'multiplier' ('twice', 'five times'): a factor only; 'fraction': a fraction's part
+    # 'multiplier' ('twice', 'five times'): a factor only; 'fraction': a fraction's part; 'ratio': a ratio's part;
+    # 'ordinal' ('his 36th birthday'): read only where no other quantity or result has its value
+    kind: str = "number"
 
 
 def question_quantities(question: str) -> list[Quantity]:
     """Digits, number words, multipliers and fractions of a problem, in order of appearance. A fraction is a
     quantity of its own: 'one-third' is the denominator 3 (its 'one' is no other quantity), '1/4' the numerator 1
-    and the denominator 4; a number before 'times' is a multiplier."""
+    and the denominator 4; a number before 'times' is a multiplier; digits glued to a unit ('22kg') are a number,
+    to an ordinal's suffix ('36th') an ordinal."""
     fractions = fraction_words(question) + written_fractions(question) + ratio_parts(question)
     inside = [(f.start, f.end) for f in fractions]
     found = [Quantity(written_value(m), m.group(), m.start(), m.end(), bool(m.group(1)),
                       bool(m.group(4)) or question[m.end():].lower().startswith(_HUNDREDTHS),
                       _kind(question, m.end()))
              for m in WRITTEN_NUMBER.finditer(question)]
+    for m in _GLUED.finditer(question):
+        suffix = m.group(5) or m.group(6) or m.group(7)
+        if suffix.lower() != "s":  # '1990s'
+            kind = "ordinal" if m.group(5) else "multiplier" if suffix.lower() == "x" else "number"
+            found.append(Quantity(written_value(m), m.group() + suffix, m.start(), m.end(), bool(m.group(1)),
+                                  suffix.lower() == "c", kind))
     for m in _WORD_NUMBER.finditer(question):
         if any(start <= m.start() and m.end() <= end for start, end in inside):
             continue
@@ -99,6 +126,16 @@ def question_quantities(question: str) -> list[Quantity]:
         found.append(Quantity(float(value), m.group(), m.start(), m.end(), False,
                               question[m.end():].lower().startswith(_HUNDREDTHS), kind))
     return sorted(found + fractions, key=lambda q: (q.start, q.end))
+
+
+# Digits glued to a unit ('22kg', 'a 10K race', '8am', '60c'), a rate ('$0.50/mile') or an ordinal's suffix ('his
+# 36th birthday'); groups as WRITTEN_NUMBER's, then the ordinal's suffix and the unit.
+_GLUED = re.compile(r"(?<![\w./:,])(\$?)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?()"
+                    r"(?=(st|nd|rd|th)\b|(/[A-Za-z]+)|([A-Za-z]+)\b)", re.IGNORECASE)
+
+
+# Glued units as a name says them: '60c' → cents, '6m' → meters; '10K race' → race, '8am' → the words before.
+_GLUED_UNITS = {"c": "cents", "m": "meters", "k": "", "am": "", "pm": ""}
 
 
 def _kind(question: str, end: int) -> str:
@@ -128,12 +165,16 @@ def fraction_words(question: str) -> list[Quantity]:
     return out
 
 
+_RATIO = re.compile(r"(?<![\d.:])\d+(?:\s*:\s*\d+)+(?![\d:]|\.\d|\s*[ap]\.?m\b)", re.IGNORECASE)
+
+
 def ratio_parts(question: str) -> list[Quantity]:
-    """The parts of a ratio ('in the ratio 2:5'), each a quantity of its own; a clock time is no ratio."""
-    if not re.search(r"\bratio\b", question, re.IGNORECASE):
+    """The parts of a ratio ('in the ratio 2:5', '4:3:7', '... of 5:7.'), each a quantity of its own, in a question
+    that speaks of a ratio or a proportion; a clock time ('6:30 pm') is no ratio."""
+    if not re.search(r"\b(?:ratio|proportion)s?\b", question, re.IGNORECASE):
         return []
-    return [Quantity(float(m.group(g)), m.group(), m.start(), m.end(), False, kind="ratio")
-            for m in re.finditer(r"(?<![\d.:])(\d+)\s*:\s*(\d+)(?![\d.:])", question) for g in (1, 2)]
+    return [Quantity(float(part.group()), m.group(), m.start(), m.end(), False, kind="ratio")
+            for m in _RATIO.finditer(question) for part in re.finditer(r"\d+", m.group())]
 
 
 def written_fractions(question: str) -> list[Quantity]:
@@ -215,6 +256,9 @@ def name_words(after: str, before: str, money: bool) -> list[str]:
     return _content(before_words, 2, from_end=True) + (["dollars"] if money else [])
 
 
+# Words after a number too common to tell two quantities apart ('5 of ...', '3 and ...').
+_FUNCTION_WORDS = {"of", "and", "or", "in", "on", "at", "to", "for", "from", "with", "by", "the", "a", "an", "is",
+                   "are", "was", "were", "x", "times"}
 _STATING_VERBS = set("""costs cost is are was were pays paid charges charged sells sold earns earned spends spent has
 had makes made gets got weighs weighed needs takes took buys bought saves saved worth priced""".split())
 
@@ -317,6 +361,9 @@ class ProgramBuilder:
         self.referenced: set[str] = set()  # results used in an expression so far
         self.statements: list[str] = []
         self.context: set[str] = set()  # content words of the rationale line being read
+        self.line = ""  # the rationale line being read
+        self.result: float | None = None  # the result its calculation writes
+        self.reading: list[int] = []  # the quantities the calculation reads
         self.fractions = fraction_words(question)
         self.spoken: set[str] = set()  # content words of the whole rationale
         self.sources: dict[str, str] = {}  # variable → the clause or rationale line it is named from
@@ -325,9 +372,10 @@ class ProgramBuilder:
     def _quantity(self, index: int) -> str:
         if index not in self.declared:
             q = self.quantities[index]
-            words = name_words(self.question[q.end:], self.question[: q.start], q.money)
-            if q.kind == "ratio":
-                words = ["ratio", "part"]
+            words = name_words(self._text_after(q), self.question[: q.start], q.money)
+            if q.kind == "ratio":  # '4:5:6' → ratio_part_1, ratio_part_2, ratio_part_3
+                same = [other for other in self.quantities if other.start == q.start and other.kind == "ratio"]
+                words = ["ratio", "part", str(next(n for n, other in enumerate(same, 1) if other is q))]
             elif q.kind == "fraction":  # 'one-third' → third_denominator, '1/4' → fraction_numerator
                 part = "numerator" if self._numerator(q) else "denominator"
                 words = [_words(q.text)[-1].rstrip("s") if "/" not in q.text else "fraction", part]
@@ -341,6 +389,18 @@ class ProgramBuilder:
                       default=len(self.question))
             self.sources[self.declared[index]] = self.question[start + 1: end + 1].strip()
         return self.declared[index]
+
+    def _text_after(self, q: Quantity) -> str:
+        """The text after a quantity, for its name: after an ordinal's suffix ('36th birthday'); a rate's '/' read
+        as 'per' ('$6/hour' → dollars_per_hour); a glued unit spelled out ('60c' → cents, '6m' → meters)."""
+        after = self.question[q.end:]
+        if q.kind == "ordinal":
+            return self.question[q.start + len(q.text):]
+        if after.startswith("/"):
+            return " per " + after[1:]
+        if unit := re.match(r"[A-Za-z]+", after):
+            return " " + _GLUED_UNITS.get(unit.group().lower(), unit.group()) + after[unit.end():]
+        return after
 
     def _numerator(self, q: Quantity) -> bool:
         """Whether ``q`` is the first of a written fraction's two parts ('1/4': 1)."""
@@ -362,7 +422,8 @@ class ProgramBuilder:
                 if (after != "/") if self._numerator(q) else (before != "/"):
                     continue
             out.append(k)
-        return out
+        ordinary = [k for k in out if self.quantities[k].kind != "ordinal"]
+        return ordinary or out
 
     def _operand(self, tokens: tuple[str, ...], i: int) -> str:
         """The variable standing for the number ``tokens[i]`` (see the module docstring), or its literal; raises
@@ -373,10 +434,12 @@ class ProgramBuilder:
         taken = self.in_expression.get(value, set())
         matches = [k for k in self._candidates(tokens, i) if self._shared(k, self.spoken) or k not in self.declared]
         results = [name for written, name in reversed(self.results) if written == value and name not in taken]
+        if results and all(self.quantities[k].kind == "ordinal" for k in matches):
+            matches = []  # an ordinal ('the 3rd day') only where the number would otherwise stay a literal
         fresh = [name for name in results if name not in self.referenced]
         latest = fresh[0] if fresh else results[0] if results else None
         free = [k for k in matches if self.declared.get(k) not in taken]  # equal numbers of one sum: different ones
-        quantity = self._decide(free) if free else None
+        quantity = self._decide(self._by_wording(free, tokens, i)) if free else None
         if quantity is not None and latest:
             spoken = self._shared(quantity) > 0
             if not spoken and self._shared(quantity, self.spoken) == 0:
@@ -388,6 +451,8 @@ class ProgramBuilder:
         if quantity is None and latest and not fresh and i and tokens[i - 1] == "/" and "average" in self.context:
             raise NoTrace(f"ambiguous number: {tokens[i]} is a result read again and a count to average over")
         if quantity is not None:
+            self._check_wording(quantity, tokens[i])
+            self.reading.append(quantity)
             name = self._quantity(quantity)
         elif latest:
             self.referenced.add(latest)
@@ -410,6 +475,85 @@ class ProgramBuilder:
                           f"{len(top)} times in the question")
         unused = [k for k in top if k not in self.declared]
         return (unused or top)[0]
+
+    def _by_wording(self, candidates: list[int], tokens: tuple[str, ...], i: int) -> list[int]:
+        """Of quantities of one value, those the line words alike: '3/4' is the question's '3/4', not its '4:11';
+        the line's '3 more' is the question's '3 more', not its '3 dog toys'; in a rationale that speaks of a
+        ratio's parts, a ratio's part, not '2 business partners', unless the line says 'partners'."""
+        if len(candidates) < 2:
+            return candidates
+        value = float(tokens[i])
+        fraction = {"".join(tokens[max(i - 2, 0): i + 1]), "".join(tokens[i: i + 3])}
+        written = [k for k in candidates if self.quantities[k].kind == "fraction"
+                   and re.sub(r"\s+", "", self.quantities[k].text) in fraction]
+        if written and len(written) < len(candidates):
+            return written
+        said = {lemma(w) for w in mention_words(self.line, value) if w and w not in _FUNCTION_WORDS}
+        alike = [k for k in candidates if lemma(self._noun(k)) in said]
+        # Only where the others' clauses never say the word ('10 of these were rose bouquets and the remaining 10
+        # bouquets' tells nothing), and the calculation reads the value once ('2*2 = 4 ... for 2 cakes').
+        if alike and len(alike) < len(candidates) and tokens.count(tokens[i]) == 1 and not any(
+                says(word, clause_of(self.question, self.quantities[k].start, self.quantities[k].end))
+                for word in said for k in candidates if k not in alike):
+            return alike
+        parts = [k for k in candidates if self.quantities[k].kind == "ratio"]
+        if parts and all(self.quantities[k].kind in ("ratio", "number") for k in candidates) \
+                and len(parts) < len(candidates) and self.spoken & {"ratio", "part", "parts"} and not any(
+                says(self._noun(k) or "-", self.line)
+                for k in candidates if k not in parts):
+            return parts
+        return candidates
+
+    def _noun(self, index: int) -> str:
+        """The word after a quantity as the question writes it: '3 more' → 'more', '22kg' → 'kg', '$0.50/mile' →
+        'mile', 'the 2nd day' → 'day'."""
+        q = self.quantities[index]
+        if q.kind == "ordinal":
+            return word_after(self.question[q.start + len(q.text):])
+        glued = re.search(r"[\d.,]/?([A-Za-z]+)$", q.text) if q.kind != "ratio" else None
+        return glued.group(1).lower() if glued else word_after(self.question[q.end:])
+
+    def _check_wording(self, index: int, token: str) -> None:
+        """Raises NoTrace where the line gives the number a noun ('6 sides') that the sentence of the quantity it
+        would read never says ('6 cookie cutters shaped like triangles'), and the line repeats none of that
+        quantity's words: the two are different quantities that happen to be equal. A quantity without a noun of
+        its own ('he sold 49.', 'Twenty of them') or a line whose result has the same value ('112 bracelets
+        because 112 / 1 = 112') tells nothing."""
+        q = self.quantities[index]
+        nouns = [w for w in mention_words(self.line, q.value) if names_a_thing(w)]
+        if not nouns or self._shared(index) > 0 or self.result == q.value or q.kind == "ordinal" \
+                or not names_a_thing(self._noun(index)):
+            return
+        sentence = sentence_of(self.question, q.start, q.end)
+        if not any(says(noun, sentence) for noun in nouns):
+            raise NoTrace(f"ambiguous number: {token} is '{token} {nouns[0]}' in the rationale and "
+                          f"'{q.text} {self._noun(index)}' in the question")
+
+    def _check_pair(self) -> None:
+        """Raises NoTrace where the calculation reads a 2 of the question ('2 bags of treats') in a line that
+        names a pair of other things ('The crate and bed are $20.00 each so they will cost 2*20'), gives the 2
+        no noun and repeats none of the quantity's words: the 2 counts the pair. A 2 without a noun of its own
+        ('since there are two of them') may be that pair."""
+        line = strip_annotations(self.line)
+        words = {lemma(w) for w in _words(line)} - _STOP
+        question = {lemma(w) for w in _words(self.question)} - _STOP
+        pairs = [(a, b) for a, b in re.findall(r"\b([A-Za-z]+),? and (?:the |a |an |his |her |their )?([A-Za-z]+)\b",
+                                               line) if {lemma(a), lemma(b)} <= question]
+        for k in set(self.reading):
+            q = self.quantities[k]
+            if q.value != 2 or self._words_near(k) & words or any(mention_words(self.line, q.value)) \
+                    or not names_a_thing(self._noun(k)):
+                continue
+            if pairs and not any({lemma(a), lemma(b)} & self._words_near(k) for a, b in pairs):
+                raise NoTrace(f"ambiguous number: 2 of '{clause_of(self.question, q.start, q.end)}' read for "
+                              f"'{pairs[0][0]} and {pairs[0][1]}'")
+
+    def _words_near(self, index: int) -> set[str]:
+        """The lemmas of the words up to 5 before and after a quantity, in its sentence."""
+        q = self.quantities[index]
+        before = re.split(r"[.?!;]\s", self.question[: q.start])[-1].split()[-5:]
+        after = re.split(r"[.?!;]\s", self.question[q.end:])[0].split()[:5]
+        return {lemma(w) for w in _words(" ".join([*before, *after]))} - _STOP
 
     def _one_role(self, candidates: list[int]) -> bool:
         """Whether equal quantities say the same thing ('2 packages ... 2 packages'): the same number and words."""
@@ -444,11 +588,14 @@ class ProgramBuilder:
         self.in_expression = {} if commutative else _NOTHING_TAKEN
         return format_expression([self._operand(tokens, i) if t[0].isdigit() else t for i, t in enumerate(tokens)])
 
-    def assign(self, calculation: Calculation) -> str:
-        """``<name from the calculation's frame> = <expression>``; returns the name."""
+    def assign(self, calculation: Calculation, line: str = "") -> str:
+        """``<name from the calculation's frame> = <expression>`` for a calculation of the rationale line ``line``;
+        returns the name."""
+        self.line, self.result, self.reading = line, calculation.result, []
         before, after, money = frame(calculation)
         self.context = set(_words(f"{calculation.before} {calculation.after}")) - _STOP
         expression = self.expression(calculation.tokens)  # names the quantities it uses first
+        self._check_pair()
         words, longer = result_words(after, before, money)
         name = self.names.new(words, f"step_{len(self.results) + 1}", before, longer)
         self.statements.append(f"{name} = {expression}")
@@ -460,10 +607,21 @@ class ProgramBuilder:
         """Raises NoTrace where the program never reads a multiplier or a fraction ('twice', 'one-third') but
         reads a quantity of equal value ('2 hours', '3 people'): which of the two the rationale meant is a guess."""
         for k, q in enumerate(self.quantities):
-            if q.kind in ("multiplier", "fraction") and k not in self.declared:
+            if q.kind in ("multiplier", "fraction", "ratio") and k not in self.declared:
                 if other := next((self.quantities[j] for j in self.declared if self.quantities[j].value == q.value
                                   and self.quantities[j].kind != q.kind), None):
                     raise NoTrace(f"ambiguous number: {format_number(q.value)} is '{q.text}' and '{other.text}'")
+
+    def check_steps(self, answer: str) -> None:
+        """Raises NoTrace where a step's result never reaches ``answer``: the rationale went on from it in prose
+        (which bucket held 13 ounces, which fruit is cheaper), so the program's arithmetic is hand-picked."""
+        needed = {answer}
+        for statement in reversed(self.statements):
+            name, expression = statement.split(" = ", 1)
+            if name in needed:
+                needed |= set(re.findall(r"[A-Za-z_]\w*", expression))
+            else:
+                raise NoTrace(f"a step the answer never reads: {name}")
 
     def program(self, answer: str) -> str:
         given = [f"{self.declared[i]} = {format_number(self.quantities[i].value)}" for i in sorted(self.declared)]
@@ -479,18 +637,19 @@ def rationale_program(question: str, rationale: str, gold: float) -> str:
 def rationale_builder(question: str, rationale: str, gold: float) -> tuple[ProgramBuilder, str]:
     """The builder of :func:`rationale_program` and its answer expression: which question quantity each
     variable reads (``builder.declared``) is what ``kpdd augment`` changes."""
-    calculations = [c for line in rationale_lines(rationale) for c in line_calculations(line)]
-    readable = [c for c in calculations if c.tokens]
+    calculations = [(c, line) for line in rationale_lines(rationale) for c in line_calculations(line)]
+    readable = [(c, line) for c, line in calculations if c.tokens]
     if not readable:
         raise NoTrace("unreadable calculation" if calculations else "no calculator annotation")
-    hits = [i for i, c in enumerate(readable) if is_correct(c.result, gold)]
+    hits = [i for i, (c, _) in enumerate(readable) if is_correct(c.result, gold)]
     if not hits:
         raise NoTrace("no calculation result equals gold")
     builder = ProgramBuilder(question)
     builder.spoken = set(_words(rationale)) - _STOP
-    for calculation in readable[: hits[-1] + 1]:
-        name = builder.assign(calculation)
+    for calculation, line in readable[: hits[-1] + 1]:
+        name = builder.assign(calculation, line)
     builder.check_relations()
+    builder.check_steps(name)
     return builder, name
 
 

@@ -18,8 +18,8 @@ Where each method's outputs come from (the text heuristics are documented in ``k
                    see ``programs``) or keeps a literal the question does not state ('-18 / -2', solved for).
 ``kpdd-cot/-pot``  core question = the question sentence; key points = the facts (clauses) of the question that
                    state a quantity the gold solution reads or any other literal it reads (the program's, else
-                   the rationale's: 'three times as much', ``kpdd.compile.gold.checks``), or a relation without
-                   numbers; then the ``cot`` / ``pot`` solution.
+                   the rationale's: 'three times as much', 'the 9th floor', '22kg', ``kpdd.compile.gold.checks``),
+                   or a relation without numbers; then the ``cot`` / ``pot`` solution.
 ``socratic``       one sub-question per rationale line, the last being the problem's core question; each
                    sub-answer is its line without annotations, ending with the line's result (the last line:
                    with the gold answer, when the line states it); the sub-solver's
@@ -142,7 +142,7 @@ class GoldTeacher:
         literals = program_literals(program) if program and "program" in solve \
             else rationale_literals(getattr(example, "rationale", None) or "", question)
         reads = reads_stating(question, reads, literals)  # '3 * 4000' reads 'three times as much'
-        core_question, key_points = gold_language.core_question_and_key_points(question, reads)
+        core_question, key_points = gold_language.core_question_and_key_points(question, reads, literals)
         shared = {"question": question, "core_question": core_question}
         stages = [self._stage("key_points.core", **shared),
                   self._stage("key_points.info", **shared, key_points=key_points),
