@@ -1,6 +1,7 @@
 """Config is data: one frozen dataclass per command, loadable from TOML or YAML, stored with its outputs.
 
-Each field carries its help text in ``field(metadata={"help": ...})``; the CLI uses it for ``--help``.
+Each field carries its help text in ``field(metadata={"help": ...})``; the CLI uses it for ``--help``. What a
+command's driver returns is a frozen dataclass too, on :class:`Result`.
 """
 
 from __future__ import annotations
