@@ -277,34 +277,11 @@ def save_config(config: Any, output: str | Path) -> Path:
 
 class Result:
     """Base of the frozen dataclasses the drivers return (``TraceStats``, ``FinetuneResult``, ``EvalResult``, ...):
-    read their fields by name. Reading one as the dictionary the drivers returned up to kpdd 0.1 (``result["out"]``,
-    ``.get``, ``.keys``, ``.items``; paths as strings) still works, with a DeprecationWarning, until kpdd 0.3."""
+    read their fields by name."""
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as JSON values (paths as strings), e.g. for an MLflow dict artifact."""
         return _plain(dataclasses.asdict(self))
-
-    def _legacy(self, key: str) -> Any:
-        import warnings
-
-        warnings.warn(f"{type(self).__name__} is no dictionary: read .{key} instead of [{key!r}] (the dictionary "
-                      "reading goes in kpdd 0.3)", DeprecationWarning, stacklevel=3)
-        value = getattr(self, key)
-        return str(value) if isinstance(value, Path) else value
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.keys():
-            raise KeyError(key)
-        return self._legacy(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._legacy(key) if key in self.keys() else default
-
-    def keys(self) -> list[str]:
-        return [field.name for field in dataclasses.fields(self)]
-
-    def items(self) -> list[tuple[str, Any]]:
-        return [(key, self._legacy(key)) for key in self.keys()]
 
 
 def _plain(value: Any) -> Any:

@@ -18,12 +18,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kpdd.config import option, redefault
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.run.experiment_plan import METHOD_ORDER, Rates, Recipe, Workload, mfu, new_tokens_cap, plan_recipes
+
+if TYPE_CHECKING:
+    from kpdd.run.eval import EvalResult
+    from kpdd.run.finetune import FinetuneResult
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +160,8 @@ class Experiment:
                                   seed=self.config.seed, threads=8, out=str(self.work / "traces" / f"{program}.jsonl"))
             stats = run_traces(config, progress=False)
             self.results["setup"][f"traces/{program}"] = {"s": round(time.time() - start, 1),
-                                                          **{k: v for k, v in stats.items() if k != "path"}}
-            self._traces[(program, False)] = [stats["path"]]
+                                                          **{k: v for k, v in stats.as_dict().items() if k != "path"}}
+            self._traces[(program, False)] = [str(stats.path)]
         if variants and (program, True) not in self._traces:
             gold = self._traces[(program, False)]
             self._traces[(program, True)] = gold + self.variants(program)
@@ -262,10 +266,10 @@ class Experiment:
             with maybe_stage("finetune", recipe=recipe.name):
                 trained = run_finetune(finetune, progress=False, on_log=metrics_logger())
                 log_finetune(trained)
-            evaluation = EvalConfig(program=trained["out"], lm=trained["out"], engine="transformers", device=c.device,
-                                    limit=c.eval_size or None, seed=c.seed, max_tokens=load.max_new_tokens,
-                                    threads=c.threads, engine_batch=c.engine_batch, trace_sample_rate=0.0,
-                                    out=str(out / "predictions.jsonl"))
+            evaluation = EvalConfig(program=str(trained.out), lm=str(trained.out), engine="transformers",
+                                    device=c.device, limit=c.eval_size or None, seed=c.seed,
+                                    max_tokens=load.max_new_tokens, threads=c.threads, engine_batch=c.engine_batch,
+                                    trace_sample_rate=0.0, out=str(out / "predictions.jsonl"))
             engine = engine_spec(evaluation)  # the engine run_eval uses: its counters give the decoding figures
             tokens_before, batches_before = engine.output_tokens, engine.generate_calls
             with maybe_stage("eval", recipe=recipe.name):
@@ -276,9 +280,10 @@ class Experiment:
                         "batches": engine.generate_calls - batches_before}
         return self.measure(trained, evaluated, decoding, load)
 
-    def measure(self, trained: dict, evaluated: dict, decoding: dict, load: Workload) -> dict[str, Any]:
+    def measure(self, trained: FinetuneResult, evaluated: EvalResult, decoding: dict,
+                load: Workload) -> dict[str, Any]:
         """Throughputs of this run; they replace the assumed rates for the runs after it."""
-        students = list(trained["students"].values())
+        students = list(trained.students.values())
         tokens, train_s = sum(s.tokens for s in students), sum(s.train_time_s for s in students)
         tokens_per_s = tokens / train_s if train_s else 0.0
         eval_s, new_tokens = decoding["s"], decoding["output_tokens"]
@@ -287,10 +292,9 @@ class Experiment:
         if decoding["batches"] and eval_s:  # an upper bound per step: a batch may stop before the cap
             self.rates.decode_step_s = eval_s / (decoding["batches"] * load.max_new_tokens)
             self.rates.measured["decode"] = True
-        scores = evaluated["scores"]
-        accuracy = {name: score_dict(score) for name, score in scores.items()}
+        accuracy = {name: score_dict(score) for name, score in evaluated.scores.items()}
         return {
-            "student_dir": str(Path(trained["out"]) / "students"),
+            "student_dir": str(trained.out / "students"),
             "train": {"tokens": tokens, "s": round(train_s, 1), "tokens_per_s": round(tokens_per_s, 1),
                       "mfu": (round(mfu(tokens_per_s, peak=self.config.peak_tflops * 1e12), 4)
                               if self.config.device != "cpu" else None),
@@ -298,7 +302,7 @@ class Experiment:
                       "val_loss": students[0].val_loss, "steps": students[0].steps},
             "eval": {"s": round(eval_s, 1), "output_tokens": new_tokens, "batches": decoding["batches"],
                      "output_tokens_per_s": round(new_tokens / eval_s, 1) if eval_s else None,
-                     "predictions": evaluated["predictions"]},
+                     "predictions": str(evaluated.predictions)},
             "accuracy": accuracy,
             "average": sum(a["accuracy"] for a in accuracy.values()) / len(accuracy) if accuracy else None,
         }

@@ -67,6 +67,29 @@ def test_best_kpdd_pot_picks_the_best_average_and_ships_one_student():
     assert best_kpdd_pot(runs) == Recipe("kpdd-pot", variants=True, student_calls="one", lora=True)
 
 
+def test_measure_reads_the_drivers_results_into_json_figures(tmp_path):
+    from kpdd.eval.harness import DatasetScore
+    from kpdd.finetune.trainer import TrainResult
+    from kpdd.run.eval import EvalResult
+    from kpdd.run.experiment import Experiment
+    from kpdd.run.finetune import FinetuneResult
+
+    compiled, predictions = tmp_path / "compiled", tmp_path / "predictions.jsonl"
+    student = TrainResult(compiled / "students" / "all", "all", steps=2, train_loss=1.5, first_loss=2.0,
+                          tokens=1000, train_time_s=4.0)
+    trained = FinetuneResult(out=compiled, traces=3, students={"all": student})
+    evaluated = EvalResult(program="kpdd-pot", predictions=predictions, report="", examples=[],
+                           scores={"gsm8k": DatasetScore("gsm8k", total=4, correct=1)})
+    experiment = Experiment(dry_config(out=str(tmp_path / "out")), Clock(None, 0.0))
+    figures = experiment.measure(trained, evaluated, {"s": 2.0, "output_tokens": 64, "batches": 2},
+                                 Workload(train_tokens=1000, epochs=1.0, eval_calls=4, max_new_tokens=16, engine_batch=2))
+    assert json.loads(json.dumps(figures)) == figures  # paths as strings: results.json takes it as it is
+    assert figures["student_dir"] == str(compiled / "students")
+    assert figures["eval"]["predictions"] == str(predictions)
+    assert figures["train"]["tokens_per_s"] == 250.0 and figures["average"] == 0.25
+    assert experiment.rates.train_tokens_per_s == 250.0
+
+
 def test_experiment_is_a_command_with_the_config_options():
     assert CONFIGS["experiment"] is ExperimentConfig
     text = CliRunner().invoke(app, ["experiment", "--help"], terminal_width=200).output
