@@ -220,7 +220,7 @@ def test_traces_round_trip_through_the_store(tmp_path):
         store.append(result, {"method": "kpdd-pot", "teacher": "gold"})
     (trace,) = store.traces()
     assert trace["question_id"] == "natalia" and trace["meta"]["source"] == "rationale"
-    assert store.stats()["errors"] == {"kpdd-pot: no rationale or equation": 1}
+    assert store.stats().errors == {"kpdd-pot: no rationale or equation": 1}
 
 
 # Failures are counted, never silent --------------------------------------------------------------------------

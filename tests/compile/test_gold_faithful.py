@@ -179,3 +179,18 @@ def test_kpdd_cot_key_points_state_literals_written_glued_to_a_unit():
     assert "Jim bought a 22kg sack of flour." in trace["stages"][1]["outputs"]["key_points"]
     assert rationale_literals(flour.rationale, flour.question) == ["36", "0.5"]
     assert trace_unstated(trace["stages"], flour.rationale) == []
+
+
+def test_an_hours_minutes_are_a_literal_not_an_equal_sum_of_money():
+    """'2 x 60' in a line about minutes is an hour's 60 minutes, not the '$60 per article' the line never speaks of."""
+    ella = made_up("Ella earns $60 per article. She writes for 2 hours and types 10 words a minute. How many words "
+                   "does she write?", "She writes for 2 x 60 = <<2*60=120>>120 minutes\nShe writes 120 x 10 = "
+                   "<<120*10=1200>>1200 words", 1200.0)
+    program = program_of(GoldTeacher("kpdd-pot").sample(ella))
+    assert "* 60" in program and "article" not in program
+
+
+def test_a_decimal_without_its_leading_zero_is_a_quantity():
+    eggs = made_up("Tim buys 36 eggs. Eggs cost $.50 each. How much does he pay?", "36*.5=$<<36*.5=18>>18", 18.0)
+    assert [(q.value, q.money) for q in question_quantities(eggs.question)] == [(36, False), (0.5, True)]
+    assert "= 0.5" in program_of(GoldTeacher("kpdd-pot").sample(eggs))

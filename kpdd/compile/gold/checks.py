@@ -16,34 +16,15 @@ import re
 
 from kpdd.compile.gold.calculations import line_calculations, rationale_lines
 from kpdd.compile.gold.programs import question_quantities
+from kpdd.compile.gold.wording import UNIT_SIZES, names_unit
+
+__all__ = ["UNIT_SIZES", "is_stated", "names_unit", "program_literals", "rationale_literals", "reads_stating",
+           "stated_values", "trace_unstated", "unstated"]
 
 _GIVEN = re.compile(r"^[A-Za-z_]\w* = (-?\d+(?:\.\d+)?)$")
 _LITERAL = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 _IMPLIED = {2: r"\b(?:both|pair|pairs|couple|twins?|round.?trip|back and forth|there and back)\b"}
-# A unit's size is world knowledge: stated where the text names the unit, as a whole word ('day' is no part of
-# 'Daytona'), in the singular, the plural or as the adjective ('daily', 'monthly').
-UNIT_SIZES = {
-    60: "minute min hour hr hourly second", 24: "hour hr hourly day daily", 7: "day daily week weekly",
-    12: "month monthly year yearly annual annually dozen inch inches foot feet",
-    52: "week weekly year yearly annual annually", 365: "day daily year yearly annual annually",
-    30: "day daily month monthly", 31: "day daily month monthly",
-    100: "% percent percentage cent century dollar centimeter centimetre cm meter metre",
-    0.01: "% percent percentage cent",
-    1000: "gram kilogram kg kilo meter metre kilometer kilometre km millimeter millimetre mm liter litre "
-          "milliliter millilitre ml thousand",
-    16: "ounce oz pound lb", 3: "foot feet yard yd", 4: "quarter gallon quart week month",
-    8: "pint cup ounce oz gallon",
-    2: "pint cup quart", 25: "quarter", 0.25: "quarter", 10: "dime decade", 0.1: "dime", 5: "nickel", 0.05: "nickel",
-    3600: "hour hr second", 1440: "day minute", 2000: "ton", 5280: "mile foot feet",
-}
-_UNIT_NAMES = {value: re.compile(r"(?<![A-Za-z])(?:%s)(?:e?s|ly)?(?![A-Za-z])" % "|".join(words.split()), re.I)
-               for value, words in UNIT_SIZES.items()}
 
-
-def names_unit(literal: float, text: str) -> bool:
-    """Whether ``text`` names, as a whole word, a unit whose size is ``literal`` (7: 'day', 'weekly')."""
-    pattern = _UNIT_NAMES.get(round(float(literal), 6))
-    return pattern is not None and bool(pattern.search(text))
 
 
 def stated_values(text: str) -> set[float]:
@@ -59,7 +40,7 @@ def stated_values(text: str) -> set[float]:
         if float(denominator):
             values.add(round(float(numerator) / float(denominator), 6))
     # Digits glued to a unit ('10ml', '5kg') or the parts of a ratio ('10:45') state their values too.
-    values |= {float(n) for n in re.findall(r"(?<![\d.])\d+(?:\.\d+)?", text.replace(",", ""))}
+    values |= {float(n) for n in re.findall(r"(?<![\d.])\d+(?:\.\d+)?|(?<![\w.])\.\d+", text.replace(",", ""))}
     for value, pattern in _IMPLIED.items():
         if re.search(pattern, text, re.IGNORECASE):
             values.add(float(value))

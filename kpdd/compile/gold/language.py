@@ -148,8 +148,8 @@ def core_question_and_key_points(question: str, reads: Collection[int] | None = 
     every fact is a key point. A problem that keeps no fact keeps its whole text as its one key point.
 
     ``literals`` are the numbers the solution reads (:mod:`kpdd.compile.gold.checks`): for each that neither the
-    kept facts nor the core question state, the first fact that writes it joins them ('the 9th floor', '22kg',
-    'in the ratio 5:7.'), so that the key points state every literal the question writes.
+    kept facts nor the core question state, the first fact that states it joins them ('the 9th floor', '22kg',
+    'in the ratio 5:7.', '1 quarter' for 0.25), so that the key points state every literal the question states.
     """
     text = " ".join(question.split())
     sentences = split_sentences(text)
@@ -174,9 +174,8 @@ def _stating(every: list[tuple[str, str]], kept: list[tuple[str, str]], literals
     writes it; in the question's order."""
     kept = list(kept)
     for literal in checks.unstated(list(literals), " ".join([core, *(clause for clause, _ in kept)])):
-        value = round(float(literal), 6)
-        if value not in checks.stated_values(" ".join([core, *(clause for clause, _ in kept)])):
-            kept += [c for c in every if c not in kept and value in checks.stated_values(c[0])][:1]
+        if not checks.is_stated(literal, " ".join([core, *(clause for clause, _ in kept)])):
+            kept += [c for c in every if c not in kept and checks.is_stated(literal, c[0])][:1]
     return [c for c in every if c in kept]
 
 

@@ -3,8 +3,8 @@
 Deterministic string work only; nothing here is executed (the teacher verifies programs in the sandbox). The
 calculations come from :mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS`` version covers this module.
 
-- **Quantities** (:func:`question_quantities`): the problem's digits (``$1,200``, ``80%``, ``2.5``, glued to a unit
-  or a rate: ``22kg``, ``$6/hour``), number words (``three``, ``twenty-five``, ``dozen``), multipliers (``twice``,
+- **Quantities** (:func:`question_quantities`): the problem's digits (``$1,200``, ``80%``, ``2.5``, ``$.50``, glued
+  to a unit or a rate: ``22kg``, ``$6/hour``), number words (``three``, ``twenty-five``, ``dozen``), multipliers (``twice``,
   ``double``, the ``five`` of 'five times'), fractions (``one-third`` is the denominator 3, ``1/4`` the numerator 1
   and the denominator 4), a ratio's parts (``2:5``, ``4:3:7``, also at a sentence's end) and ordinals (``36th``),
   each a quantity of its own; clock times are skipped.
@@ -26,7 +26,9 @@ calculations come from :mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS
   '3 more', not its '3 dog toys'; in a rationale about a ratio's parts, the ratio's part, not '2 partners'), of
   them the one whose words the line repeats most, a quantity not read yet before one read; else the latest result;
   '.40' as ``percent / 100`` of '40 percent'; ``/ 100`` stays literal (a percentage); any other number stays a
-  literal (60 minutes, 52 weeks). Equal numbers of one pure sum or product read different quantities.
+  literal (60 minutes, 52 weeks), as does a unit of time's size in a line that names the unit where the only equal
+  quantity is a sum of money or a percentage the line never speaks of ('2 x 60 minutes', not '$60 per article').
+  Equal numbers of one pure sum or product read different quantities.
   Equations (SVAMP, ASDiv, MultiArith) become the quantities plus ``ans = <equation>`` (:func:`equation_program`;
   ASDiv's '47/6=7 r5' becomes ``//`` or ``%``, whichever the answer is).
 - **No binding by coincidence**: the builder raises ``NoTrace('ambiguous number: …')``, and the teacher drops the
@@ -66,6 +68,7 @@ from kpdd.compile.gold.wording import (
     lemma,
     mention_words,
     names_a_thing,
+    names_unit,
     says,
     sentence_of,
     word_after,
@@ -103,14 +106,16 @@ class Quantity:
 def question_quantities(question: str) -> list[Quantity]:
     """Digits, number words, multipliers and fractions of a problem, in order of appearance. A fraction is a
     quantity of its own: 'one-third' is the denominator 3 (its 'one' is no other quantity), '1/4' the numerator 1
-    and the denominator 4; a number before 'times' is a multiplier; digits glued to a unit ('22kg') are a number,
-    to an ordinal's suffix ('36th') an ordinal."""
+    and the denominator 4; a number before 'times' is a multiplier; digits glued to a unit ('22kg') and a decimal
+    without its leading zero ('$.5') are a number, digits glued to an ordinal's suffix ('36th') an ordinal."""
     fractions = fraction_words(question) + written_fractions(question) + ratio_parts(question)
     inside = [(f.start, f.end) for f in fractions]
     found = [Quantity(written_value(m), m.group(), m.start(), m.end(), bool(m.group(1)),
                       bool(m.group(4)) or question[m.end():].lower().startswith(_HUNDREDTHS),
                       _kind(question, m.end()))
              for m in WRITTEN_NUMBER.finditer(question)]
+    found += [Quantity(float(m.group(2)), m.group(), m.start(), m.end(), bool(m.group(1)))
+              for m in _BARE_DECIMAL.finditer(question)]
     for m in _GLUED.finditer(question):
         suffix = m.group(5) or m.group(6) or m.group(7)
         if suffix.lower() != "s":  # '1990s'
@@ -134,6 +139,8 @@ _GLUED = re.compile(r"(?<![\w./:,])(\$?)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?()"
                     r"(?=(st|nd|rd|th)\b|(/[A-Za-z]+)|([A-Za-z]+)\b)", re.IGNORECASE)
 
 
+# A decimal written without its leading zero: '$.5 each', 'a .25 chance'.
+_BARE_DECIMAL = re.compile(r"(?<![\w.,])(\$?)(\.\d+)(?!\w|\.\d)")
 # Glued units as a name says them: '60c' → cents, '6m' → meters; '10K race' → race, '8am' → the words before.
 _GLUED_UNITS = {"c": "cents", "m": "meters", "k": "", "am": "", "pm": ""}
 
@@ -256,6 +263,8 @@ def name_words(after: str, before: str, money: bool) -> list[str]:
     return _content(before_words, 2, from_end=True) + (["dollars"] if money else [])
 
 
+# The sizes of units of time (an hour's 60 minutes, a week's 7 days), which a rationale writes as literals.
+_TIME_SIZES = {60, 24, 7, 12, 52, 365, 3600, 1440}
 # Words after a number too common to tell two quantities apart ('5 of ...', '3 and ...').
 _FUNCTION_WORDS = {"of", "and", "or", "in", "on", "at", "to", "for", "from", "with", "by", "the", "a", "an", "is",
                    "are", "was", "were", "x", "times"}
@@ -448,6 +457,8 @@ class ProgramBuilder:
                 raise NoTrace(f"ambiguous number: {tokens[i]} is a result and a question quantity")
             elif not spoken or quantity in self.declared:
                 quantity = None  # the line speaks of the result ('add this to'), or reads a result again
+        if quantity is not None and self._sizes_a_unit(quantity):
+            quantity, latest = None, fresh[0] if fresh else None
         if quantity is None and latest and not fresh and i and tokens[i - 1] == "/" and "average" in self.context:
             raise NoTrace(f"ambiguous number: {tokens[i]} is a result read again and a count to average over")
         if quantity is not None:
@@ -461,6 +472,15 @@ class ProgramBuilder:
             return self._hundredths(tokens, i)
         self.in_expression.setdefault(value, set()).add(name)
         return name
+
+    def _sizes_a_unit(self, index: int) -> bool:
+        """Whether the number is the size of a unit of time the line names rather than a sum of money or a
+        percentage of equal value: '4 x 60' in a line about minutes is an hour's 60 minutes, not the '$60 per
+        article' whose words the line never says."""
+        q = self.quantities[index]
+        return q.value in _TIME_SIZES and (q.money or q.hundredths) and self._shared(index) == 0 \
+            and names_unit(q.value, strip_annotations(self.line)) \
+            and not names_unit(q.value, sentence_of(self.question, q.start, q.end))
 
     def _decide(self, candidates: list[int]) -> int:
         """Of quantities of one value, the one whose neighbouring words the rationale line repeats most; raises
