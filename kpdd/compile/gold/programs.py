@@ -4,10 +4,10 @@ Deterministic string work only; nothing here is executed (the teacher verifies p
 calculations come from :mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS`` version covers this module.
 
 - **Quantities** (:func:`question_quantities`): the problem's digits (``$1,200``, ``80%``, ``2.5``, ``$.50``, glued
-  to a unit or a rate: ``22kg``, ``$6/hour``), number words (``three``, ``twenty-five``, ``dozen``), multipliers (``twice``,
-  ``double``, the ``five`` of 'five times'), fractions (``one-third`` is the denominator 3, ``1/4`` the numerator 1
-  and the denominator 4), a ratio's parts (``2:5``, ``4:3:7``, also at a sentence's end) and ordinals (``36th``),
-  each a quantity of its own; clock times are skipped.
+  to a unit or a rate: ``22kg``, ``$6/hour``), number words (``three``, ``twenty-five``, ``dozen``), multipliers
+  (``twice``, ``double``, the ``five`` of 'five times'), fractions (``one-third`` is the denominator 3, ``1/4`` the
+  numerator 1 and the denominator 4), a ratio's parts (``2:5``, ``4:3:7``, also at a sentence's end) and ordinals
+  (``36th``), each a quantity of its own; clock times are skipped.
 - **Names** (:func:`name_words`): snake_case from the words after a number up to the end of its clause (articles,
   pronouns and auxiliaries dropped, at most 3 content words, prepositions only between them, 'a'/'each'/'every'
   before a time unit read as 'per': ``duck_eggs_per_day``; money per unit: ``dollars_per_hour``); when nothing
