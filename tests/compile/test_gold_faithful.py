@@ -8,6 +8,7 @@ import pytest
 
 from kpdd.compile.gold import GoldTeacher
 from kpdd.compile.gold.checks import is_stated, rationale_literals, trace_unstated
+from kpdd.compile.gold.language import split_facts
 from kpdd.compile.gold.programs import question_quantities, rationale_builder
 from kpdd.data import load_dataset
 
@@ -194,3 +195,12 @@ def test_a_decimal_without_its_leading_zero_is_a_quantity():
     eggs = made_up("Tim buys 36 eggs. Eggs cost $.50 each. How much does he pay?", "36*.5=$<<36*.5=18>>18", 18.0)
     assert [(q.value, q.money) for q in question_quantities(eggs.question)] == [(36, False), (0.5, True)]
     assert "= 0.5" in program_of(GoldTeacher("kpdd-pot").sample(eggs))
+
+
+def test_a_fact_split_off_keeps_its_own_subject_and_names_stay_together():
+    """'... and his aunt went to the shop and bought him 3 more': the aunt bought them, not Tom; 'Lea and Max' are
+    one list, not two facts."""
+    assert split_facts("On Friday, Tom had 3 pens left after losing some, and his aunt went to the shop and bought "
+                       "him 3 more.")[-1] == "His aunt bought him 3 more."
+    assert split_facts("The prize is shared among 2 partners, Lea and Max in the ratio 2:3 respectively.") == \
+        ["The prize is shared among 2 partners, Lea and Max in the ratio 2:3 respectively."]

@@ -99,21 +99,24 @@ def _clauses(sentence: str) -> list[tuple[str, str]]:
     facts = []
     for part in filter(str.strip, re.split(r";\s+", sentence)):
         pieces = _JOINER.split(part)  # [clause, joiner, clause, joiner, ...]
-        current = verbatim = pieces[0]
+        current = verbatim = last = pieces[0]  # last: the latest clause joined, whose subject a verb goes on with
         for joiner, piece in zip(pieces[1::2], pieces[2::2]):
             words, before = piece.split(), current.split()
-            new_clause = len(words) >= 3 and len(before) >= 3 and (
+            names = joiner.strip() == "and" and before[-1][:1].isupper() and words[0][:1].isupper()  # 'Mike and Jo'
+            new_clause = len(words) >= 3 and len(before) >= 3 and not names and (
                 words[0].lower() in _NEW_SUBJECT or words[0][0].isupper())
+            subject = last.split() if _verb_index(last.split()) is not None else before
             if new_clause and _QUANTITY.search(current) and _QUANTITY.search(piece):
                 facts.append((current, verbatim))
-                current = verbatim = piece
+                current = verbatim = last = piece
             elif len(words) >= 2 and _states_quantity(current) and _states_quantity(piece) \
-                    and (verb := _verb_index(before)) is not None and _verb_form(before[verb]) \
-                    and _verb_form(words[0]) == _verb_form(before[verb]):  # 'She eats 3 ... and bakes ... 4'
+                    and (verb := _verb_index(subject)) is not None and _verb_form(subject[verb]) \
+                    and _verb_form(words[0]) == _verb_form(subject[verb]):  # 'She eats 3 ... and bakes ... 4'
                 facts.append((current, verbatim))
-                current, verbatim = f"{' '.join(before[:verb])} {piece}", piece
+                current, verbatim = f"{' '.join(subject[:verb])} {piece}", piece
+                last = current
             else:
-                current, verbatim = current + joiner + piece, verbatim + joiner + piece
+                current, verbatim, last = current + joiner + piece, verbatim + joiner + piece, piece
         facts.append((current, verbatim))
     return facts
 
