@@ -33,12 +33,13 @@ def demo_command(config: DemoConfig, experiment=None, tracking_uri=None):
     if is_smoke_sized(config):  # say what the figures are, so nobody reads a smoke run as a result
         steps = ", ".join(f"{program} {sum(r.steps for r in result['students'].values())}"
                           for program, result in results.items())
+        traces = ", ".join(f"{program} {result['traces'].traces}" for program, result in results.items())
         training = f"{config.max_steps} optimizer steps" if config.max_steps > 0 else f"{config.epochs:g} epoch(s)"
-        typer.echo(f"\nThese rows are smoke-sized: {training} over {config.train_size or 'all'} traced questions "
-                   f"(optimizer steps: {steps}), {config.eval_size or 'all'} questions per set; they show the loop "
-                   f"and the error taxonomy, not accuracy{shipped_note(outcome.shipped)}. A real run: `kpdd demo "
-                   "--config configs/gsm8k-full.toml` (GPU), or `kpdd finetune --time-budget-s 2400` on CPU "
-                   "(docs/RESULTS.md).")
+        typer.echo(f"\nThese rows are smoke-sized: {training} over the traces of {config.train_size or 'all'} training "
+                   f"questions (traces: {traces}; optimizer steps: {steps}), {config.eval_size or 'all'} questions per "
+                   f"set; they show the loop and the error taxonomy, not accuracy{shipped_note(outcome.shipped)}. "
+                   "A real run: `kpdd demo --config configs/gsm8k-full.toml` (GPU), or `kpdd finetune "
+                   "--time-budget-s 2400` on CPU (docs/RESULTS.md).")
     typer.echo("")
     for plot in result.plots:
         typer.echo(f"plot: {plot}")

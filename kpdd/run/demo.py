@@ -48,7 +48,7 @@ class DemoConfig(StudentFormatOptions, LocalEngineOptions, TrainConfig):
     out: str = option("kpdd-runs/demo", "output directory")
     shipped: str = option("shipped:kpdd-pot", "trained student shown first, beside its untrained base model on the "
                                               "same program and prompts")
-    shipped_size: int = option(20, "test questions per dataset on which that student and its base model are "
+    shipped_size: int = option(40, "test questions per dataset on which that student and its base model are "
                                    "compared (0: no comparison)", at_least=0)
     shipped_datasets: list[str] = option(["multiarith"], "datasets of that comparison")
     shipped_engine: str = option("vllm", "local engine of that comparison", choices=ENGINES)
