@@ -281,10 +281,13 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as JSON values (paths as strings), e.g. for an MLflow dict artifact."""
-        return _plain(dataclasses.asdict(self))
+        return _plain(self)
 
 
 def _plain(value: Any) -> Any:
+    # walks the fields itself: dataclasses.asdict rebuilds a Counter from its (key, count) pairs, counting the pairs
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {_plain(key): _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

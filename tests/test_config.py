@@ -49,3 +49,24 @@ def test_a_directory_whose_name_holds_a_dot_gets_its_config_inside(tmp_path):
 
     assert config_path(tmp_path / "kpdd-pot-local_~_.cache_models") == tmp_path / "kpdd-pot-local_~_.cache_models" / "config.json"
     assert config_path(tmp_path / "store.jsonl") == tmp_path / "store.config.json"
+
+
+def test_a_results_fields_become_json_values_counters_keep_their_counts(tmp_path):
+    from collections import Counter
+    from dataclasses import field
+    from pathlib import Path
+
+    from kpdd.config import Result
+
+    @dataclass(frozen=True)
+    class Score:
+        errors: Counter = field(default_factory=Counter)
+
+    @dataclass(frozen=True)
+    class Outcome(Result):
+        out: Path
+        scores: dict[str, Score]
+
+    outcome = Outcome(out=tmp_path, scores={"gsm8k": Score(Counter({"wrong answer": 3, "parse": 1}))})
+    assert outcome.as_dict() == {"out": str(tmp_path), "scores": {"gsm8k": {"errors": {"wrong answer": 3, "parse": 1}}}}
+    json.dumps(outcome.as_dict())
