@@ -16,7 +16,8 @@ def ship(student_dir: Path, name: str, how: str, max_mb: float) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from kpdd.finetune.student import SHIPPED_STUDENTS_DIR, STUDENT_FILE, read_student
+    from kpdd.finetune.student import read_student
+    from kpdd.references import SHIPPED_STUDENTS_DIR, STUDENT_FILE
 
     ref = read_student(student_dir)
     if ref.adapter_path is None:

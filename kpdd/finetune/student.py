@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.errors import KpddError
-from kpdd.references import (  # the shipped models and the folder of shipped students are named there
+from kpdd.references import (  # the shipped models are named there
+    ALIAS,
+    CHECKPOINT_FILE,
     DEFAULT_BASE,
     SHIPPED_MODELS,
-    SHIPPED_STUDENTS_DIR,  # noqa: F401  (read here by scripts/ship_student.py)
     STUDENT_FILE,
     LMRef,
     ShippedModel,
@@ -43,21 +44,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KPDD_CACHE") or "~/.cache/kpdd").expanduser()
 
 
-def ensure_base_model(alias_or_path: str | Path = DEFAULT_BASE) -> Path:
-    """Return a Hugging Face checkpoint directory for a shipped-model alias or a local checkpoint path.
+def ensure_base_model(base: str | Path | LMRef = DEFAULT_BASE) -> Path:
+    """Return a Hugging Face checkpoint directory for a base model reference (``--student``): a shipped alias, or
+    a local directory holding a checkpoint (``config.json``; a fully fine-tuned student has one too), parsed by
+    :func:`kpdd.references.parse_local_lm`.
 
     An alias is converted from its GGUF on first use (about 20 s) and reused afterwards.
     """
-    shipped = SHIPPED_MODELS.get(str(alias_or_path))
-    if shipped is not None:
-        return _converted(shipped)
-    path = Path(alias_or_path).expanduser()
-    if not (path / "config.json").is_file():
+    ref = parse_local_lm(base, "--student")
+    if ref.kind == ALIAS:
+        return _converted(SHIPPED_MODELS[ref.model])
+    if ref.path is None or not (ref.path / CHECKPOINT_FILE).is_file():
         raise KpddError(
-            f"base model {str(alias_or_path)!r} is neither a shipped alias ({', '.join(SHIPPED_MODELS)}) "
-            "nor a Hugging Face checkpoint directory (a folder with config.json)."
+            f"--student {ref.text}: a {ref.kind} without its own weights; expected a base model: a shipped alias "
+            f"({', '.join(SHIPPED_MODELS)}) or a Hugging Face checkpoint directory (with {CHECKPOINT_FILE})"
         )
-    return path.resolve()
+    return ref.path.resolve()
 
 
 def _converted(shipped: ShippedModel) -> Path:

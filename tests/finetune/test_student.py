@@ -109,9 +109,22 @@ def test_ensure_base_model_returns_a_checkpoint_dir_as_is(checkpoint):
     assert ensure_base_model(checkpoint) == checkpoint.resolve()
 
 
-def test_ensure_base_model_rejects_a_dir_without_config(tmp_path):
-    with pytest.raises(KpddError, match=r"'.*nowhere'.*config\.json"):
+def test_ensure_base_model_rejects_a_missing_dir(tmp_path):
+    with pytest.raises(KpddError, match=r"^--student .*nowhere: no such directory.*config\.json"):
         ensure_base_model(tmp_path / "nowhere")
+
+
+def test_ensure_base_model_rejects_an_adapter_only_student(tmp_path):
+    student = tmp_path / "lora-student"
+    student.mkdir()
+    (student / "kpdd.json").write_text("{}")
+    with pytest.raises(KpddError, match=r"^--student .*lora-student: a student without its own weights.*alias"):
+        ensure_base_model(student)
+
+
+def test_ensure_base_model_names_the_alias_a_typo_is_close_to():
+    with pytest.raises(KpddError, match=r"^--student 'smollm2-135': .*Did you mean 'smollm2-135m'"):
+        ensure_base_model("smollm2-135")
 
 
 def test_write_student_round_trips(tmp_path, checkpoint):
