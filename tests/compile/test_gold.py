@@ -254,10 +254,11 @@ def test_direct_needs_only_the_answer():
 # Coverage ---------------------------------------------------------------------------------------------------
 
 def test_coverage_on_a_seeded_sample_of_gsm8k_train():
-    """Targets on all of train: CoT 99 %, PoT 64 % (a number whose place the rationale cannot tell drops the
-    question), Socratic 90 % (benchmarks/bench_gold_coverage.py)."""
+    """Targets on all of train: CoT 99 %, KPDD-CoT 91 % (a rationale reading a number the question never writes
+    drops the question), PoT 64 % (a number whose place the rationale cannot tell drops the question), Socratic
+    90 % (benchmarks/bench_gold_coverage.py)."""
     examples = load_dataset("gsm8k", "train", limit=300, seed=0)
-    minimum = {"direct": 1.0, "cot": 0.98, "kpdd-cot": 0.98, "pot": 0.58, "kpdd-pot": 0.58, "socratic": 0.89}
+    minimum = {"direct": 1.0, "cot": 0.98, "kpdd-cot": 0.88, "pot": 0.58, "kpdd-pot": 0.58, "socratic": 0.89}
     for method, floor in minimum.items():
         results = GoldTeacher(method).sample_many(examples)
         assert all(bool(r.traces) != bool(r.errors) for r in results)  # each question: a trace or a reason

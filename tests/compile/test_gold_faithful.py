@@ -204,3 +204,13 @@ def test_a_fact_split_off_keeps_its_own_subject_and_names_stay_together():
                        "him 3 more.")[-1] == "His aunt bought him 3 more."
     assert split_facts("The prize is shared among 2 partners, Lea and Max in the ratio 2:3 respectively.") == \
         ["The prize is shared among 2 partners, Lea and Max in the ratio 2:3 respectively."]
+
+
+def test_kpdd_cot_drops_a_rationale_reading_a_count_the_question_never_writes():
+    """'Ali and Leila' are 2 only to a reader: no key point can state the 2 the rationale multiplies by."""
+    pair = made_up("Ali and Leila each buy 3 apples. How many apples do they buy?",
+                   "They buy 2*3 = <<2*3=6>>6 apples.", 6.0)
+    dropped = GoldTeacher("kpdd-cot").sample(pair)
+    assert not dropped.traces
+    assert list(dropped.errors) == ["kpdd-cot: solution reads a number the question does not state (2)"]
+    assert GoldTeacher("cot").sample(pair).traces  # plain CoT has no key points to state it

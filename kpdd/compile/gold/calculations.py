@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from kpdd.eval.answers import parse_number
 
-HEURISTICS = "gold-heuristics/4"
+HEURISTICS = "gold-heuristics/5"
 
 
 class NoTrace(Exception):

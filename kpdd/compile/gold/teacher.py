@@ -19,7 +19,9 @@ Where each method's outputs come from (the text heuristics are documented in ``k
 ``kpdd-cot/-pot``  core question = the question sentence; key points = the facts (clauses) of the question that
                    state a quantity the gold solution reads or any other literal it reads (the program's, else
                    the rationale's: 'three times as much', 'the 9th floor', '22kg', ``kpdd.compile.gold.checks``),
-                   or a relation without numbers; then the ``cot`` / ``pot`` solution.
+                   or a relation without numbers; then the ``cot`` / ``pot`` solution. A question is dropped whose
+                   solution reads a number the key points cannot state, because the question never writes it
+                   (a count the words imply, a number worked out in prose).
 ``socratic``       one sub-question per rationale line, the last being the problem's core question; each
                    sub-answer is its line without annotations, ending with the line's result (the last line:
                    with the gold answer, when the line states it); the sub-solver's
@@ -143,6 +145,8 @@ class GoldTeacher:
             else rationale_literals(getattr(example, "rationale", None) or "", question)
         reads = reads_stating(question, reads, literals)  # '3 * 4000' reads 'three times as much'
         core_question, key_points = gold_language.core_question_and_key_points(question, reads, literals)
+        if missing := unstated(literals, " ".join([*key_points, core_question])):  # '2' for 'Ali and Leila'
+            raise NoTrace(f"solution reads a number the question does not state ({missing[0]})")
         shared = {"question": question, "core_question": core_question}
         stages = [self._stage("key_points.core", **shared),
                   self._stage("key_points.info", **shared, key_points=key_points),
