@@ -2,6 +2,7 @@
 a time budget spans resumed runs; the thread count is the caller's."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -9,6 +10,7 @@ from kpdd.finetune.trainer import (
     BUDGET_FILE,
     STUDENT_FILE,
     TrainConfig,
+    _ReturnFreedMemory,
     _sft_config,
     budget_schedule,
     completion_loss,
@@ -124,3 +126,30 @@ def test_time_budget_counts_the_time_of_the_runs_it_resumes(tmp_path):
 def test_one_row_a_pass_is_neither_padded_nor_reordered(tmp_path):
     args = _sft_config(TrainConfig(batch_size=1, grad_accum=8).for_device("cpu"), tmp_path, "cpu", has_val=False)
     assert args.train_sampling_strategy == "random" and args.pad_to_multiple_of is None
+
+
+def test_freed_memory_goes_back_every_few_steps_and_after_checkpoints(monkeypatch):
+    """glibc's malloc_trim: every ``every`` steps, after each save and evaluation, and not in between."""
+    import ctypes
+
+    calls = []
+    real_cdll = ctypes.CDLL
+
+    class CountingLibc:
+        def __init__(self, name):
+            self._libc = real_cdll(name)
+
+        def malloc_trim(self, pad):
+            calls.append(pad)
+            return self._libc.malloc_trim(pad)
+
+    monkeypatch.setattr(ctypes, "CDLL", CountingLibc)
+    trim = _ReturnFreedMemory(every=3)
+    state = SimpleNamespace(global_step=0)
+    for step in range(1, 7):
+        state.global_step = step
+        trim.on_step_end(None, state, None)
+    assert len(calls) == 2  # steps 3 and 6
+    trim.on_save(None, state, None)
+    trim.on_evaluate(None, state, None)
+    assert calls == [0, 0, 0, 0]
