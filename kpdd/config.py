@@ -57,11 +57,15 @@ def option(default: Any, help: str, *, choices: tuple | None = None, at_least: f
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
-def redefault(config_cls: type, name: str, default: Any, **metadata: Any) -> Any:
+def redefault(config_cls: type, name: str, default: Any = dataclasses.MISSING, **metadata: Any) -> Any:
     """The field ``name`` of ``config_cls`` with another default: a command that composes a shared group of options
     keeps their help, checks and spelling and changes only what it starts from (and ``metadata``, e.g. the
-    ``aliases`` it still answers to)."""
+    ``aliases`` it still answers to, or a ``help`` that says what the option does in this command; without a
+    ``default``, the group's stays)."""
     field = next(f for f in dataclasses.fields(config_cls) if f.name == name)
+    if default is dataclasses.MISSING:
+        return dataclasses.field(default=field.default, default_factory=field.default_factory,
+                                 metadata={**field.metadata, **metadata})
     metadata = {**field.metadata, "default_text": None, **metadata}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)

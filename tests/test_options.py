@@ -83,7 +83,7 @@ def test_a_file_value_is_named_with_its_file(tmp_path):
     with pytest.raises(ConfigError, match=r"eval\.toml: --threads: expected a whole number >= 1, got 0"):
         load_config(EvalConfig, path, section="eval")
     with pytest.raises(ConfigError, match=r"^--limit: expected"):  # a command-line value is named as typed
-        load_config(EvalConfig, path, section="eval", limit=-1)
+        load_config(EvalConfig, path, section="eval", limit=-1, threads=4)
 
 
 @pytest.mark.parametrize("args,line", [
@@ -130,8 +130,37 @@ def test_shared_options_read_the_same_in_every_command():
         for field in dataclasses.fields(config_cls):
             helps.setdefault(field.name, set()).add(field.metadata["help"])
     shared = ["engine", "device", "student_calls", "multitask", "max_steps", "learning_rate", "batch_size", "epochs",
-              "lora", "student", "api_base", "retries", "dataset"]
+              "lora", "student", "api_base", "retries", "dataset", "metric"]
     assert {name: helps[name] for name in shared if len(helps[name]) > 1} == {}
+
+
+def test_a_command_rewords_a_shared_option_and_keeps_its_default_and_checks():
+    from kpdd.run.improve import ImproveConfig
+    from kpdd.run.options import SamplingOptions
+
+    mine = ImproveConfig.__dataclass_fields__["temperature"]
+    shared = SamplingOptions.__dataclass_fields__["temperature"]
+    assert mine.default == shared.default and mine.metadata["at_least"] == shared.metadata["at_least"] == 0
+    assert (mine.metadata["help"], shared.metadata["help"]) == ("sampling temperature",
+                                                                "sampling temperature when samples > 1")
+
+
+@pytest.mark.parametrize("command", sorted(name for name, config_cls in ALL_CONFIGS.items()
+                                           if "program" in config_cls.__dataclass_fields__))
+def test_help_starts_with_the_program(command):
+    from kpdd.cli.options import in_reading_order
+
+    assert in_reading_order(ALL_CONFIGS[command])[0].name == "program"
+
+
+@pytest.mark.parametrize("command", sorted(name for name, config_cls in ALL_CONFIGS.items()
+                                           if "samples" in config_cls.__dataclass_fields__))
+def test_several_samples_need_a_temperature_above_0(command):
+    """One rule wherever a command samples: a temperature of 0 is fine for one sample, not for several."""
+    config_cls = ALL_CONFIGS[command]
+    assert build_config(config_cls, {"samples": 1, "temperature": 0}, source="options").temperature == 0
+    with pytest.raises(ConfigError, match=r"^--samples 2 needs --temperature > 0, got 0: greedy samples"):
+        build_config(config_cls, {"samples": 2, "temperature": 0}, source="options")
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)

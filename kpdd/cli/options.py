@@ -75,11 +75,13 @@ TRACKING = [
 
 def in_reading_order(config_cls: type) -> list[dataclasses.Field]:
     """A config's fields, its own first and then those it inherits (a nearer base's before a farther one's), so that
-    ``--help`` starts with what the command is about rather than the shared options."""
-    declared_at: dict[str, int] = {}
+    ``--help`` starts with what the command is about rather than the shared options; a group that names what the
+    command works on (``LEADS_HELP``, e.g. ``--program``) comes before even the command's own."""
+    declared_at: dict[str, tuple[bool, int]] = {}
     for level, klass in enumerate(config_cls.__mro__):
         for name in vars(klass).get("__annotations__", {}):
-            declared_at[name] = level  # a shared option given another default stays with its group
+            # a shared option given another default stays with its group
+            declared_at[name] = (not vars(klass).get("LEADS_HELP", False), level)
     return sorted(dataclasses.fields(config_cls), key=lambda f: declared_at[f.name])
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from kpdd.compile.gold.augment import SUPPORTED_METHODS
 from kpdd.compile.store import AugmentStats
-from kpdd.config import option, save_config
+from kpdd.config import option, redefault, save_config
 from kpdd.errors import ConfigError
-from kpdd.run.options import TrainingQuestions
+from kpdd.run.options import ProgramOptions, SeedOptions, TrainingQuestions
 from kpdd.run.paths import default_out
 
 logger = logging.getLogger(__name__)
@@ -29,15 +29,15 @@ TEACHER = "augment"
 
 
 @dataclass(frozen=True)
-class AugmentConfig(TrainingQuestions):
-    program: str = option("kpdd-pot", "program whose gold traces are varied: kpdd-pot, pot or direct",
-                          choices=SUPPORTED_METHODS)
-    seed: int = option(0, "seed for the subset and the new values")
+class AugmentConfig(ProgramOptions, SeedOptions, TrainingQuestions):
     variants: int = option(4, "variants kept per question at most (N)", at_least=1)
     max_attempts: int = option(80, "candidates drawn per question at most (>= --variants)", at_least=1)
     batch_questions: int = option(512, "questions per batch (a kill loses at most the batch in flight)", at_least=1)
     timeout: float = option(2.0, "sandbox seconds per program", above=0)
     out: str = option("", "trace store (default kpdd-runs/traces/<program>-augment-<dataset>-<split>.jsonl)")
+    program: str = redefault(ProgramOptions, "program", help="program whose gold traces are varied: kpdd-pot, pot or "
+                                                              "direct", choices=SUPPORTED_METHODS)
+    seed: int = redefault(SeedOptions, "seed", help="seed for the subset and the new values")
 
     def __post_init__(self) -> None:
         super().__post_init__()

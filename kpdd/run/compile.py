@@ -20,13 +20,13 @@ from typing import Any
 
 from kpdd.compile.optimize import OPTIMIZERS as DSPY_OPTIMIZERS
 from kpdd.compile.store import TraceStats
-from kpdd.config import Result, option, save_config
+from kpdd.config import Result, option, redefault, save_config
 from kpdd.distributed import is_main_process, main_process_first
 from kpdd.errors import ConfigError, KpddError
 from kpdd.finetune.trainer import TrainConfig, TrainResult
-from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
 from kpdd.references import LMRef, parse_program
-from kpdd.run.options import LocalEngineOptions, StudentFormatOptions, TrainingQuestions
+from kpdd.run.options import (LocalEngineOptions, MetricOptions, ParallelOptions, ProgramOptions, RegistryOptions,
+                               SamplingOptions, StudentFormatOptions, TrainingQuestions, shared_options)
 from kpdd.run.paths import default_out, program_slug, slug
 from kpdd.run.remote_options import RemoteLMOptions
 from kpdd.run.traces import GOLD
@@ -39,9 +39,8 @@ TRACES = "traces.jsonl"
 
 
 @dataclass(frozen=True)
-class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions, TrainConfig, RemoteLMOptions):
-    program: str = option("kpdd-pot", PROGRAM_HELP)
-    metric: str = option("", METRIC_HELP)
+class CompileConfig(ProgramOptions, MetricOptions, SamplingOptions, ParallelOptions, RegistryOptions,
+                    StudentFormatOptions, TrainingQuestions, LocalEngineOptions, TrainConfig, RemoteLMOptions):
     teacher: str = option(GOLD, "'gold', a model directory ('./my-student' or 'local:<path>'), or a model string "
                                 "such as 'openai/gpt-4o-mini' ('remote:<model>' where a folder has its name)")
     optimizer: str = option(NO_OPTIMIZER, "teacher optimizer: none, bootstrap-fewshot, bootstrap-random-search, "
@@ -53,17 +52,15 @@ class CompileConfig(StudentFormatOptions, TrainingQuestions, LocalEngineOptions,
                                             "(default: the teacher)")
     trials: int | None = option(None, "optimizer trials: MIPROv2's candidate programs evaluated, GEPA's proposals "
                                       "(default: half of --optimize-size, at most 30)", at_least=1)
-    samples: int = option(1, "teacher samples per question", at_least=1)
-    temperature: float = option(0.7, "teacher sampling temperature when samples > 1", at_least=0)
-    threads: int = option(8, "questions traced in parallel", at_least=1)
     augment: int = option(0, "program-checked variants per traced question, added to the traces (kpdd augment; "
                              "kpdd-pot, pot, direct; 0: none)", at_least=0)
     rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)",
                              at_least=0)
     rft_samples: int = option(4, "student samples per question and RFT round", at_least=1)
-    register_as: str | None = option(None, "register the compiled student in the MLflow Model Registry under this "
-                                           "name (a new version each run; it is logged as a model either way)")
     out: str = option("", "output directory (default kpdd-runs/compile/<program>-<teacher>)")
+    samples: int = redefault(SamplingOptions, "samples", help="teacher samples per question")
+    temperature: float = redefault(SamplingOptions, "temperature", help="teacher sampling temperature when samples > 1")
+    threads: int = redefault(ParallelOptions, "threads", 8, help="questions traced in parallel")
 
     def out_dir(self) -> Path:
         if self.out:
@@ -171,7 +168,7 @@ def run_compile(config: CompileConfig, progress: bool = True, log_model: bool = 
         variants = augmented_store(config, progress) if is_main_process() else \
             [str(out / "augment.jsonl")] * (config.augment > 0)
     stores = [str(out / TRACES), *variants]
-    train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
+    train_fields = shared_options(config, TrainConfig)
     finetune_config = FinetuneConfig(**train_fields, traces=stores, program=config.program,
                                      multitask=config.multitask, prompt_format=config.prompt_format,
                                      student_calls=config.student_calls, out=str(out / "compiled"))
@@ -209,10 +206,10 @@ def teacher_traces(config: CompileConfig, progress: bool = True) -> TraceStats:
 
     out = config.out_dir()
     teacher_program = optimized_teacher_program(config)
-    traces_config = TracesConfig(program=config.program, metric=config.metric, teacher=config.teacher, **config.remote_options(),
+    traces_config = TracesConfig(**shared_options(config, ProgramOptions, MetricOptions, SamplingOptions,
+                                                  ParallelOptions, TrainingQuestions, RemoteLMOptions),
+                                 teacher=config.teacher, seed=config.seed,
                                  teacher_program=str(teacher_program) if teacher_program else None,
-                                 dataset=config.dataset, split=config.split, limit=config.limit, seed=config.seed,
-                                 samples=config.samples, temperature=config.temperature, threads=config.threads,
                                  out=str(out / TRACES))
     with maybe_stage("traces", **traces_config.__dict__):
         stats = run_traces(traces_config, progress=progress)
@@ -250,7 +247,7 @@ def improved(config: CompileConfig, compiled: Path, stores: list[str], progress:
 
     if config.rft_rounds <= 0:
         return compiled
-    train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
+    train_fields = shared_options(config, TrainConfig)
     improve_config = ImproveConfig(**train_fields, program=config.program, student_program=str(compiled), traces=stores,
                                    dataset=config.dataset, split=config.split, limit=config.limit,
                                    rounds=config.rft_rounds, samples=config.rft_samples, engine=config.engine,

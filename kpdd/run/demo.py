@@ -25,26 +25,21 @@ from kpdd.distributed import is_main_process
 from kpdd.errors import ConfigError
 from kpdd.finetune.student import STUDENT_FILE
 from kpdd.finetune.trainer import TrainConfig
-from kpdd.run.options import ENGINES, LocalEngineOptions, StudentFormatOptions, shared_options
+from kpdd.run.options import (ENGINES, GenerationOptions, LocalEngineOptions, ParallelOptions, RegistryOptions,
+                               RunSizes, StudentFormatOptions, shared_options)
 
 SHIPPED_DIR = "shipped-vs-base"  # under --out, a folder per student: its base's student directory, both predictions
 EXAMPLES = 2  # questions shown that the trained student solves and its base model does not
 
 
 @dataclass(frozen=True)
-class DemoConfig(StudentFormatOptions, LocalEngineOptions, TrainConfig):
+class DemoConfig(RunSizes, GenerationOptions, ParallelOptions, RegistryOptions, StudentFormatOptions,
+                 LocalEngineOptions, TrainConfig):
     programs: list[str] = option(["kpdd-pot", "direct"], "programs to distil and compare")
-    train_size: int = option(24, "GSM8K train questions traced by the gold teacher (0: all)", at_least=0)
-    eval_size: int = option(2, "questions per evaluation dataset (0: the full sets)", at_least=0)
     datasets: list[str] = option(["all"], "evaluation datasets")
-    max_tokens: int = option(320, "max new tokens per student call during evaluation (a one-call student writes "
-                                  "every stage in one call)", at_least=1)
-    threads: int = option(64, "questions in flight during evaluation (batched by the engine)", at_least=1)
     augment: int = option(0, "program-checked variants per traced question (kpdd augment; 0: none)", at_least=0)
     rft_rounds: int = option(0, "rounds of rejection-sampling fine-tuning after the fine-tune (kpdd improve; 0: none)",
                              at_least=0)
-    register_as: str | None = option(None, "register each trained student in the MLflow Model Registry under this "
-                                           "name, followed by -<program> when the demo trains several")
     out: str = option("kpdd-runs/demo", "output directory")
     shipped: str = option("shipped:kpdd-pot", "trained student shown first, beside its untrained base model on the "
                                               "same program and prompts")
@@ -52,6 +47,17 @@ class DemoConfig(StudentFormatOptions, LocalEngineOptions, TrainConfig):
                                    "compared (0: no comparison)", at_least=0)
     shipped_datasets: list[str] = option(["multiarith"], "datasets of that comparison")
     shipped_engine: str = option("vllm", "local engine of that comparison", choices=ENGINES)
+    train_size: int = redefault(RunSizes, "train_size", 24, help="GSM8K train questions traced by the gold teacher "
+                                                                 "(0: all)")
+    eval_size: int = redefault(RunSizes, "eval_size", 2, help="questions per evaluation dataset (0: the full sets)")
+    max_tokens: int = redefault(GenerationOptions, "max_tokens", 320,
+                                help="max new tokens per student call during evaluation (a one-call student writes "
+                                     "every stage in one call)")
+    threads: int = redefault(ParallelOptions, "threads", 64,
+                             help="questions in flight during evaluation (batched by the engine)")
+    register_as: str | None = redefault(RegistryOptions, "register_as",
+                                        help="register each trained student in the MLflow Model Registry under this "
+                                             "name, followed by -<program> when the demo trains several")
     # The training options of `kpdd finetune`, from the demo's sizes: one packed row per step, no accumulation.
     max_steps: int = redefault(TrainConfig, "max_steps", -1, aliases=("steps",))
     batch_size: int | None = redefault(TrainConfig, "batch_size", 1)

@@ -18,11 +18,12 @@ from kpdd.errors import ConfigError
 from kpdd.eval.harness import DatasetScore
 from kpdd.eval.lm_guard import FailureGuard
 from kpdd.finetune.trainer import TrainConfig
-from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
+from kpdd.modules.reference import PROGRAM_HELP
 from kpdd.modules.student_format import PROMPT_FORMATS
 from kpdd.references import LMRef, ProgramRef, parse_program
 from kpdd.run.paths import default_out, slug
-from kpdd.run.options import LocalEngineOptions
+from kpdd.run.options import (GenerationOptions, LocalEngineOptions, MetricOptions, ParallelOptions, ProgramOptions,
+                               SamplingOptions, SeedOptions)
 from kpdd.run.remote_options import RemoteLMOptions
 
 ALL = "all"
@@ -30,10 +31,8 @@ AUTO = "auto"
 
 
 @dataclass(frozen=True)
-class EvalConfig(LocalEngineOptions, RemoteLMOptions):
-    program: str = option("kpdd-pot", PROGRAM_HELP + "; or a compiled program directory (./<name> where it is "
-                                                      "named like a built-in)")
-    metric: str = option("", METRIC_HELP)
+class EvalConfig(ProgramOptions, MetricOptions, SeedOptions, SamplingOptions, GenerationOptions, ParallelOptions,
+                 LocalEngineOptions, RemoteLMOptions):
     lm: str = option("smollm2-135m", "the LM: a student or compiled-program directory, a checkpoint, the shipped "
                                      "alias or shipped:<name>, or a model string such as 'openai/<name>' (with "
                                      "--api-base); ./<name> forces a folder, remote:<model> a model string")
@@ -46,12 +45,6 @@ class EvalConfig(LocalEngineOptions, RemoteLMOptions):
                             at_least=0, below=1)
     limit: int | None = option(None, "evaluate a seeded random subset of this many questions per dataset "
                                      "(default: all)", at_least=1)
-    seed: int = option(0, "seed for the subsets and sampling")
-    samples: int = option(1, "self-consistency: sample k runs per question and take the majority answer",
-                         at_least=1)
-    temperature: float = option(0.7, "sampling temperature when samples > 1", at_least=0)
-    max_tokens: int = option(512, "max new tokens per LM call", at_least=1)
-    threads: int = option(16, "questions in flight at once (a local engine batches them)", at_least=1)
     engine_batch: int | None = option(None, "most requests a local engine generates as one batch (default: the "
                                             "engine's own; raise it on a GPU)", at_least=1)
     trace_sample_rate: float = option(0.02, "share of questions whose DSPy calls are traced to MLflow (0: none)",
@@ -60,6 +53,12 @@ class EvalConfig(LocalEngineOptions, RemoteLMOptions):
                                       "served; DSPy's defaults for other LMs), 'student' or 'chat' (override)",
                                 choices=(AUTO, *PROMPT_FORMATS))
     out: str = option("", "predictions file (default kpdd-runs/eval/<program>-<lm>.jsonl); rerun to resume")
+    program: str = redefault(ProgramOptions, "program",
+                             help=PROGRAM_HELP + "; or a compiled program directory (./<name> where it is named "
+                                                 "like a built-in)")
+    seed: int = redefault(SeedOptions, "seed", help="seed for the subsets and sampling")
+    samples: int = redefault(SamplingOptions, "samples", help="self-consistency: sample k runs per question and take "
+                                                              "the majority answer")
 
     def dataset_names(self) -> list[str]:
         from kpdd.data import EVAL_DATASETS

@@ -24,6 +24,7 @@ from kpdd.config import option, redefault
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.run.experiment_plan import METHOD_ORDER, Rates, Recipe, Workload, mfu, new_tokens_cap, plan_recipes
+from kpdd.run.options import GenerationOptions, ParallelOptions, RunSizes, shared_options
 
 if TYPE_CHECKING:
     from kpdd.run.eval import EvalResult
@@ -35,9 +36,10 @@ START_ENV = "KPDD_EXPERIMENT_T0"  # a wrapper's start (Unix seconds): its set-up
 
 
 @dataclass(frozen=True)
-class ExperimentConfig(TrainConfig):
-    """The experiment's own options, then the training options of `kpdd finetune` with the experiment's defaults:
-    a full fine-tune (``--lora`` is set per run; the LoRA student uses ``--lora-learning-rate``)."""
+class ExperimentConfig(RunSizes, GenerationOptions, ParallelOptions, TrainConfig):
+    """The experiment's own options, then those it shares with the demo (sizes, evaluation), then the training
+    options of `kpdd finetune` with the experiment's defaults: a full fine-tune (``--lora`` is set per run; the LoRA
+    student uses ``--lora-learning-rate``)."""
 
     out: str = option("", "output folder (required): results, MLflow store, predictions, the LoRA student")
     work: str = option("", "folder for traces, students and predictions (default <out>/../kpdd-experiment-work)")
@@ -53,13 +55,8 @@ class ExperimentConfig(TrainConfig):
     max_file_mb: float | None = option(None, "the largest file --out may get, in MB (10^6 bytes); a larger one "
                                              "stays in the work folder", above=0, default_text="no cap")
     gguf: str | None = option(None, "the student's GGUF file, converted into the kpdd cache when it is not there")
-    train_size: int = option(0, "GSM8K train questions traced (0: all)", at_least=0)
-    eval_size: int = option(500, "questions per evaluation set, a seeded subset (0: the full sets)", at_least=0)
     augment_size: int = option(1000, "GSM8K train questions `kpdd augment` varies (0: all)", at_least=0)
     lora_learning_rate: float = option(1e-3, "peak learning rate of the LoRA student", above=0)
-    max_tokens: int = option(512, "cap on new tokens per student call (lowered per program to 1.25x the 99th "
-                                  "percentile of its gold completions)", at_least=1)
-    threads: int = option(1024, "questions in flight during evaluation", at_least=1)
     engine_batch: int = option(1024, "requests per generation batch", at_least=1)
     trl_records: int = option(512, "SFT records on which TRL's trainer, as it comes, is timed against kpdd's "
                                    "(0: skip it)", at_least=0)
@@ -68,6 +65,10 @@ class ExperimentConfig(TrainConfig):
                                 above=0)
     methods: list[str] = option(list(METHOD_ORDER), "programs to run, a subset of the plan's (its order is kept)",
                                 choices=METHOD_ORDER)
+    max_tokens: int = redefault(GenerationOptions, "max_tokens",
+                                help="cap on new tokens per student call (lowered per program to 1.25x the 99th "
+                                     "percentile of its gold completions)")
+    threads: int = redefault(ParallelOptions, "threads", 1024, help="questions in flight during evaluation")
     device: str = redefault(TrainConfig, "device", "cuda")
     lora: bool = redefault(TrainConfig, "lora", False)
     batch_size: int | None = redefault(TrainConfig, "batch_size", 16)
@@ -251,7 +252,6 @@ class Experiment:
                        features: dict) -> dict[str, Any]:
         from kpdd.run.eval import EvalConfig, engine_spec, run_eval
         from kpdd.run.finetune import FinetuneConfig, run_finetune
-        from kpdd.run.options import shared_options
         from kpdd.tracking import METHOD, STUDENT, TEACHER, command_run
         from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import dspy
 
-from kpdd.config import Result, option, save_config
+from kpdd.config import Result, option, redefault, save_config
 from kpdd.distributed import is_main_process
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig, TrainResult
 from kpdd.modules.reference import PROGRAM_HELP
-from kpdd.run.options import StudentFormatOptions
+from kpdd.run.options import ProgramOptions, RegistryOptions, StudentFormatOptions, shared_options
 from kpdd.run.paths import default_out, program_slug
 
 logger = logging.getLogger(__name__)
@@ -30,21 +30,19 @@ ALL_STAGES = "all"
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(StudentFormatOptions, TrainConfig):
+class FinetuneConfig(ProgramOptions, RegistryOptions, StudentFormatOptions, TrainConfig):
     traces: list[str] = option([], "trace store file(s) written by `kpdd traces`")
-    program: str = option("kpdd-pot", "the program the traces belong to: " + PROGRAM_HELP)
     stages: list[str] = option([], "train only these predictors (default: all of the program's)")
     max_traces: int | None = option(None, "use at most this many traces (a seeded subset of questions)", at_least=1)
     out: str = option("", "output directory (default kpdd-runs/finetune/<program>)")
     resume: bool = option(True, "resume from the latest checkpoint in the output directory")
-    register_as: str | None = option(None, "register the trained student in the MLflow Model Registry under this "
-                                           "name (a new version each run; it is logged as a model either way)")
+    program: str = redefault(ProgramOptions, "program", help="the program the traces belong to: " + PROGRAM_HELP)
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else default_out("finetune", program_slug(self.program))
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})
+        return TrainConfig(**shared_options(self, TrainConfig))
 
 
 @dataclass(frozen=True)

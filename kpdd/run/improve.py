@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from kpdd.compile.store import TraceStats
-from kpdd.config import Result, option, save_config
+from kpdd.config import Result, option, redefault, save_config
 from kpdd.errors import ConfigError
 from kpdd.finetune.trainer import TrainConfig
 from kpdd.modules.reference import PROGRAM_HELP
 from kpdd.references import parse_program
 from kpdd.run.finetune import FinetuneResult
-from kpdd.run.options import LocalEngineOptions, TrainingQuestions
+from kpdd.run.options import (GenerationOptions, LocalEngineOptions, ParallelOptions, ProgramOptions, SamplingOptions,
+                               TrainingQuestions, shared_options)
 from kpdd.run.paths import default_out, program_slug
 
 logger = logging.getLogger(__name__)
@@ -40,22 +41,22 @@ ROUNDS_FILE = "rounds.jsonl"
 
 
 @dataclass(frozen=True)
-class ImproveConfig(TrainingQuestions, LocalEngineOptions, TrainConfig):
-    program: str = option("kpdd-pot", "the program the student runs: " + PROGRAM_HELP)
+class ImproveConfig(ProgramOptions, SamplingOptions, GenerationOptions, ParallelOptions, TrainingQuestions,
+                    LocalEngineOptions, TrainConfig):
     student_program: str = option("", "compiled program directory of the starting student (`kpdd finetune` output)")
     traces: list[str] = option([], "trace stores mixed into every round's training (gold, augmented)")
     rounds: int = option(3, "rounds at most (each: sample, keep, retrain, validate)", at_least=1)
-    samples: int = option(4, "samples per training question and round (k)", at_least=1)
-    temperature: float = option(0.7, "sampling temperature", above=0)
-    max_tokens: int = option(256, "max new tokens per student call", at_least=1)
-    threads: int = option(16, "questions in flight at once (the engine batches them)", at_least=1)
     out: str = option("", "output directory (default kpdd-runs/improve/<program>)")
+    program: str = redefault(ProgramOptions, "program", help="the program the student runs: " + PROGRAM_HELP)
+    samples: int = redefault(SamplingOptions, "samples", 4, help="samples per training question and round (k)")
+    temperature: float = redefault(SamplingOptions, "temperature", help="sampling temperature")
+    max_tokens: int = redefault(GenerationOptions, "max_tokens", 256, help="max new tokens per student call")
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else default_out("improve", program_slug(self.program))
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.__dataclass_fields__})
+        return TrainConfig(**shared_options(self, TrainConfig))
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def retrain(config: ImproveConfig, round_: int, sample_stores: list[str], progre
     from kpdd.run.finetune import FinetuneConfig, run_finetune
     from kpdd.tracking.results import log_finetune, maybe_stage, metrics_logger
 
-    train_fields = {name: getattr(config, name) for name in TrainConfig.__dataclass_fields__}
+    train_fields = shared_options(config, TrainConfig)
     finetune = FinetuneConfig(**train_fields, traces=[*config.traces, *sample_stores], program=config.program,
                               **student_format(config.student_program),
                               out=str(config.out_dir() / f"round-{round_}" / "compiled"))

@@ -4,10 +4,8 @@ command's config, so the options read and behave the same everywhere."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import dspy
 
@@ -29,10 +27,6 @@ class RemoteLMOptions(Checked):
                                    "lost connection), after 1, 2, 4, ... s", at_least=0)
     server_gone_s: float = option(SERVER_GONE_S, "stop the run when a remote LM has not answered for this many "
                                                  "seconds (what was written is kept; rerun to resume)", above=0)
-
-    def remote_options(self) -> dict[str, Any]:
-        """These options as keyword arguments, to hand them on to another command's config."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(RemoteLMOptions)}
 
     def endpoints(self) -> list[str]:
         from kpdd.engines.router import read_endpoints

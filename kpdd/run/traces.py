@@ -13,12 +13,12 @@ import dspy
 
 from kpdd.compile.store import TraceStats, TraceStore
 from kpdd.compile.traces import Teacher, generate_traces
-from kpdd.config import option, save_config
+from kpdd.config import option, redefault, save_config
 from kpdd.errors import ConfigError
 from kpdd.eval.lm_guard import FailureGuard
-from kpdd.modules.reference import METRIC_HELP, PROGRAM_HELP
 from kpdd.references import BUILTIN, BUILTIN_PROGRAMS, LMRef, ProgramRef, parse_program
-from kpdd.run.options import TrainingQuestions
+from kpdd.run.options import (GenerationOptions, MetricOptions, ParallelOptions, ProgramOptions, SamplingOptions,
+                               SeedOptions, TrainingQuestions)
 from kpdd.run.paths import default_out, program_slug, slug
 from kpdd.run.remote_options import RemoteLMOptions
 
@@ -26,19 +26,15 @@ GOLD = "gold"
 
 
 @dataclass(frozen=True)
-class TracesConfig(TrainingQuestions, RemoteLMOptions):
-    program: str = option("kpdd-pot", PROGRAM_HELP)
+class TracesConfig(ProgramOptions, MetricOptions, SeedOptions, SamplingOptions, GenerationOptions, ParallelOptions,
+                   TrainingQuestions, RemoteLMOptions):
     teacher: str = option(GOLD, "'gold' (dataset annotations, no LM), a model directory ('./my-student' or "
                                 "'local:<path>'), or a model string such as 'openai/gpt-4o-mini' ('remote:<model>' "
                                 "where a folder has its name)")
     teacher_program: str | None = option(None, "a saved, optimised teacher program (program.save JSON) to sample")
-    metric: str = option("", METRIC_HELP)
-    seed: int = option(0, "seed for the subset")
-    samples: int = option(1, "samples per question (k); > 1 needs temperature > 0", at_least=1)
-    temperature: float = option(0.7, "sampling temperature when samples > 1", at_least=0)
-    max_tokens: int = option(1024, "max tokens per teacher call", at_least=1)
-    threads: int = option(8, "questions processed in parallel", at_least=1)
     out: str = option("", "trace store path (default kpdd-runs/traces/<program>-<teacher>-<dataset>-<split>.jsonl)")
+    max_tokens: int = redefault(GenerationOptions, "max_tokens", 1024, help="max tokens per teacher call")
+    threads: int = redefault(ParallelOptions, "threads", 8, help="questions processed in parallel")
 
     def store_path(self) -> Path:
         if self.out:
@@ -59,12 +55,9 @@ def build_teacher(config: TracesConfig, program: dspy.Module, teacher: LMRef | N
 
         return GoldTeacher(config.program)
     from kpdd.compile.teachers import LMTeacher
-    if config.samples > 1 and config.temperature <= 0:
-        raise ConfigError(f"samples={config.samples} needs temperature > 0 (got {config.temperature}): "
-                          "greedy samples would all be the same")
-    lm = config.remote_lm(teacher, "--teacher", max_tokens=config.max_tokens)
     from kpdd.modules.metric import resolve_metric
 
+    lm = config.remote_lm(teacher, "--teacher", max_tokens=config.max_tokens)
     return LMTeacher(program, lm, config.program, temperature=config.temperature, name=config.teacher,
                      metric=resolve_metric(config.metric))
 

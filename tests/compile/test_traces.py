@@ -101,7 +101,7 @@ def test_k_samples_use_distinct_rollouts_and_duplicates_are_dropped(tmp_path):
 
 
 def test_greedy_multi_sampling_is_refused():
-    with pytest.raises(ConfigError, match="needs temperature > 0"):
+    with pytest.raises(ConfigError, match="--samples 3 needs --temperature > 0, got 0"):
         run_traces(TracesConfig(program="direct", teacher="openai/x", samples=3, temperature=0, limit=1))
 
 
