@@ -312,3 +312,17 @@ def test_fifty_percent_and_the_parts_of_a_two_part_sum_stay():
     assert "50%" not in changeable_texts(jacket) and "$40" in changeable_texts(jacket)
     randy = source("Farmer Randy has 1700 acres of cotton he needs to have planted in 5 days")
     assert not {"5", "2", "3"} & set(changeable_texts(randy)) and "1700" in changeable_texts(randy)
+
+
+def test_two_different_numbers_made_equal_are_rejected():
+    """Kate's fee of $5 'increased to $7': a variant drawing $8 for both says the price increased to what it was."""
+    kate = source("Kate loves painting")
+    fee, increased = (next(c for c in augment.draw_changes(kate, random.Random(0)) if c.old == old)
+                      for old in ("$5", "$7"))
+    same = augment.make_variant(kate, [augment.Change(c.start, c.end, c.old, "$8", 8.0, c.variable)
+                                       for c in (fee, increased)])
+    assert augment.check_variant(kate, same) == "two different numbers made equal"
+    apart = augment.make_variant(kate, [augment.Change(fee.start, fee.end, "$5", "$6", 6.0, fee.variable),
+                                        augment.Change(increased.start, increased.end, "$7", "$9", 9.0,
+                                                       increased.variable)])
+    assert augment.check_variant(kate, apart) is None

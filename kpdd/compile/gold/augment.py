@@ -52,7 +52,7 @@ from kpdd.compile.store import VARIANT_MARK
 from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
-AUGMENT_VERSION = "augment/8"
+AUGMENT_VERSION = "augment/9"
 SUPPORTED_METHODS = ("kpdd-pot", "pot", "direct")
 _GIVEN = re.compile(r"^([A-Za-z_]\w*) = (-?\d+(?:\.\d+)?)$", re.MULTILINE)
 # Stage fields a variant re-derives from its question; any other field cannot be kept consistent.
@@ -433,10 +433,15 @@ def given_values(program: str) -> dict[str, float]:
 
 def check_variant(source: Source, variant: Variant) -> str | None:
     """Why the variant's question does not match its program, or None: every variable the program reads from the
-    question must equal the number that stands where the source's program read it."""
+    question must equal the number that stands where the source's program read it, and no two numbers that differ
+    in the source may be equal in the variant (a tie the program could not tell apart, or 'increased to' the same)."""
     quantities = question_quantities(variant.question)
     if len(quantities) != len(source.builder.quantities):
         return "question mismatch: numbers moved"
+    before = [q.value for q in source.builder.quantities]
+    for i, j in combinations(range(len(quantities)), 2):  # '$5, later increased to $7' must not become '$8 ... $8'
+        if quantities[i].value == quantities[j].value and before[i] != before[j]:
+            return "two different numbers made equal"
     given = given_values(variant.program)
     for index, variable in source.builder.declared.items():
         if given.get(variable) != quantities[index].value:
