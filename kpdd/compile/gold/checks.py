@@ -18,7 +18,7 @@ from kpdd.compile.gold.calculations import line_calculations, rationale_lines
 from kpdd.compile.gold.programs import question_quantities
 from kpdd.compile.gold.wording import UNIT_SIZES, names_unit
 
-__all__ = ["UNIT_SIZES", "is_stated", "names_unit", "program_literals", "rationale_literals", "reads_stating",
+__all__ = ["UNIT_SIZES", "is_stated", "key_points_unstated", "names_unit", "program_literals", "rationale_literals", "reads_stating",
            "stated_values", "trace_unstated", "unstated"]
 
 _GIVEN = re.compile(r"^[A-Za-z_]\w* = (-?\d+(?:\.\d+)?)$")
@@ -93,14 +93,18 @@ def unstated(literals: list[str], text: str) -> list[str]:
     return [literal for literal in literals if not is_stated(float(literal), text, values)]
 
 
+def key_points_unstated(literals: list[str], key_points: list[str], core_question: str) -> list[str]:
+    """The literals that KPDD key points and their core question do not state."""
+    return unstated(literals, " ".join([*key_points, core_question]))
+
+
 def trace_unstated(stages: list[dict], rationale: str | None = None) -> list[str]:
     """The literals a KPDD trace's solution reads that its key points and core question do not state: the
     program's (KPDD-PoT), else the rationale's (KPDD-CoT)."""
     inputs = stages[-1]["inputs"]
-    text = " ".join([*inputs["key_points"], inputs["core_question"]])
     program = stages[-1]["outputs"].get("program")
     literals = program_literals(program) if program else rationale_literals(rationale or "", inputs["question"])
-    return unstated(literals, text)
+    return key_points_unstated(literals, inputs["key_points"], inputs["core_question"])
 
 
 def reads_stating(question: str, reads: set[int], literals: list[str]) -> set[int]:

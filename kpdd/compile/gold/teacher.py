@@ -42,7 +42,8 @@ from typing import Any
 
 from kpdd.compile.gold import language as gold_language
 from kpdd.compile.gold import programs as gold_programs
-from kpdd.compile.gold.checks import program_literals, rationale_literals, reads_stating, unstated
+from kpdd.compile.gold.checks import (key_points_unstated, program_literals, rationale_literals, reads_stating,
+                                      unstated)
 from kpdd.compile.gold.calculations import HEURISTICS, NoTrace, format_number, rationale_lines, strip_annotations
 from kpdd.compile.store import QuestionResult
 from kpdd.eval.answers import extract_answer, is_correct
@@ -145,7 +146,7 @@ class GoldTeacher:
             else rationale_literals(getattr(example, "rationale", None) or "", question)
         reads = reads_stating(question, reads, literals)  # '3 * 4000' reads 'three times as much'
         core_question, key_points = gold_language.core_question_and_key_points(question, reads, literals)
-        if missing := unstated(literals, " ".join([*key_points, core_question])):  # '2' for 'Ali and Leila'
+        if missing := key_points_unstated(literals, key_points, core_question):  # '2' for 'Ali and Leila'
             raise NoTrace(f"solution reads a number the question does not state ({missing[0]})")
         shared = {"question": question, "core_question": core_question}
         stages = [self._stage("key_points.core", **shared),
