@@ -4,6 +4,8 @@ Every variant trains SmolLM2-135M on the same one-call KPDD-PoT records (gold tr
 compact format) for the same rows, each in its own process (so each peak resident memory is its own):
 
 - ``kpdd``: ``kpdd finetune``'s trainer with its defaults (LoRA and full);
+- ``kpdd-1pass``: the same trainer with all 8 rows of a step in one pass, grouped by length (its default before
+  the passes were balanced by cost);
 - ``kpdd-1row``: the same trainer with one unpadded row per pass, 8 accumulated;
 - ``before``: kpdd's trainer as a git revision had it (``--before``, default the last one before rows were batched
   without a mask), with its defaults, imported from that revision's files: the before/after ratio;
@@ -29,8 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("before-lora", "kpdd-lora", "kpdd-1row-lora", "loop-lora", "before-full", "kpdd-full", "kpdd-1row-full",
-            "loop-full", "trl-lora")
+VARIANTS = ("before-lora", "kpdd-lora", "kpdd-1pass-lora", "kpdd-1row-lora", "loop-lora", "before-full", "kpdd-full",
+            "kpdd-1pass-full", "kpdd-1row-full", "loop-full", "trl-lora")
 BEFORE = "89fa5c8"  # the trainer before CPU rows were batched without a mask
 
 
@@ -68,10 +70,14 @@ def run_before(chat: list[dict], lora: bool, out: Path, threads: int) -> dict:
     return {"tokens": result.tokens, "seconds": result.train_time_s}
 
 
-def run_kpdd(chat: list[dict], lora: bool, one_row: bool, out: Path, threads: int) -> dict:
+BATCHING = {"1row": {"batch_size": 1, "grad_accum": 8, "pad_to_multiple": 1},
+            "1pass": {"batch_size": 8, "grad_accum": 1}}
+
+
+def run_kpdd(chat: list[dict], lora: bool, batching: str, out: Path, threads: int) -> dict:
     from kpdd.finetune.trainer import TrainConfig, train_student
 
-    extra = {"batch_size": 1, "grad_accum": 8, "pad_to_multiple": 1} if one_row else {}
+    extra = BATCHING.get(batching, {})
     config = TrainConfig(lora=lora, epochs=1.0, save_steps=10_000, logging_steps=10_000, val_fraction=0.0,
                          torch_threads=threads, **extra)
     result = train_student(config, chat, [], out, progress=False)
@@ -161,7 +167,7 @@ def run_variant(name: str, rows: int, threads: int) -> dict:
         if name.startswith("before"):
             figures = run_before(chat, lora, Path(tmp) / "before", threads)
         elif name.startswith("kpdd"):
-            figures = run_kpdd(chat, lora, "1row" in name, Path(tmp) / "kpdd", threads)
+            figures = run_kpdd(chat, lora, name.split("-")[1], Path(tmp) / "kpdd", threads)
         elif name.startswith("loop"):
             figures = run_loop(chat, lora, threads)
         else:
@@ -238,7 +244,8 @@ def main() -> None:
     if busy:
         busy.kill()
     speed = {name: f["tokens"] / f["seconds"] for name, f in figures.items()}
-    baselines = {"before": "before", "kpdd-1row": "kpdd-1row", "loop": "loop", "TRL defaults": "trl"}
+    baselines = {"before": "before", "kpdd-1pass": "kpdd-1pass", "kpdd-1row": "kpdd-1row", "loop": "loop",
+                 "TRL defaults": "trl"}
     for mode in ("lora", "full"):
         for label, baseline in baselines.items():
             if f"kpdd-{mode}" in speed and f"{baseline}-{mode}" in speed:

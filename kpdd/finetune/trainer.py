@@ -5,9 +5,10 @@ What we add to TRL's defaults, and why:
   template has no ``{% generation %}`` markers, so ``assistant_only_loss`` cannot work);
 - on GPUs, best-fit-decreasing packing (padding-free): sequences share rows without padding, and transformers
   builds a block-diagonal mask from the position ids, so packed sequences never attend to each other; on CPU,
-  several rows per pass, grouped by length (transformers' ``LengthGroupedSampler``), right-padded to a multiple of
-  ``pad_to_multiple`` and passed without an attention mask, so SDPA takes its fast causal kernel (see
-  :func:`causal_rows_trainer`);
+  8 rows a step in 2 passes whose rows transformers' ``BatchRebalanceSampler`` chooses so the passes cost alike
+  (long rows share a pass with fewer others, so no pass holds 4 of the longest rows and the peak memory stays
+  bounded), right-padded to a multiple of ``pad_to_multiple`` and passed without an attention mask, so SDPA takes
+  its fast causal kernel (see :func:`causal_rows_trainer`);
 - gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs);
 - bf16 mixed precision wherever the hardware multiplies bf16 natively: GPUs, and CPUs with AVX512-BF16/AMX
   (several times faster than fp32 on such CPUs, see docs/RESULTS.md); fp32 elsewhere; the log says which;
@@ -61,9 +62,10 @@ class TrainConfig(CpuThreads):
                                       "of every adapted layer's input)", at_least=0, below=1)
     epochs: float = option(1.0, "passes over the training data (ignored when --max-steps > 0)", above=0)
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: use epochs)", at_least=-1)
-    batch_size: int | None = option(None, "sequences (or packed rows) per forward pass", at_least=1,
-                                    default_text="8")
-    grad_accum: int | None = option(None, "gradient accumulation steps", at_least=1, default_text="1")
+    batch_size: int | None = option(None, "sequences (or packed rows) per forward pass; with accumulation on CPU, "
+                                          "the average of a step's passes (long rows get fewer, short ones more)",
+                                    at_least=1, default_text="8, 4 on CPU")
+    grad_accum: int | None = option(None, "gradient accumulation steps", at_least=1, default_text="1, 2 on CPU")
     learning_rate: float | None = option(None, "peak learning rate", above=0, default_text="2e-4 with LoRA, 5e-5 full")
     warmup_ratio: float = option(0.03, "fraction of steps spent warming up the learning rate", at_least=0, below=1)
     max_length: int = option(1024, "tokens per packed row / longest sequence", at_least=1)
@@ -89,17 +91,18 @@ class TrainConfig(CpuThreads):
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 5e-5)
 
     def for_device(self, device: str) -> TrainConfig:
-        """The batching that is fastest on ``device`` for what was left unset: 8 rows per pass, one pass per step.
+        """The batching that is fastest on ``device`` for what was left unset: 8 rows a step.
 
-        On GPUs the rows are packed (padding-free). On CPU, packing needs a block-diagonal mask, which sends SDPA to
-        its math path, so the rows are sequences grouped by length and right-padded, run without a mask
-        (:func:`causal_rows_trainer`); measured side by side in ``benchmarks/bench_train.py``.
+        On GPUs the rows are packed (padding-free), 8 a pass. On CPU, packing needs a block-diagonal mask, which
+        sends SDPA to its math path, so the rows are sequences right-padded and run without a mask
+        (:func:`causal_rows_trainer`), in 2 passes of balanced cost (:func:`sampling_strategy`): as fast as one
+        pass of 8 rows grouped by length, at two thirds of its peak memory (``benchmarks/bench_train.py``).
         """
         gpu = device != "cpu"
         return dataclasses.replace(
             self,
-            batch_size=self.batch_size or 8,
-            grad_accum=self.grad_accum or 1,
+            batch_size=self.batch_size or (8 if gpu else 4),
+            grad_accum=self.grad_accum or (1 if gpu else 2),
             packing=gpu if self.packing is None else self.packing,
         )
 
@@ -307,6 +310,16 @@ def padded_rows(config: TrainConfig) -> bool:
     return not config.packing and config.batch_size > 1
 
 
+def sampling_strategy(config: TrainConfig) -> str:
+    """Which rows share a pass. Several unpacked rows a pass, accumulated: the rows of each step split into passes
+    of balanced cost (transformers' ``BatchRebalanceSampler``: sorted by length, long rows in smaller passes), so a
+    pass never holds only the longest rows, whose activations set the peak memory; one pass a step: rows grouped by
+    length (little padding); packed or one row a pass: a random order."""
+    if not padded_rows(config):
+        return "random"
+    return "batch_rebalance" if config.grad_accum > 1 else "group_by_length"
+
+
 def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bool):
     from trl import SFTConfig
 
@@ -319,7 +332,7 @@ def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bo
         warmup_steps=warmup_steps(config), weight_decay=0.0,
         max_length=config.max_length, packing=config.packing, packing_strategy="bfd",
         # Several unpacked rows a pass: rows of similar lengths (little padding), rounded up to a few sizes.
-        train_sampling_strategy="group_by_length" if padded_rows(config) else "random",
+        train_sampling_strategy=sampling_strategy(config),
         pad_to_multiple_of=config.pad_to_multiple if padded_rows(config) else None,
         completion_only_loss=True, gradient_checkpointing=False,
         bf16=use_bf16(config.precision, device), use_cpu=device == "cpu",

@@ -55,13 +55,43 @@ def test_completion_loss_of_right_padded_rows_without_a_mask_equals_each_rows_ow
     assert masked.loss.item() == pytest.approx(batched, rel=1e-4)
 
 
-def test_cpu_defaults_batch_rows_grouped_by_length_and_rounded_to_a_few_sizes(tmp_path):
+def test_cpu_defaults_take_8_rows_a_step_in_2_passes_of_balanced_cost_rounded_to_a_few_sizes(tmp_path):
     config = TrainConfig().for_device("cpu")
-    assert (config.batch_size, config.grad_accum, config.packing) == (8, 1, False)
+    assert (config.batch_size, config.grad_accum, config.packing) == (4, 2, False)
     args = _sft_config(config, tmp_path, "cpu", has_val=False)
-    assert args.train_sampling_strategy == "group_by_length" and args.pad_to_multiple_of == 64
+    assert args.train_sampling_strategy == "batch_rebalance" and args.pad_to_multiple_of == 64
+    one_pass = _sft_config(TrainConfig(batch_size=8, grad_accum=1).for_device("cpu"), tmp_path, "cpu", has_val=False)
+    assert one_pass.train_sampling_strategy == "group_by_length"
     gpu = _sft_config(TrainConfig().for_device("cuda"), tmp_path, "cpu", has_val=False)
     assert gpu.packing and gpu.pad_to_multiple_of is None
+    assert (gpu.per_device_train_batch_size, gpu.gradient_accumulation_steps) == (8, 1)
+
+
+@pytest.mark.slow
+def test_cpu_default_passes_put_long_rows_with_fewer_others_and_cover_every_row_once(tmp_path, monkeypatch):
+    """The peak memory follows the largest pass: the longest rows of a step share a pass with fewer rows than the
+    shortest, and each epoch still trains on every record once."""
+    import kpdd.finetune.trainer as trainer
+
+    passes = []
+    real = trainer.completion_loss
+
+    def recording(model, input_ids, labels, *args, **kwargs):
+        passes.append((input_ids.shape, (labels != -100).sum(dim=1).tolist()))
+        return real(model, input_ids, labels, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "completion_loss", recording)
+    records = chat_records(n=16)
+    pad = {"role": "user", "content": " ".join(["and then"] * 60)}  # a long prompt: the row, not its loss, grows
+    records = [dict(r, messages=[pad] + r["messages"]) if i % 4 == 0 else r for i, r in enumerate(records)]
+    settings = {**TINY, "batch_size": None, "grad_accum": None, "save_steps": 100}
+    train_student(TrainConfig(epochs=1.0, **settings), records, [], tmp_path / "s", progress=False)
+    rows = [shape[0] for shape, _ in passes]
+    assert sum(rows) == len(records) and len(passes) == 2 * (len(records) // 8)
+    steps = [sorted((first[0], second[0]), key=lambda shape: -shape[1])  # the two passes of a step, longer first
+             for first, second in zip(passes[::2], passes[1::2])]
+    assert all(long[0] <= short[0] and long[1] % 64 == 0 == short[1] % 64 for long, short in steps)
+    assert any(long[0] < short[0] for long, short in steps), steps  # four rows a pass would not be balanced
 
 
 def test_torch_threads_are_the_callers_and_default_to_the_cores_this_process_may_use(monkeypatch):
