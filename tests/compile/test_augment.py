@@ -289,13 +289,13 @@ def test_a_source_reading_that_leaves_out_a_duration_or_a_group_size_is_not_vari
 
 def test_a_count_beyond_its_unit_and_a_number_read_again_for_an_implied_count_are_caught():
     """'9 days a week' is no week; Joey's '2 hours per night' is read again for the 2 days of 'the weekends'."""
-    hank = source("Hank reads the newspaper every morning, 5 days a week for 30 minutes")
-    fives = [augment.Change(q.start, q.end, q.text, "9", 9.0, hank.builder.declared.get(k, ""))
-             for k, q in enumerate(hank.builder.quantities) if q.text == "5"]
-    assert augment.check_variant(hank, augment.make_variant(hank, fives)) == \
+    peyton = source("Peyton has 3 children and they each get a juice box in their lunch, 5 days a week")
+    fives = [augment.Change(q.start, q.end, q.text, "9", 9.0, peyton.builder.declared.get(k, ""))
+             for k, q in enumerate(peyton.builder.quantities) if q.text == "5"]
+    assert augment.check_variant(peyton, augment.make_variant(peyton, fives)) == \
         "a count exceeds the unit it is per ('9 days a week')"
     sixes = [augment.Change(c.start, c.end, c.old, "6", 6.0, c.variable) for c in fives]
-    assert augment.check_variant(hank, augment.make_variant(hank, sixes)) is None
+    assert augment.check_variant(peyton, augment.make_variant(peyton, sixes)) is None
     joey = source("Joey studies for his SAT exams 2 hours per night 5 nights a week")
     assert "hours_per_day * hours_per_night" in joey.program
     assert "2" not in changeable_texts(joey) and "5" in changeable_texts(joey)

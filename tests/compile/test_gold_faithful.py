@@ -42,6 +42,14 @@ def test_a_multiplier_left_unread_beside_an_equal_number_read_drops_the_question
     assert traced(number, "kpdd-cot")[1].traces
 
 
+def test_a_result_equal_to_a_unit_size_the_line_names_is_not_read_as_that_unit():
+    """'240/60 = 4 hours' after '6 x 10 = 60 minutes': an hour's 60 minutes or the six dogs' 60 minutes. (A result
+    just computed is that result: 00004's '12 pages every week … 12*52' is dropped for its 'twice' alone, above.)"""
+    _, result = traced("02318")
+    assert not result.traces and [*result.errors] == [
+        "kpdd-pot: ambiguous number: 60 is a result read again and the size of a unit the line names"]
+
+
 def test_two_dozen_reads_the_two_of_two_dozen_not_the_two_bandages():
     _, result = traced("02308")
     program = program_of(result)

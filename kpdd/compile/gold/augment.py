@@ -52,7 +52,7 @@ from kpdd.compile.store import VARIANT_MARK
 from kpdd.eval.answers import is_correct
 from kpdd.errors import ConfigError
 
-AUGMENT_VERSION = "augment/9"
+AUGMENT_VERSION = "augment/10"
 SUPPORTED_METHODS = ("kpdd-pot", "pot", "direct")
 _GIVEN = re.compile(r"^([A-Za-z_]\w*) = (-?\d+(?:\.\d+)?)$", re.MULTILINE)
 # Stage fields a variant re-derives from its question; any other field cannot be kept consistent.

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from kpdd.eval.answers import parse_number
 
-HEURISTICS = "gold-heuristics/5"
+HEURISTICS = "gold-heuristics/6"
 
 
 class NoTrace(Exception):

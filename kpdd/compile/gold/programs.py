@@ -37,9 +37,11 @@ calculations come from :mod:`kpdd.compile.gold.calculations`, whose ``HEURISTICS
   that the line may both mean, an average's count equal to a result read again, a multiplier, fraction or ratio's
   part the program never reads beside an equal quantity it does read ('twice' and '2 hours'), a number the line
   names as another thing than the only quantity it could read ('6 sides' for '6 cookie cutters'), or a 2 read in
-  a line that names a pair of other things ('The crate and bed ... 2*20' for '2 bags of treats'). A program with
-  a step its answer never reads is dropped too ('a step the answer never reads'): the rationale went on from that
-  step in prose (which bucket held 13 ounces), so its arithmetic is hand-picked.
+  a line that names a pair of other things ('The crate and bed ... 2*20' for '2 bags of treats'), or a result read
+  again that equals the size of a unit of time the line names, as a factor or divisor ('240/60 = 4 hours' after
+  '6 x 10 = 60 minutes'). A program with a step its answer never reads is dropped too ('a step the answer never
+  reads'): the rationale went on from that step in prose (which bucket held 13 ounces), so its arithmetic is
+  hand-picked.
 """
 
 from __future__ import annotations
@@ -461,6 +463,9 @@ class ProgramBuilder:
             quantity, latest = None, fresh[0] if fresh else None
         if quantity is None and latest and not fresh and i and tokens[i - 1] == "/" and "average" in self.context:
             raise NoTrace(f"ambiguous number: {tokens[i]} is a result read again and a count to average over")
+        if quantity is None and latest and not fresh and self._converts_unit(tokens, i):
+            raise NoTrace(f"ambiguous number: {tokens[i]} is a result read again and the size of a unit the line "
+                          "names")
         if quantity is not None:
             self._check_wording(quantity, tokens[i])
             self.reading.append(quantity)
@@ -472,6 +477,16 @@ class ProgramBuilder:
             return self._hundredths(tokens, i)
         self.in_expression.setdefault(value, set()).add(name)
         return name
+
+    def _converts_unit(self, tokens: tuple[str, ...], i: int) -> bool:
+        """Whether the number, as a factor or divisor, may be the size of a unit of time the line names: '240 / 60 =
+        4 hours' after '6 x 10 = 60 minutes' (already added into the 240) divides by an hour's 60 minutes, or by
+        the 60 minutes of six dogs. A result just computed is what the next line reads ('12 pages every week, 12 *
+        52 a year')."""
+        value = float(tokens[i])
+        before, after = tokens[i - 1] if i else None, tokens[i + 1] if i + 1 < len(tokens) else None
+        return value in _TIME_SIZES and ("*" in (before, after) or before == "/") \
+            and names_unit(value, strip_annotations(self.line))
 
     def _sizes_a_unit(self, index: int) -> bool:
         """Whether the number is the size of a unit of time the line names rather than a sum of money or a
