@@ -177,7 +177,21 @@ def causal_rows_trainer():
     model, without the mask.
     """
     import torch
+    from transformers.trainer_pt_utils import BatchRebalanceSampler
     from trl import SFTTrainer
+
+    class LargestStepFirst(BatchRebalanceSampler):
+        """Passes of balanced cost, each epoch starting with the step whose largest pass holds the most padded
+        tokens: the run meets its peak memory in its first seconds, not hours in (as transformers'
+        ``LengthGroupedSampler`` puts its longest batch first), and the allocator's heap is as large as it gets."""
+
+        def __iter__(self):
+            passes = list(super().__iter__())
+            steps = [passes[i:i + self.grad_accum] for i in range(0, len(passes), self.grad_accum)]
+            largest = max(range(len(steps)), key=lambda k: max(
+                len(rows) * max(self.lengths[i] for i in rows) for rows in steps[k]))
+            steps.insert(0, steps.pop(largest))
+            return (rows for step in steps for rows in step)
 
     class CausalRowsTrainer(SFTTrainer):
         budget_clock = None  # a _TimeBudget: the learning rate then follows the budget's time
@@ -189,6 +203,14 @@ def causal_rows_trainer():
                 self.lr_scheduler = budget_schedule(optimizer or self.optimizer, self.budget_clock,
                                                     BUDGET_WARMUP_STEPS)
             return self.lr_scheduler
+
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is BatchRebalanceSampler:
+                sampler = LargestStepFirst(sampler.lengths, sampler.effective_batch_size, sampler.dp_size,
+                                           sampler.grad_accum, seed=self.args.data_seed, rank=sampler.rank,
+                                           drop_last=sampler.drop_last)
+            return sampler
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if "attention_mask" not in inputs or "position_ids" in inputs:  # packed rows
@@ -313,7 +335,8 @@ def padded_rows(config: TrainConfig) -> bool:
 def sampling_strategy(config: TrainConfig) -> str:
     """Which rows share a pass. Several unpacked rows a pass, accumulated: the rows of each step split into passes
     of balanced cost (transformers' ``BatchRebalanceSampler``: sorted by length, long rows in smaller passes), so a
-    pass never holds only the longest rows, whose activations set the peak memory; one pass a step: rows grouped by
+    pass never holds only the longest rows, whose activations set the peak memory, and the largest step first
+    (``LargestStepFirst`` in :func:`causal_rows_trainer`); one pass a step: rows grouped by
     length (little padding); packed or one row a pass: a random order."""
     if not padded_rows(config):
         return "random"

@@ -70,7 +70,7 @@ def test_cpu_defaults_take_8_rows_a_step_in_2_passes_of_balanced_cost_rounded_to
 @pytest.mark.slow
 def test_cpu_default_passes_put_long_rows_with_fewer_others_and_cover_every_row_once(tmp_path, monkeypatch):
     """The peak memory follows the largest pass: the longest rows of a step share a pass with fewer rows than the
-    shortest, and each epoch still trains on every record once."""
+    shortest, the largest step comes first, and each epoch still trains on every record once."""
     import kpdd.finetune.trainer as trainer
 
     passes = []
@@ -92,6 +92,8 @@ def test_cpu_default_passes_put_long_rows_with_fewer_others_and_cover_every_row_
              for first, second in zip(passes[::2], passes[1::2])]
     assert all(long[0] <= short[0] and long[1] % 64 == 0 == short[1] % 64 for long, short in steps)
     assert any(long[0] < short[0] for long, short in steps), steps  # four rows a pass would not be balanced
+    # The largest pass comes first: the run meets its peak memory at once.
+    assert max(shape[0] * shape[1] for shape, _ in passes[:2]) == max(shape[0] * shape[1] for shape, _ in passes)
 
 
 def test_torch_threads_are_the_callers_and_default_to_the_cores_this_process_may_use(monkeypatch):
