@@ -181,9 +181,10 @@ def causal_rows_trainer():
     from trl import SFTTrainer
 
     class LargestStepFirst(BatchRebalanceSampler):
-        """Passes of balanced cost, each epoch starting with the step whose largest pass holds the most padded
-        tokens: the run meets its peak memory in its first seconds, not hours in (as transformers'
-        ``LengthGroupedSampler`` puts its longest batch first), and the allocator's heap is as large as it gets."""
+        """Passes of balanced cost, each epoch starting with the step whose largest pass holds the most tokens:
+        a run that cannot hold that pass fails in its first seconds, not hours in (as transformers'
+        ``LengthGroupedSampler`` puts its longest batch first). The allocator's heap still grows with the shapes
+        it meets (docs/RESULTS.md)."""
 
         def __iter__(self):
             passes = list(super().__iter__())
@@ -336,7 +337,8 @@ def sampling_strategy(config: TrainConfig) -> str:
     """Which rows share a pass. Several unpacked rows a pass, accumulated: the rows of each step split into passes
     of balanced cost (transformers' ``BatchRebalanceSampler``: sorted by length, long rows in smaller passes), so a
     pass never holds only the longest rows, whose activations set the peak memory, and the largest step first
-    (``LargestStepFirst`` in :func:`causal_rows_trainer`); one pass a step: rows grouped by
+    (``LargestStepFirst`` in :func:`causal_rows_trainer`: a run out of memory fails at once); one pass a step:
+    rows grouped by
     length (little padding); packed or one row a pass: a random order."""
     if not padded_rows(config):
         return "random"

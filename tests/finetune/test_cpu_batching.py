@@ -92,7 +92,7 @@ def test_cpu_default_passes_put_long_rows_with_fewer_others_and_cover_every_row_
              for first, second in zip(passes[::2], passes[1::2])]
     assert all(long[0] <= short[0] and long[1] % 64 == 0 == short[1] % 64 for long, short in steps)
     assert any(long[0] < short[0] for long, short in steps), steps  # four rows a pass would not be balanced
-    # The largest pass comes first: the run meets its peak memory at once.
+    # The largest pass comes first: a run that cannot hold it fails at once.
     assert max(shape[0] * shape[1] for shape, _ in passes[:2]) == max(shape[0] * shape[1] for shape, _ in passes)
 
 
