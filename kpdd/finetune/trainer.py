@@ -338,8 +338,7 @@ def sampling_strategy(config: TrainConfig) -> str:
     of balanced cost (transformers' ``BatchRebalanceSampler``: sorted by length, long rows in smaller passes), so a
     pass never holds only the longest rows, whose activations set the peak memory, and the largest step first
     (``LargestStepFirst`` in :func:`causal_rows_trainer`: a run out of memory fails at once); one pass a step:
-    rows grouped by
-    length (little padding); packed or one row a pass: a random order."""
+    rows grouped by length (little padding); packed or one row a pass: a random order."""
     if not padded_rows(config):
         return "random"
     return "batch_rebalance" if config.grad_accum > 1 else "group_by_length"
