@@ -355,7 +355,7 @@ def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bo
         lr_scheduler_type="cosine",  # under a time budget: budget_schedule
         warmup_steps=warmup_steps(config), weight_decay=0.0,
         max_length=config.max_length, packing=config.packing, packing_strategy="bfd",
-        # Several unpacked rows a pass: rows of similar lengths (little padding), rounded up to a few sizes.
+        # Several unpacked rows a pass: which rows share one (sampling_strategy), lengths rounded up to a few sizes.
         train_sampling_strategy=sampling_strategy(config),
         pad_to_multiple_of=config.pad_to_multiple if padded_rows(config) else None,
         completion_only_loss=True, gradient_checkpointing=False,

@@ -18,8 +18,8 @@ from kpdd.compile.gold.calculations import line_calculations, rationale_lines
 from kpdd.compile.gold.programs import question_quantities
 from kpdd.compile.gold.wording import UNIT_SIZES, names_unit
 
-__all__ = ["UNIT_SIZES", "is_stated", "key_points_unstated", "names_unit", "program_literals", "rationale_literals", "reads_stating",
-           "stated_values", "trace_unstated", "unstated"]
+__all__ = ["UNIT_SIZES", "is_stated", "key_points_unstated", "names_unit", "program_literals", "rationale_literals",
+           "reads_stating", "stated_values", "trace_unstated", "unstated"]
 
 _GIVEN = re.compile(r"^[A-Za-z_]\w* = (-?\d+(?:\.\d+)?)$")
 _LITERAL = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")

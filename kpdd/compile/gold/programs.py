@@ -360,6 +360,17 @@ class _NothingTaken(dict):
 _NOTHING_TAKEN = _NothingTaken()
 
 
+def _neighbours(tokens: tuple[str, ...], i: int) -> tuple[str | None, str | None]:
+    """The tokens before and after ``tokens[i]`` in a calculation (None at either end)."""
+    return tokens[i - 1] if i else None, tokens[i + 1] if i + 1 < len(tokens) else None
+
+
+def _scales(tokens: tuple[str, ...], i: int) -> bool:
+    """Whether the number ``tokens[i]`` is a factor or a divisor of its calculation."""
+    before, after = _neighbours(tokens, i)
+    return "*" in (before, after) or before == "/"
+
+
 class ProgramBuilder:
     """Writes a program statement by statement, naming the problem's quantities and each result."""
 
@@ -422,12 +433,12 @@ class ProgramBuilder:
         """The question quantities the number ``tokens[i]`` may stand for: of its value, a multiplier only as a
         factor, a fraction's denominator only after '/', its numerator only before '/'."""
         value = float(tokens[i])
-        before, after = tokens[i - 1] if i else None, tokens[i + 1] if i + 1 < len(tokens) else None
+        before, after = _neighbours(tokens, i)
         out = []
         for k, q in enumerate(self.quantities):
             if q.value != value:
                 continue
-            if q.kind == "multiplier" and "*" not in (before, after) and before != "/":
+            if q.kind == "multiplier" and not _scales(tokens, i):
                 continue
             if q.kind == "fraction":
                 if (after != "/") if self._numerator(q) else (before != "/"):
@@ -483,10 +494,8 @@ class ProgramBuilder:
         4 hours' after '6 x 10 = 60 minutes' (already added into the 240) divides by an hour's 60 minutes, or by
         the 60 minutes of six dogs. A result just computed is what the next line reads ('12 pages every week, 12 *
         52 a year')."""
-        value = float(tokens[i])
-        before, after = tokens[i - 1] if i else None, tokens[i + 1] if i + 1 < len(tokens) else None
-        return value in _TIME_SIZES and ("*" in (before, after) or before == "/") \
-            and names_unit(value, strip_annotations(self.line))
+        return float(tokens[i]) in _TIME_SIZES and _scales(tokens, i) \
+            and names_unit(float(tokens[i]), strip_annotations(self.line))
 
     def _sizes_a_unit(self, index: int) -> bool:
         """Whether the number is the size of a unit of time the line names rather than a sum of money or a
