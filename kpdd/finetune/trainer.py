@@ -439,11 +439,11 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     trainer.budget_clock = budget
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
+    seen_before = _tokens_seen(checkpoint)  # now: the checkpoint rotation may delete it during training
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     result.train_time_s = time.perf_counter() - start
     result.steps = trainer.state.global_step
-    seen_before = _tokens_seen(checkpoint)
     result.tokens = int(trainer.state.num_input_tokens_seen) - seen_before
     if validation and not any(h["step"] == result.steps and "train/val_loss" in h for h in result.history):
         result.val_loss = trainer.evaluate()["eval_loss"]  # the last periodic evaluation missed the final step

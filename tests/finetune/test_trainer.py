@@ -72,12 +72,18 @@ def test_lora_finetune_lowers_the_loss_and_the_adapter_round_trips(tmp_path, cap
 
 def test_training_resumes_from_the_latest_checkpoint(tmp_path):
     records = chat_records(n=4)
-    train_student(TrainConfig(max_steps=2, **TINY), records, [], tmp_path / "s", progress=False)
+    every_step = {**TINY, "save_steps": 1}
+    train_student(TrainConfig(max_steps=2, **every_step), records, [], tmp_path / "s", progress=False)
     (tmp_path / "s" / STUDENT_FILE).unlink()  # as if killed after the step-2 checkpoint, before the end
-    resumed = train_student(TrainConfig(max_steps=4, **TINY), records, [], tmp_path / "s", progress=False)
-    state = json.loads((tmp_path / "s" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    checkpoints = tmp_path / "s" / "checkpoints"
+    seen_at_2 = json.loads((checkpoints / "checkpoint-2" / "trainer_state.json").read_text())["num_input_tokens_seen"]
+    resumed = train_student(TrainConfig(max_steps=4, **every_step), records, [], tmp_path / "s", progress=False)
+    state = json.loads((checkpoints / "checkpoint-4" / "trainer_state.json").read_text())
     assert resumed.steps == 4 and state["global_step"] == 4
     assert [h["step"] for h in resumed.history if "train/loss" in h] == [3, 4]  # steps 1-2 were not redone
+    # The figures are this run's: its tokens, though the rotation deleted the checkpoint it resumed from.
+    assert not (checkpoints / "checkpoint-2").exists()
+    assert 0 < resumed.tokens == state["num_input_tokens_seen"] - seen_at_2
 
 
 def test_time_budget_stops_training_early_and_warms_up_in_a_few_steps(tmp_path):
