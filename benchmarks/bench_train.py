@@ -3,7 +3,9 @@
 Every variant trains SmolLM2-135M on the same one-call KPDD-PoT records (gold traces of GSM8K train, the students'
 compact format) for the same rows, each in its own process (so each peak resident memory is its own):
 
-- ``kpdd``: ``kpdd finetune``'s trainer with its defaults (LoRA and full);
+- ``kpdd``: ``kpdd finetune``'s trainer with its defaults (LoRA and full), on the allocator the ``kpdd`` command
+  gives a training (jemalloc where it is installed);
+- ``kpdd-malloc``: the same on the C library's malloc;
 - ``kpdd-1pass``: the same trainer with all 8 rows of a step in one pass, grouped by length (its default before
   the passes were balanced by cost);
 - ``kpdd-1row``: the same trainer with one unpadded row per pass, 8 accumulated;
@@ -31,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("before-lora", "kpdd-lora", "kpdd-1pass-lora", "kpdd-1row-lora", "loop-lora", "before-full", "kpdd-full",
-            "kpdd-1pass-full", "kpdd-1row-full", "loop-full", "trl-lora")
+VARIANTS = ("before-lora", "kpdd-lora", "kpdd-malloc-lora", "kpdd-1pass-lora", "kpdd-1row-lora", "loop-lora",
+            "before-full", "kpdd-full", "kpdd-malloc-full", "kpdd-1pass-full", "kpdd-1row-full", "loop-full", "trl-lora")
 BEFORE = "89fa5c8"  # the trainer before CPU rows were batched without a mask
 
 
@@ -99,6 +101,7 @@ def run_loop(chat: list[dict], lora: bool, threads: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from kpdd.cli.allocator import jemalloc_environment
     from kpdd.finetune.hardware import cpu_has_bf16
     from kpdd.finetune.student import ensure_base_model
     from kpdd.finetune.trainer import use_torch_threads
@@ -172,8 +175,10 @@ def run_variant(name: str, rows: int, threads: int) -> dict:
             figures = run_loop(chat, lora, threads)
         else:
             figures = run_trl_defaults(chat, lora, Path(tmp) / "trl", threads)
+    from kpdd.finetune.hardware import allocator_in_use
+
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {**figures, "peak_rss_gib": peak_kib / 2**20}
+    return {**figures, "peak_rss_gib": peak_kib / 2**20, "allocator": allocator_in_use()}
 
 
 def matmul_tflops(threads: int) -> dict[str, float]:
@@ -211,6 +216,7 @@ def main() -> None:
 
     import platform
 
+    from kpdd.cli.allocator import jemalloc_environment
     from kpdd.finetune.hardware import cpu_has_bf16
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -230,6 +236,8 @@ def main() -> None:
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     for name in args.variants:
         env = {**os.environ, "PYTHONPATH": str(before)} if name.startswith("before") else None
+        if name.startswith("kpdd") and "-malloc-" not in name:  # as the kpdd command starts a training
+            env = jemalloc_environment(os.environ)
         child = subprocess.run([sys.executable, __file__, "--variant", name, "--rows", str(args.rows),
                                 "--threads", str(args.threads)], capture_output=True, text=True, env=env)
         if child.returncode:
@@ -239,12 +247,13 @@ def main() -> None:
         f = figures[name]
         bound = rate / ((4 if name.endswith("lora") else 6) * params)
         print(f"{name:15s} {f['tokens']:7d} tokens {f['seconds']:7.1f} s {f['tokens'] / f['seconds']:7.1f} tokens/s "
-              f"({f['tokens'] / f['seconds'] / bound:5.1%} of the bound)  peak RSS {f['peak_rss_gib']:.1f} GiB",
+              f"({f['tokens'] / f['seconds'] / bound:5.1%} of the bound)  peak RSS {f['peak_rss_gib']:.1f} GiB, "
+              f"{f['allocator']}",
               flush=True)
     if busy:
         busy.kill()
     speed = {name: f["tokens"] / f["seconds"] for name, f in figures.items()}
-    baselines = {"before": "before", "kpdd-1pass": "kpdd-1pass", "kpdd-1row": "kpdd-1row", "loop": "loop",
+    baselines = {"before": "before", "kpdd on malloc": "kpdd-malloc", "kpdd-1pass": "kpdd-1pass", "kpdd-1row": "kpdd-1row", "loop": "loop",
                  "TRL defaults": "trl"}
     for mode in ("lora", "full"):
         for label, baseline in baselines.items():

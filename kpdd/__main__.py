@@ -1,6 +1,6 @@
 """`python -m kpdd` runs the CLI (the `if __name__` guard matters: vLLM spawns processes)."""
 
-from kpdd.cli import main
+from kpdd.cli import console
 
 if __name__ == "__main__":
-    main()
+    console()

@@ -73,3 +73,12 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(e, (click.exceptions.Exit, typer.Exit)):
             raise SystemExit(e.exit_code) from None
         raise
+
+
+def console() -> None:
+    """The installed ``kpdd`` command: :func:`main`, on jemalloc for the commands that train
+    (:mod:`kpdd.cli.allocator`)."""
+    from kpdd.cli.allocator import preload_jemalloc_for_training
+
+    preload_jemalloc_for_training(sys.argv)
+    main()

@@ -11,7 +11,11 @@ from kpdd.run.finetune import FinetuneConfig
 
 @config_command(app, "finetune", FinetuneConfig)
 def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None):
-    """Fine-tune a student (LoRA or full, multitask or per stage) on trace stores; writes a compiled program."""
+    """Fine-tune a student (LoRA or full, multitask or per stage) on trace stores; writes a compiled program.
+
+    Like compile and improve, it runs on jemalloc where libjemalloc is installed, so a long training's memory stays
+    flat; KPDD_ALLOCATOR=system keeps the C library's malloc.
+    """
     from kpdd.run.finetune import check_stores, logged_student, run_finetune
     from kpdd.tracking import METHOD, STUDENT, command_run
     from kpdd.tracking.results import log_finetune, metrics_logger
@@ -35,12 +39,15 @@ def finetune_command(config: FinetuneConfig, experiment=None, tracking_uri=None)
 
 def student_line(task: str, trained) -> str:
     """One trained student's figures: steps, the loss from the first logged value to the last, validation loss,
-    speed and time."""
+    speed (and where it ran: device, threads, number format, allocator) and time."""
     loss = _loss(trained.train_loss)
     if trained.first_loss is not None and trained.first_loss != trained.train_loss:  # equal: one loss was logged
         loss = f"{_loss(trained.first_loss)} → {loss}"
+    setup = trained.setup
+    where = (f" ({setup['device']}, {setup['torch_threads']} threads, {setup['precision']}, {setup['allocator']})"
+             if setup else "")
     return (f"  student {task}: {trained.steps} steps, loss {loss}, val loss {_loss(trained.val_loss)}, "
-            f"{trained.tokens_per_s:.0f} tokens/s, {trained.train_time_s:.0f} s")
+            f"{trained.tokens_per_s:.0f} tokens/s{where}, {trained.train_time_s:.0f} s")
 
 
 def _loss(value: float | None) -> str:

@@ -65,3 +65,13 @@ def cpu_has_bf16() -> bool:
 def fast_bf16(device: str) -> bool:
     """bf16 is the fast format on GPUs and on CPUs with native bf16."""
     return device != "cpu" or cpu_has_bf16()
+
+
+def allocator_in_use() -> str:
+    """The memory allocator this process runs on: ``jemalloc`` when it is loaded (the ``kpdd`` command preloads it
+    for the commands that train, :mod:`kpdd.cli.allocator`), else ``malloc`` (the C library's, whose heap fragments
+    over a long training)."""
+    from pathlib import Path
+
+    maps = Path("/proc/self/maps")
+    return "jemalloc" if maps.is_file() and "libjemalloc" in maps.read_text() else "malloc"

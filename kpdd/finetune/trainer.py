@@ -34,7 +34,7 @@ from typing import Any
 from kpdd.config import option
 from kpdd.distributed import any_process, is_main_process
 from kpdd.errors import ConfigError, DataError
-from kpdd.finetune.hardware import CpuThreads, fast_bf16, resolve_device, use_torch_threads
+from kpdd.finetune.hardware import CpuThreads, allocator_in_use, fast_bf16, resolve_device, use_torch_threads
 from kpdd.finetune.student import STUDENT_FILE
 from kpdd.modules.student_format import detect_format
 
@@ -120,6 +120,8 @@ class TrainResult:
     tokens: int = 0
     train_time_s: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    # where it ran: device, torch threads, number format, memory allocator (each run's, for its speed and memory)
+    setup: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tokens_per_s(self) -> float:
@@ -401,7 +403,9 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     device = resolve_device(config.device)
     config = config.for_device(device)
     threads = use_torch_threads(config.torch_threads)
-    logger.info("training on %s, %d torch threads, %s", device, threads, precision_reason(config.precision, device))
+    allocator = allocator_in_use()
+    logger.info("training on %s, %d torch threads, %s; memory allocator: %s", device, threads,
+                precision_reason(config.precision, device), allocator)
     set_seed(config.seed)
     base = ensure_base_model(config.student)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -414,7 +418,9 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
 
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
-    result = TrainResult(student_dir=out_dir, model_id=model_id or new_model_id(out_dir.name))
+    result = TrainResult(student_dir=out_dir, model_id=model_id or new_model_id(out_dir.name),
+                         setup={"device": device, "torch_threads": threads, "allocator": allocator,
+                                "precision": "bf16" if use_bf16(config.precision, device) else "fp32"})
     if config.val_limit and len(validation) > config.val_limit:
         import random
 
@@ -453,7 +459,7 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     base_ref = config.student if config.lora else out_dir / WEIGHTS  # a full fine-tune is its own base
     meta = {"prompt_format": detect_format(train[0]["messages"]), **(student_meta or {})}
     write_student(out_dir, base=base_ref, adapter_subdir=ADAPTER if config.lora else None, program=program,
-                  model_id=result.model_id, train={"config": asdict(config), **result.figures(),
+                  model_id=result.model_id, train={"config": asdict(config), **result.figures(), "setup": result.setup,
                                                    "records": {"train": len(train), "validation": len(validation)}},
                   **meta)
     return result
@@ -553,7 +559,7 @@ def finished_result(student_dir: Path) -> TrainResult:
     return TrainResult(student_dir=Path(student_dir), model_id=ref.model_id, steps=int(figures.get("steps", 0)),
                        train_loss=figures.get("loss"), val_loss=figures.get("val_loss"),
                        first_loss=figures.get("first_loss"), tokens=int(figures.get("tokens", 0)),
-                       train_time_s=figures.get("time_s", 0.0))
+                       train_time_s=figures.get("time_s", 0.0), setup=ref.train.get("setup", {}))
 
 
 def _tokens_seen(checkpoint: str | None) -> int:
