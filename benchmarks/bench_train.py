@@ -175,10 +175,10 @@ def run_variant(name: str, rows: int, threads: int) -> dict:
             figures = run_loop(chat, lora, threads)
         else:
             figures = run_trl_defaults(chat, lora, Path(tmp) / "trl", threads)
-    from kpdd.finetune.hardware import allocator_in_use
-
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {**figures, "peak_rss_gib": peak_kib / 2**20, "allocator": allocator_in_use()}
+    # read here, not from kpdd: the before variants import a revision that could not say
+    allocator = "jemalloc" if "libjemalloc" in Path("/proc/self/maps").read_text() else "malloc"
+    return {**figures, "peak_rss_gib": peak_kib / 2**20, "allocator": allocator}
 
 
 def matmul_tflops(threads: int) -> dict[str, float]:
