@@ -235,9 +235,11 @@ def main() -> None:
     subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     for name in args.variants:
-        env = {**os.environ, "PYTHONPATH": str(before)} if name.startswith("before") else None
-        if name.startswith("kpdd") and "-malloc-" not in name:  # as the kpdd command starts a training
-            env = jemalloc_environment(os.environ)
+        # the kpdd variants as the kpdd command starts a training (jemalloc where installed); the others on malloc
+        malloc = {key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", "MALLOC_CONF")}
+        env = {**malloc, "PYTHONPATH": str(before)} if name.startswith("before") else malloc
+        if name.startswith("kpdd") and "-malloc-" not in name:
+            env = jemalloc_environment(malloc) or malloc
         child = subprocess.run([sys.executable, __file__, "--variant", name, "--rows", str(args.rows),
                                 "--threads", str(args.threads)], capture_output=True, text=True, env=env)
         if child.returncode:

