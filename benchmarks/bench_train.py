@@ -101,7 +101,6 @@ def run_loop(chat: list[dict], lora: bool, threads: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kpdd.cli.allocator import jemalloc_environment
     from kpdd.finetune.hardware import cpu_has_bf16
     from kpdd.finetune.student import ensure_base_model
     from kpdd.finetune.trainer import use_torch_threads
@@ -255,8 +254,8 @@ def main() -> None:
     if busy:
         busy.kill()
     speed = {name: f["tokens"] / f["seconds"] for name, f in figures.items()}
-    baselines = {"before": "before", "kpdd on malloc": "kpdd-malloc", "kpdd-1pass": "kpdd-1pass", "kpdd-1row": "kpdd-1row", "loop": "loop",
-                 "TRL defaults": "trl"}
+    baselines = {"before": "before", "kpdd on malloc": "kpdd-malloc", "kpdd-1pass": "kpdd-1pass",
+                 "kpdd-1row": "kpdd-1row", "loop": "loop", "TRL defaults": "trl"}
     for mode in ("lora", "full"):
         for label, baseline in baselines.items():
             if f"kpdd-{mode}" in speed and f"{baseline}-{mode}" in speed:

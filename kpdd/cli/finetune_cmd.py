@@ -43,9 +43,8 @@ def student_line(task: str, trained) -> str:
     loss = _loss(trained.train_loss)
     if trained.first_loss is not None and trained.first_loss != trained.train_loss:  # equal: one loss was logged
         loss = f"{_loss(trained.first_loss)} → {loss}"
-    setup = trained.setup
-    parts = [str(setup[key]) + (" threads" if key == "torch_threads" else "")
-             for key in ("device", "torch_threads", "precision", "allocator") if key in setup]
+    shown = {"device": "{}", "torch_threads": "{} threads", "precision": "{}", "allocator": "{}"}
+    parts = [form.format(trained.setup[key]) for key, form in shown.items() if key in trained.setup]
     where = f" ({', '.join(parts)})" if parts else ""
     return (f"  student {task}: {trained.steps} steps, loss {loss}, val loss {_loss(trained.val_loss)}, "
             f"{trained.tokens_per_s:.0f} tokens/s{where}, {trained.train_time_s:.0f} s")
