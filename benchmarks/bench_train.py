@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 VARIANTS = ("before-lora", "kpdd-lora", "kpdd-malloc-lora", "kpdd-1pass-lora", "kpdd-1row-lora", "loop-lora",
-            "before-full", "kpdd-full", "kpdd-malloc-full", "kpdd-1pass-full", "kpdd-1row-full", "loop-full", "trl-lora")
+            "before-full", "kpdd-full", "kpdd-malloc-full", "kpdd-1pass-full", "kpdd-1row-full", "loop-full",
+            "trl-lora")
 BEFORE = "89fa5c8"  # the trainer before CPU rows were batched without a mask
 
 
