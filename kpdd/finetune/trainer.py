@@ -3,12 +3,14 @@
 What we add to TRL's defaults, and why:
 - prompt/completion records with ``completion_only_loss``: the loss covers only the assistant turn (SmolLM2's
   template has no ``{% generation %}`` markers, so ``assistant_only_loss`` cannot work);
-- on GPUs, best-fit-decreasing packing (padding-free): sequences share rows without padding, and transformers
-  builds a block-diagonal mask from the position ids, so packed sequences never attend to each other; on CPU,
-  8 rows a step in 2 passes whose rows transformers' ``BatchRebalanceSampler`` chooses so the passes cost alike
-  (long rows share a pass with fewer others, so no pass holds 4 of the longest rows and the peak memory stays
-  bounded), right-padded to a multiple of ``pad_to_multiple`` and passed without an attention mask, so SDPA takes
-  its fast causal kernel (see :func:`causal_rows_trainer`);
+- best-fit-decreasing packing (padding-free): sequences share rows without padding and never attend to each
+  other. On GPUs transformers keeps them apart with a block-diagonal mask built from the position ids; on CPU a
+  mask sends SDPA to its slow math path, so the model runs the ``sdpa_packed`` attention
+  (:mod:`kpdd.finetune.attention`: SDPA's fused causal kernel on each sequence of the row) and no mask, and one
+  pass holds two packed rows (about 2,000 tokens: on a 2-core CPU a larger pass and the loss below together train
+  1.3x faster than 2 accumulated passes of 4 right-padded rows, at the same peak memory: docs/RESULTS.md). Without
+  packing, CPU rows are right-padded to a multiple of ``pad_to_multiple`` and passed without a mask, 8 a step in 2
+  passes of balanced cost (transformers' ``BatchRebalanceSampler``), see :func:`causal_rows_trainer`;
 - gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs);
 - bf16 mixed precision wherever the hardware multiplies bf16 natively: GPUs, and CPUs with AVX512-BF16/AMX
   (several times faster than fp32 on such CPUs, see docs/RESULTS.md); fp32 elsewhere; the log says which;
@@ -34,6 +36,8 @@ from typing import Any
 from kpdd.config import option
 from kpdd.distributed import any_process, is_main_process
 from kpdd.errors import ConfigError, DataError
+from kpdd.finetune.attention import SDPA_PACKED
+from kpdd.finetune.attention import register as register_packed_attention
 from kpdd.finetune.hardware import CpuThreads, allocator_in_use, fast_bf16, resolve_device, use_torch_threads
 from kpdd.finetune.student import STUDENT_FILE
 from kpdd.modules.student_format import detect_format
@@ -62,14 +66,17 @@ class TrainConfig(CpuThreads):
                                       "of every adapted layer's input)", at_least=0, below=1)
     epochs: float = option(1.0, "passes over the training data (ignored when --max-steps > 0)", above=0)
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: use epochs)", at_least=-1)
-    batch_size: int | None = option(None, "sequences (or packed rows) per forward pass; with accumulation on CPU, "
-                                          "the average of a step's passes (long rows get fewer, short ones more)",
-                                    at_least=1, default_text="8, 4 on CPU")
-    grad_accum: int | None = option(None, "gradient accumulation steps", at_least=1, default_text="1, 2 on CPU")
+    batch_size: int | None = option(None, "packed rows (or, without packing, sequences) per forward pass; unpacked "
+                                          "with accumulation on CPU, the average of a step's passes (long rows get "
+                                          "fewer, short ones more)", at_least=1,
+                                    default_text="8, 2 on CPU; unpacked on CPU 4")
+    grad_accum: int | None = option(None, "gradient accumulation steps", at_least=1,
+                                    default_text="1; unpacked on CPU 2")
     learning_rate: float | None = option(None, "peak learning rate", above=0, default_text="2e-4 with LoRA, 5e-5 full")
     warmup_ratio: float = option(0.03, "fraction of steps spent warming up the learning rate", at_least=0, below=1)
     max_length: int = option(1024, "tokens per packed row / longest sequence", at_least=1)
-    packing: bool | None = option(None, "best-fit-decreasing packing, padding-free", default_text="on GPU, off on CPU")
+    packing: bool | None = option(None, "best-fit-decreasing packing, padding-free: sequences laid end to end in "
+                                        "rows of --max-length tokens, each attending to itself only")
     pad_to_multiple: int = option(64, "without packing: round each batch's length up to a multiple of this, so "
                                       "the trainer sees a few shapes (steadier speed and memory)", at_least=1)
     val_fraction: float = option(0.05, "fraction of questions held out for validation loss", at_least=0, below=1)
@@ -91,19 +98,19 @@ class TrainConfig(CpuThreads):
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 5e-5)
 
     def for_device(self, device: str) -> TrainConfig:
-        """The batching that is fastest on ``device`` for what was left unset: 8 rows a step.
-
-        On GPUs the rows are packed (padding-free), 8 a pass. On CPU, packing needs a block-diagonal mask, which
-        sends SDPA to its math path, so the rows are sequences right-padded and run without a mask
-        (:func:`causal_rows_trainer`), in 2 passes of balanced cost (:func:`sampling_strategy`): as fast as one
-        pass of 8 rows grouped by length, at two thirds of its peak memory (``benchmarks/bench_train.py``).
+        """The batching that is fastest on ``device`` for what was left unset: packed rows (padding-free), 8 a
+        pass on GPUs, 2 on CPU (a pass of about 2,000 tokens: SDPA's causal kernel on each sequence,
+        :mod:`kpdd.finetune.attention`). Unpacked on CPU (``packing=False``): right-padded rows without a mask
+        (:func:`causal_rows_trainer`), 8 a step in 2 passes of balanced cost (:func:`sampling_strategy`).
+        Measured in ``benchmarks/bench_train.py``.
         """
         gpu = device != "cpu"
+        packing = True if self.packing is None else self.packing
         return dataclasses.replace(
             self,
-            batch_size=self.batch_size or (8 if gpu else 4),
-            grad_accum=self.grad_accum or (1 if gpu else 2),
-            packing=gpu if self.packing is None else self.packing,
+            batch_size=self.batch_size or (8 if gpu else 2 if packing else 4),
+            grad_accum=self.grad_accum or (1 if gpu or packing else 2),
+            packing=packing,
         )
 
 
@@ -164,19 +171,20 @@ def precision_reason(precision: str, device: str) -> str:
 
 
 def causal_rows_trainer():
-    """TRL's ``SFTTrainer`` with a lean loss for unpacked rows: no attention mask, logits for the completion only.
+    """TRL's ``SFTTrainer`` with a lean loss: no attention mask, logits for the completion only.
 
-    The rows of a batch are right-padded (TRL's collator). In a causal LM a real token attends only to earlier
-    positions, which are all real; the pads come after the last real token and carry label -100, so they change no
-    loss and no gradient. Without a mask, transformers' SDPA attention runs the fused causal kernel instead of the
-    math path a padding mask sends it to (the mask still reaches the trainer, which counts real tokens with it).
+    Unpacked rows are right-padded (TRL's collator). In a causal LM a real token attends only to earlier positions,
+    which are all real; the pads come after the last real token and carry label -100, so they change no loss and no
+    gradient. Without a mask, transformers' SDPA attention runs the fused causal kernel instead of the math path a
+    padding mask sends it to (the mask still reaches the trainer, which counts real tokens with it). Packed rows on
+    CPU carry their sequences' bounds to the ``sdpa_packed`` attention instead (:mod:`kpdd.finetune.attention`).
     The LM head (a fifth of the model's FLOPs, 49K outputs a position) then runs only on the positions that carry a
     label, under the run's autocast, and the cross-entropy on those rows alone: TRL's own fused head computes in
     fp32, which on a CPU multiplies several times slower than bf16, and adds entropy and accuracy metrics the
     loss does not need (28 % of a LoRA step on a 2-core AVX512-BF16 CPU; with LoRA dropout off as well, the
-    benchmark's LoRA run went from 160 s to 63 s: docs/RESULTS.md). Packed rows (padding-free, GPUs) take TRL's
-    path untouched; several processes (``accelerate launch``) and evaluation take TRL's path through the wrapped
-    model, without the mask.
+    benchmark's LoRA run went from 160 s to 63 s: docs/RESULTS.md). Packed rows on GPUs (a block-diagonal mask)
+    take TRL's path untouched; several processes (``accelerate launch``) and evaluation take TRL's path through the
+    wrapped model, without the mask.
     """
     import torch
     from transformers.trainer_pt_utils import BatchRebalanceSampler
@@ -216,34 +224,43 @@ def causal_rows_trainer():
             return sampler
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if "attention_mask" not in inputs or "position_ids" in inputs:  # packed rows
+            packed = "position_ids" in inputs
+            if packed and self.model.config._attn_implementation != SDPA_PACKED:  # GPUs: a mask keeps them apart
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if return_outputs or self.accelerator.num_processes > 1:
                 # Through the wrapped model's own forward (DDP syncs gradients there), still without the mask.
-                rows, length = inputs["input_ids"].shape
-                inputs = {key: value for key, value in inputs.items() if key != "attention_mask"}
-                inputs["position_ids"] = torch.arange(length, device=inputs["input_ids"].device).expand(rows, -1)
+                if not packed:
+                    rows, length = inputs["input_ids"].shape
+                    inputs = {key: value for key, value in inputs.items() if key != "attention_mask"}
+                    inputs["position_ids"] = torch.arange(length, device=inputs["input_ids"].device).expand(rows, -1)
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            bounds = {key: inputs[key] for key in ("position_ids", "cu_seq_lens_q") if key in inputs}
             return completion_loss(model, inputs["input_ids"], inputs["labels"], self.accelerator.autocast,
-                                   num_items_in_batch)
+                                   num_items_in_batch, **bounds)
 
     return CausalRowsTrainer
 
 
-def completion_loss(model, input_ids, labels, autocast, num_items_in_batch=None):
+def completion_loss(model, input_ids, labels, autocast, num_items_in_batch=None, **packing):
     """Mean next-token cross-entropy over the labelled positions of right-padded causal rows, without a mask;
     the LM head runs on those positions only. ``num_items_in_batch``: the labelled tokens of the whole optimizer
-    step, when the trainer accumulates several passes (the mean is then the step's)."""
+    step, when the trainer accumulates several passes (the mean is then the step's). ``packing``: a packed row's
+    position ids and sequence bounds (``cu_seq_lens_q``...), for an attention that keeps the sequences apart
+    (:mod:`kpdd.finetune.attention`)."""
     import torch
     import torch.nn.functional as F
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     with autocast():
-        hidden = base.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
+        hidden = base.get_decoder()(input_ids=input_ids, use_cache=False, **packing).last_hidden_state
         targets = labels[:, 1:]
         labelled = targets != -100
         logits = base.get_output_embeddings()(hidden[:, :-1][labelled])
-    total = F.cross_entropy(logits.float(), targets[labelled], reduction="sum")
+    # log-softmax in the head's own format (bf16 under autocast: the kernel accumulates in fp32 and rounds its
+    # output; an fp32 copy of 49K logits a position costs a sixth of a full fine-tuning step on a 2-core CPU), the
+    # picked log-probabilities summed in fp32.
+    picked = F.log_softmax(logits, dim=-1).gather(1, targets[labelled][:, None])
+    total = -picked.float().sum()
     count = num_items_in_batch if num_items_in_batch is not None else labelled.sum()
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)
 
@@ -411,7 +428,9 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     tokenizer = AutoTokenizer.from_pretrained(base)
     # fp32 master weights on CPU (autocast does the bf16 matmuls); bf16 weights on GPU, as TRL expects.
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation="sdpa")
+    # Packed rows on CPU: SDPA's causal kernel on each sequence, no mask (kpdd.finetune.attention).
+    attention = register_packed_attention() if device == "cpu" and config.packing else "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attention)
     peft_config = None
     if config.lora:
         from peft import LoraConfig

@@ -55,16 +55,82 @@ def test_completion_loss_of_right_padded_rows_without_a_mask_equals_each_rows_ow
     assert masked.loss.item() == pytest.approx(batched, rel=1e-4)
 
 
-def test_cpu_defaults_take_8_rows_a_step_in_2_passes_of_balanced_cost_rounded_to_a_few_sizes(tmp_path):
+def test_cpu_defaults_pack_rows_two_a_pass_and_unpacked_rows_take_2_passes_of_balanced_cost(tmp_path):
     config = TrainConfig().for_device("cpu")
-    assert (config.batch_size, config.grad_accum, config.packing) == (4, 2, False)
+    assert (config.batch_size, config.grad_accum, config.packing) == (2, 1, True)
     args = _sft_config(config, tmp_path, "cpu", has_val=False)
+    assert args.packing and args.pad_to_multiple_of is None and args.train_sampling_strategy == "random"
+    unpacked = TrainConfig(packing=False).for_device("cpu")
+    assert (unpacked.batch_size, unpacked.grad_accum) == (4, 2)
+    args = _sft_config(unpacked, tmp_path, "cpu", has_val=False)
     assert args.train_sampling_strategy == "batch_rebalance" and args.pad_to_multiple_of == 64
-    one_pass = _sft_config(TrainConfig(batch_size=8, grad_accum=1).for_device("cpu"), tmp_path, "cpu", has_val=False)
+    one_pass = _sft_config(TrainConfig(packing=False, batch_size=8, grad_accum=1).for_device("cpu"), tmp_path, "cpu",
+                           has_val=False)
     assert one_pass.train_sampling_strategy == "group_by_length"
     gpu = _sft_config(TrainConfig().for_device("cuda"), tmp_path, "cpu", has_val=False)
     assert gpu.packing and gpu.pad_to_multiple_of is None
     assert (gpu.per_device_train_batch_size, gpu.gradient_accumulation_steps) == (8, 1)
+
+
+def packed(rows, prompts):
+    """Sequences laid end to end in one row, as TRL's padding-free collator lays them: ids, labels, positions and
+    the sequences' cumulative lengths."""
+    import itertools
+
+    import torch
+
+    ids = torch.cat(rows)[None]
+    labels = torch.cat([torch.cat([torch.full((p,), -100), row[p:]]) for row, p in zip(rows, prompts)])[None]
+    positions = torch.cat([torch.arange(len(row)) for row in rows])[None]
+    bounds = torch.tensor([0, *itertools.accumulate(len(row) for row in rows)], dtype=torch.int32)
+    return ids, labels, positions, bounds
+
+
+def test_packed_sequences_attend_only_to_themselves_on_the_packed_attention(tmp_path):
+    import contextlib
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from kpdd.finetune.attention import register
+    from tests.tiny_model import save_tiny_llama
+
+    model = AutoModelForCausalLM.from_pretrained(save_tiny_llama(tmp_path / "tiny"),
+                                                 attn_implementation=register()).eval()
+    torch.manual_seed(0)
+    rows, prompts = [torch.randint(5, 1000, (n,)) for n in (7, 12, 4)], [3, 5, 1]
+    ids, labels, positions, bounds = packed(rows, prompts)
+    with torch.no_grad():
+        own = [model(input_ids=row[None], labels=torch.cat([torch.full((p,), -100), row[p:]])[None]).loss.item()
+               for row, p in zip(rows, prompts)]
+        from_bounds = completion_loss(model, ids, labels, contextlib.nullcontext, position_ids=positions,
+                                      cu_seq_lens_q=bounds).item()
+        from_positions = completion_loss(model, ids, labels, contextlib.nullcontext, position_ids=positions).item()
+        as_one_sequence = completion_loss(model, ids, labels, contextlib.nullcontext, position_ids=positions,
+                                          cu_seq_lens_q=bounds[[0, -1]]).item()
+    counts = [len(row) - p for row, p in zip(rows, prompts)]
+    expected = sum(loss * n for loss, n in zip(own, counts)) / sum(counts)
+    assert from_bounds == pytest.approx(expected, rel=1e-5) and from_positions == pytest.approx(expected, rel=1e-5)
+    assert as_one_sequence != pytest.approx(expected, rel=1e-3)  # the bounds are what keeps the sequences apart
+    padding = torch.ones_like(ids)
+    padding[0, :2] = 0  # left padding: the causal kernel alone would let the row attend to its pads
+    with pytest.raises(ValueError, match="without an attention mask"):
+        model(input_ids=ids, attention_mask=padding)
+
+
+def test_the_loss_in_bf16_stays_within_a_rounding_of_fp32(tmp_path):
+    """Under autocast the log-softmax runs on the head's bf16 output; the picked log-probabilities sum in fp32."""
+    import contextlib
+
+    import torch
+
+    model = tiny_model(tmp_path).eval()
+    torch.manual_seed(1)
+    ids, labels, _, _ = packed([torch.randint(5, 1000, (40,))], [10])
+    with torch.no_grad():
+        fp32 = completion_loss(model, ids, labels, contextlib.nullcontext).item()
+        bf16 = completion_loss(model, ids, labels, lambda: torch.autocast("cpu", dtype=torch.bfloat16)).item()
+    assert bf16 == pytest.approx(fp32, rel=5e-3) and bf16 != fp32
 
 
 @pytest.mark.slow
@@ -84,7 +150,7 @@ def test_cpu_default_passes_put_long_rows_with_fewer_others_and_cover_every_row_
     records = chat_records(n=16)
     pad = {"role": "user", "content": " ".join(["and then"] * 60)}  # a long prompt: the row, not its loss, grows
     records = [dict(r, messages=[pad] + r["messages"]) if i % 4 == 0 else r for i, r in enumerate(records)]
-    settings = {**TINY, "batch_size": None, "grad_accum": None, "save_steps": 100}
+    settings = {**TINY, "batch_size": None, "grad_accum": None, "packing": False, "save_steps": 100}
     train_student(TrainConfig(epochs=1.0, **settings), records, [], tmp_path / "s", progress=False)
     rows = [shape[0] for shape, _ in passes]
     assert sum(rows) == len(records) and len(passes) == 2 * (len(records) // 8)
@@ -156,7 +222,8 @@ def test_time_budget_counts_the_time_of_the_runs_it_resumes(tmp_path):
 
 
 def test_one_row_a_pass_is_neither_padded_nor_reordered(tmp_path):
-    args = _sft_config(TrainConfig(batch_size=1, grad_accum=8).for_device("cpu"), tmp_path, "cpu", has_val=False)
+    args = _sft_config(TrainConfig(packing=False, batch_size=1, grad_accum=8).for_device("cpu"), tmp_path, "cpu",
+                       has_val=False)
     assert args.train_sampling_strategy == "random" and args.pad_to_multiple_of is None
 
 
@@ -185,3 +252,26 @@ def test_freed_memory_goes_back_every_few_steps_and_after_checkpoints(monkeypatc
     trim.on_save(None, state, None)
     trim.on_evaluate(None, state, None)
     assert calls == [0, 0, 0, 0]
+
+
+def test_a_cpu_training_packs_its_rows_and_saves_a_model_any_loader_reads(tmp_path, monkeypatch):
+    """The default CPU training hands packed rows with their bounds to the loss; the saved weights' config names
+    no attention of ours (vLLM or transformers load it without kpdd)."""
+    import kpdd.finetune.trainer as trainer
+    from kpdd.finetune.attention import SDPA_PACKED
+
+    passes = []
+    real = trainer.completion_loss
+
+    def recording(model, input_ids, labels, *args, **kwargs):
+        passes.append((input_ids.shape, kwargs.get("cu_seq_lens_q")))
+        return real(model, input_ids, labels, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "completion_loss", recording)
+    settings = {**TINY, "lora": False, "max_steps": 2, "save_steps": 100}
+    train_student(TrainConfig(**settings), chat_records(n=8), [], tmp_path / "s", progress=False)
+    assert len(passes) == 2 and all(shape[0] == 1 for shape, _ in passes)
+    assert all(bounds[0] == 0 and bounds[-1] == shape[1] for shape, bounds in passes)
+    assert any(len(bounds) > 2 for _, bounds in passes)  # several sequences in a row
+    config = (tmp_path / "s" / trainer.WEIGHTS / "config.json").read_text()
+    assert SDPA_PACKED not in config
