@@ -6,8 +6,10 @@ compact format) for the same rows, each in its own process (so each peak residen
 - ``kpdd``: ``kpdd finetune``'s trainer with its defaults (LoRA and full), on the allocator the ``kpdd`` command
   gives a training (jemalloc where it is installed);
 - ``kpdd-malloc``: the same on the C library's malloc;
-- ``kpdd-1pass``: the same trainer with all 8 rows of a step in one pass, grouped by length (its default before
-  the passes were balanced by cost);
+- ``kpdd-padded``: the same trainer without packing: 8 right-padded rows a step in 2 passes of balanced cost (its
+  CPU default before rows were packed);
+- ``kpdd-1pass``: the same trainer without packing, all 8 rows of a step in one pass, grouped by length (its
+  default before the passes were balanced by cost);
 - ``kpdd-1row``: the same trainer with one unpadded row per pass, 8 accumulated;
 - ``before``: kpdd's trainer as a git revision had it (``--before``, default the last one before rows were batched
   without a mask), with its defaults, imported from that revision's files: the before/after ratio;
@@ -33,9 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("before-lora", "kpdd-lora", "kpdd-malloc-lora", "kpdd-1pass-lora", "kpdd-1row-lora", "loop-lora",
-            "before-full", "kpdd-full", "kpdd-malloc-full", "kpdd-1pass-full", "kpdd-1row-full", "loop-full",
-            "trl-lora")
+VARIANTS = ("before-lora", "kpdd-lora", "kpdd-malloc-lora", "kpdd-padded-lora", "kpdd-1pass-lora", "kpdd-1row-lora",
+            "loop-lora", "before-full", "kpdd-full", "kpdd-malloc-full", "kpdd-padded-full", "kpdd-1pass-full",
+            "kpdd-1row-full", "loop-full", "trl-lora")
 BEFORE = "89fa5c8"  # the trainer before CPU rows were batched without a mask
 
 
@@ -73,8 +75,9 @@ def run_before(chat: list[dict], lora: bool, out: Path, threads: int) -> dict:
     return {"tokens": result.tokens, "seconds": result.train_time_s}
 
 
-BATCHING = {"1row": {"batch_size": 1, "grad_accum": 8, "pad_to_multiple": 1},
-            "1pass": {"batch_size": 8, "grad_accum": 1}}
+BATCHING = {"padded": {"packing": False},
+            "1row": {"packing": False, "batch_size": 1, "grad_accum": 8, "pad_to_multiple": 1},
+            "1pass": {"packing": False, "batch_size": 8, "grad_accum": 1}}
 
 
 def run_kpdd(chat: list[dict], lora: bool, batching: str, out: Path, threads: int) -> dict:
@@ -255,7 +258,8 @@ def main() -> None:
     if busy:
         busy.kill()
     speed = {name: f["tokens"] / f["seconds"] for name, f in figures.items()}
-    baselines = {"before": "before", "kpdd on malloc": "kpdd-malloc", "kpdd-1pass": "kpdd-1pass",
+    baselines = {"before": "before", "kpdd on malloc": "kpdd-malloc", "kpdd-padded": "kpdd-padded",
+                 "kpdd-1pass": "kpdd-1pass",
                  "kpdd-1row": "kpdd-1row", "loop": "loop", "TRL defaults": "trl"}
     for mode in ("lora", "full"):
         for label, baseline in baselines.items():

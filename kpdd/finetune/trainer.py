@@ -76,7 +76,8 @@ class TrainConfig(CpuThreads):
     warmup_ratio: float = option(0.03, "fraction of steps spent warming up the learning rate", at_least=0, below=1)
     max_length: int = option(1024, "tokens per packed row / longest sequence", at_least=1)
     packing: bool | None = option(None, "best-fit-decreasing packing, padding-free: sequences laid end to end in "
-                                        "rows of --max-length tokens, each attending to itself only")
+                                        "rows of --max-length tokens, each attending to itself only",
+                                  default_text="on")
     pad_to_multiple: int = option(64, "without packing: round each batch's length up to a multiple of this, so "
                                       "the trainer sees a few shapes (steadier speed and memory)", at_least=1)
     val_fraction: float = option(0.05, "fraction of questions held out for validation loss", at_least=0, below=1)
