@@ -7,8 +7,9 @@ What we add to TRL's defaults, and why:
   other. On GPUs transformers keeps them apart with a block-diagonal mask built from the position ids; on CPU a
   mask sends SDPA to its slow math path, so the model runs the ``sdpa_packed`` attention
   (:mod:`kpdd.finetune.attention`: SDPA's fused causal kernel on each sequence of the row) and no mask, and one
-  pass holds two packed rows (about 2,000 tokens: on a 2-core CPU a larger pass and the loss below together train
-  1.3x faster than 2 accumulated passes of 4 right-padded rows, at the same peak memory: docs/RESULTS.md). Without
+  pass holds two packed rows (about 2,000 tokens: on a 2-core CPU this and the loss's bf16 log-softmax train 1.2x
+  (full) to 1.4x (LoRA) faster than 2 accumulated passes of 4 right-padded rows, at a tenth to a quarter more peak
+  memory: docs/RESULTS.md). Without
   packing, CPU rows are right-padded to a multiple of ``pad_to_multiple`` and passed without a mask, 8 a step in 2
   passes of balanced cost (transformers' ``BatchRebalanceSampler``), see :func:`causal_rows_trainer`;
 - gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs);
@@ -258,7 +259,7 @@ def completion_loss(model, input_ids, labels, autocast, num_items_in_batch=None,
         labelled = targets != -100
         logits = base.get_output_embeddings()(hidden[:, :-1][labelled])
     # log-softmax in the head's own format (bf16 under autocast: the kernel accumulates in fp32 and rounds its
-    # output; an fp32 copy of 49K logits a position costs a sixth of a full fine-tuning step on a 2-core CPU), the
+    # output; an fp32 copy of 49K logits a position cost a seventh of a full fine-tuning step on a 2-core CPU), the
     # picked log-probabilities summed in fp32.
     picked = F.log_softmax(logits, dim=-1).gather(1, targets[labelled][:, None])
     total = -picked.float().sum()
@@ -383,7 +384,9 @@ def _sft_config(config: TrainConfig, checkpoints: Path, device: str, has_val: bo
         eval_strategy="steps" if has_val else "no", eval_steps=config.eval_steps,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=2,
         logging_steps=config.logging_steps, logging_first_step=True, report_to=[],
-        include_num_input_tokens_seen="non_padding", disable_tqdm=True,  # our own bar instead (_ProgressBar)
+        # Packed rows hold no padding, and the pad id is the end-of-turn token the records are full of.
+        include_num_input_tokens_seen="all" if config.packing else "non_padding",
+        disable_tqdm=True,  # our own bar instead (_ProgressBar)
         dataloader_num_workers=0, dataset_num_proc=None,
     )
 

@@ -269,8 +269,9 @@ def test_a_cpu_training_packs_its_rows_and_saves_a_model_any_loader_reads(tmp_pa
 
     monkeypatch.setattr(trainer, "completion_loss", recording)
     settings = {**TINY, "lora": False, "max_steps": 2, "save_steps": 100}
-    train_student(TrainConfig(**settings), chat_records(n=8), [], tmp_path / "s", progress=False)
+    result = train_student(TrainConfig(**settings), chat_records(n=8), [], tmp_path / "s", progress=False)
     assert len(passes) == 2 and all(shape[0] == 1 for shape, _ in passes)
+    assert result.tokens == sum(shape[1] for shape, _ in passes)  # every token of a packed row is real
     assert all(bounds[0] == 0 and bounds[-1] == shape[1] for shape, bounds in passes)
     assert any(len(bounds) > 2 for _, bounds in passes)  # several sequences in a row
     config = (tmp_path / "s" / trainer.WEIGHTS / "config.json").read_text()
