@@ -244,7 +244,7 @@ def causal_rows_trainer():
 
 
 def completion_loss(model, input_ids, labels, autocast, num_items_in_batch=None, **packing):
-    """Mean next-token cross-entropy over the labelled positions of right-padded causal rows, without a mask;
+    """Mean next-token cross-entropy over the labelled positions of right-padded or packed causal rows, no mask;
     the LM head runs on those positions only. ``num_items_in_batch``: the labelled tokens of the whole optimizer
     step, when the trainer accumulates several passes (the mean is then the step's). ``packing``: a packed row's
     position ids and sequence bounds (``cu_seq_lens_q``...), for an attention that keeps the sequences apart
