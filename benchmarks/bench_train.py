@@ -259,8 +259,7 @@ def main() -> None:
         busy.kill()
     speed = {name: f["tokens"] / f["seconds"] for name, f in figures.items()}
     baselines = {"before": "before", "kpdd on malloc": "kpdd-malloc", "kpdd-padded": "kpdd-padded",
-                 "kpdd-1pass": "kpdd-1pass",
-                 "kpdd-1row": "kpdd-1row", "loop": "loop", "TRL defaults": "trl"}
+                 "kpdd-1pass": "kpdd-1pass", "kpdd-1row": "kpdd-1row", "loop": "loop", "TRL defaults": "trl"}
     for mode in ("lora", "full"):
         for label, baseline in baselines.items():
             if f"kpdd-{mode}" in speed and f"{baseline}-{mode}" in speed:

@@ -9,9 +9,9 @@ What we add to TRL's defaults, and why:
   (:mod:`kpdd.finetune.attention`: SDPA's fused causal kernel on each sequence of the row) and no mask, and one
   pass holds two packed rows (about 2,000 tokens: on a 2-core CPU this and the loss's bf16 log-softmax train 1.2x
   (full) to 1.4x (LoRA) faster than 2 accumulated passes of 4 right-padded rows, at a tenth to a quarter more peak
-  memory: docs/RESULTS.md). Without
-  packing, CPU rows are right-padded to a multiple of ``pad_to_multiple`` and passed without a mask, 8 a step in 2
-  passes of balanced cost (transformers' ``BatchRebalanceSampler``), see :func:`causal_rows_trainer`;
+  memory: docs/RESULTS.md). Without packing, CPU rows are right-padded to a multiple of ``pad_to_multiple`` and
+  passed without a mask, 8 a step in 2 passes of balanced cost (transformers' ``BatchRebalanceSampler``), see
+  :func:`causal_rows_trainer`;
 - gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs);
 - bf16 mixed precision wherever the hardware multiplies bf16 natively: GPUs, and CPUs with AVX512-BF16/AMX
   (several times faster than fp32 on such CPUs, see docs/RESULTS.md); fp32 elsewhere; the log says which;
@@ -76,9 +76,8 @@ class TrainConfig(CpuThreads):
     learning_rate: float | None = option(None, "peak learning rate", above=0, default_text="2e-4 with LoRA, 5e-5 full")
     warmup_ratio: float = option(0.03, "fraction of steps spent warming up the learning rate", at_least=0, below=1)
     max_length: int = option(1024, "tokens per packed row / longest sequence", at_least=1)
-    packing: bool | None = option(None, "best-fit-decreasing packing, padding-free: sequences laid end to end in "
-                                        "rows of --max-length tokens, each attending to itself only",
-                                  default_text="on")
+    packing: bool = option(True, "best-fit-decreasing packing, padding-free: sequences laid end to end in rows of "
+                                 "--max-length tokens, each attending to itself only")
     pad_to_multiple: int = option(64, "without packing: round each batch's length up to a multiple of this, so "
                                       "the trainer sees a few shapes (steadier speed and memory)", at_least=1)
     val_fraction: float = option(0.05, "fraction of questions held out for validation loss", at_least=0, below=1)
@@ -107,12 +106,10 @@ class TrainConfig(CpuThreads):
         Measured in ``benchmarks/bench_train.py``.
         """
         gpu = device != "cpu"
-        packing = True if self.packing is None else self.packing
         return dataclasses.replace(
             self,
-            batch_size=self.batch_size or (8 if gpu else 2 if packing else 4),
-            grad_accum=self.grad_accum or (1 if gpu or packing else 2),
-            packing=packing,
+            batch_size=self.batch_size or (8 if gpu else 2 if self.packing else 4),
+            grad_accum=self.grad_accum or (1 if gpu or self.packing else 2),
         )
 
 

@@ -62,7 +62,6 @@ class DemoConfig(RunSizes, GenerationOptions, ParallelOptions, RegistryOptions, 
     max_steps: int = redefault(TrainConfig, "max_steps", -1, aliases=("steps",))
     batch_size: int | None = redefault(TrainConfig, "batch_size", 1)
     grad_accum: int | None = redefault(TrainConfig, "grad_accum", 1)
-    packing: bool | None = redefault(TrainConfig, "packing", True)
     max_length: int = redefault(TrainConfig, "max_length", 512)
     learning_rate: float | None = redefault(TrainConfig, "learning_rate", 2e-3)
     eval_steps: int = redefault(TrainConfig, "eval_steps", 200)

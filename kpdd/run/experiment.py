@@ -73,7 +73,6 @@ class ExperimentConfig(RunSizes, GenerationOptions, ParallelOptions, TrainConfig
     lora: bool = redefault(TrainConfig, "lora", False)
     batch_size: int | None = redefault(TrainConfig, "batch_size", 16)
     grad_accum: int | None = redefault(TrainConfig, "grad_accum", 1)
-    packing: bool | None = redefault(TrainConfig, "packing", True)
     max_length: int = redefault(TrainConfig, "max_length", 2048)
     learning_rate: float | None = redefault(TrainConfig, "learning_rate", 1e-4)
     val_fraction: float = redefault(TrainConfig, "val_fraction", 0.02)
