@@ -14,7 +14,10 @@ What we add to TRL's defaults, and why:
   :func:`causal_rows_trainer`;
 - gradient checkpointing off (TRL turns it on: it recomputes the forward pass, which a 135M model never needs);
 - bf16 mixed precision wherever the hardware multiplies bf16 natively: GPUs, and CPUs with AVX512-BF16/AMX
-  (several times faster than fp32 on such CPUs, see docs/RESULTS.md); fp32 elsewhere; the log says which;
+  (several times faster than fp32 on such CPUs, see docs/RESULTS.md); fp32 elsewhere; the log says which. On such
+  CPUs the weights themselves are bf16 and the optimizer steps on fp32 master weights
+  (:mod:`kpdd.finetune.master_weights`): autocast would copy every fp32 weight to bf16 on each pass and every
+  weight gradient back (a tenth of a full fine-tuning step on a 2-core CPU);
 - a fixed number of torch threads (``torch_threads``, default: the cores this process may use), so a run beside
   other work can be given fewer and does not oversubscribe the cores;
 - checkpoints every ``save_steps`` and automatic resume; validation loss and tokens/s in the logs;
@@ -40,6 +43,7 @@ from kpdd.errors import ConfigError, DataError
 from kpdd.finetune.attention import SDPA_PACKED
 from kpdd.finetune.attention import register as register_packed_attention
 from kpdd.finetune.hardware import CpuThreads, allocator_in_use, fast_bf16, resolve_device, use_torch_threads
+from kpdd.finetune.master_weights import keep_fp32_master_weights
 from kpdd.finetune.student import STUDENT_FILE
 from kpdd.modules.student_format import detect_format
 
@@ -150,7 +154,7 @@ def warmup_steps(config: TrainConfig) -> float:
 
 
 def use_bf16(precision: str, device: str) -> bool:
-    """bf16 mixed precision (fp32 master weights, bf16 matmuls) where the hardware runs it natively."""
+    """bf16 mixed precision (bf16 matmuls, fp32 master weights) where the hardware runs it natively."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected auto, bf16 or fp32")
     if precision == "auto":
@@ -162,10 +166,10 @@ def precision_reason(precision: str, device: str) -> str:
     """Which number format the training uses, and why, in words for the log."""
     bf16 = use_bf16(precision, device)
     if precision != "auto":
-        return f"{'bf16 autocast' if bf16 else 'fp32'} (asked for)"
+        return f"{'bf16' if bf16 else 'fp32'} (asked for)"
     if device != "cpu":
         return "bf16 (a GPU)"
-    return ("bf16 autocast (this CPU multiplies bf16 natively)" if bf16 else
+    return ("bf16 weights and matmuls, fp32 master weights (this CPU multiplies bf16 natively)" if bf16 else
             "fp32 (this CPU has no native bf16, where bf16 autocast runs slower than fp32)")
 
 
@@ -214,6 +218,13 @@ def causal_rows_trainer():
                                                     BUDGET_WARMUP_STEPS)
             return self.lr_scheduler
 
+        def create_optimizer(self, model=None):
+            optimizer = super().create_optimizer(model)
+            if self.args.use_cpu and not getattr(optimizer, "fp32_master_weights", False):
+                # bf16 weights (a CPU with native bf16, train_student): the optimizer steps on fp32 copies
+                optimizer.fp32_master_weights = keep_fp32_master_weights(optimizer)
+            return optimizer
+
         def _get_train_sampler(self, train_dataset=None):
             sampler = super()._get_train_sampler(train_dataset)
             if type(sampler) is BatchRebalanceSampler:
@@ -257,9 +268,10 @@ def completion_loss(model, input_ids, labels, autocast, num_items_in_batch=None,
         logits = base.get_output_embeddings()(hidden[:, :-1][labelled])
     # log-softmax in the head's own format (bf16 under autocast: the kernel accumulates in fp32 and rounds its
     # output; an fp32 copy of 49K logits a position cost a seventh of a full fine-tuning step on a 2-core CPU), the
-    # picked log-probabilities summed in fp32.
-    picked = F.log_softmax(logits, dim=-1).gather(1, targets[labelled][:, None])
-    total = -picked.float().sum()
+    # picked log-probabilities summed in fp32. nll_loss, not gather: gather's backward scatters into a bf16 tensor
+    # through an fp32 copy of all the logits.
+    losses = F.nll_loss(F.log_softmax(logits, dim=-1), targets[labelled], reduction="none")
+    total = losses.float().sum()
     count = num_items_in_batch if num_items_in_batch is not None else labelled.sum()
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)
 
@@ -427,8 +439,10 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     set_seed(config.seed)
     base = ensure_base_model(config.student)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    # fp32 master weights on CPU (autocast does the bf16 matmuls); bf16 weights on GPU, as TRL expects.
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    # bf16 weights where the hardware multiplies bf16: on CPU no autocast copy of every weight each pass, nor of
+    # every weight gradient back; the optimizer keeps fp32 master weights there (kpdd.finetune.master_weights).
+    # On GPUs, as TRL expects.
+    dtype = torch.bfloat16 if device == "cuda" or use_bf16(config.precision, device) else torch.float32
     # Packed rows on CPU: SDPA's causal kernel on each sequence, no mask (kpdd.finetune.attention).
     attention = register_packed_attention() if device == "cpu" and config.packing else "sdpa"
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attention)
