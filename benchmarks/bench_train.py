@@ -20,15 +20,18 @@ compact format) for the same rows, each in its own process (so each peak residen
 Throughput counts real (non-padding) tokens. The FLOP bound is a measured bf16 (or fp32) matmul rate over 6N FLOPs
 a token for full fine-tuning and 4N for LoRA (no weight gradients), N the model's parameters.
 
-    python benchmarks/bench_train.py [--rows 96] [--threads 0] [--busy] [--variants kpdd-lora kpdd-full ...]
+    python benchmarks/bench_train.py [--rows 96] [--threads 0] [--busy] [--repeat 1] [--variants kpdd-lora ...]
 
 ``--busy`` runs each variant beside one other CPU-bound process, to see what a thread count does under sharing.
+``--repeat N`` runs the variants N times in turn (so a slow spell of the machine touches every variant alike) and
+takes each variant's median speed for the ratios.
 """
 
 import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -211,6 +214,8 @@ def main() -> None:
     parser.add_argument("--before", default=BEFORE, help="git revision whose trainer the before-* variants run")
     parser.add_argument("--busy", action="store_true",
                         help="run every variant beside one other CPU-bound process (a Python busy loop)")
+    parser.add_argument("--repeat", type=int, default=1, help="run the variants this many times in turn; the ratios "
+                                                                  "use each variant's median speed")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # one variant in this process (the child's side)
     args = parser.parse_args()
     if args.variant:
@@ -231,33 +236,38 @@ def main() -> None:
     print(f"CPU: {cpu}; native bf16: {'yes' if bf16 else 'no'}; matmul fp32 {rates['fp32']:.3f}, "
           f"bf16 {rates['bf16']:.3f} TFLOP/s; FLOP bound {rate / (6 * params):.0f} tokens/s full, "
           f"{rate / (4 * params):.0f} LoRA")
-    figures = {}
+    runs: dict[str, list[dict]] = {}
     before = Path(tempfile.mkdtemp(prefix="kpdd-before-"))
     root = Path(__file__).resolve().parent.parent
     archive = subprocess.run(["git", "-C", str(root), "archive", args.before, "kpdd"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
-    for name in args.variants:
-        # the kpdd variants as the kpdd command starts a training (jemalloc where installed); the others on malloc
-        malloc = {key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", "MALLOC_CONF")}
-        env = {**malloc, "PYTHONPATH": str(before)} if name.startswith("before") else malloc
-        if name.startswith("kpdd") and "-malloc-" not in name:
-            env = jemalloc_environment(malloc) or malloc
-        child = subprocess.run([sys.executable, __file__, "--variant", name, "--rows", str(args.rows),
-                                "--threads", str(args.threads)], capture_output=True, text=True, env=env)
-        if child.returncode:
-            print(f"{name}: failed\n{child.stderr[-2000:]}")
-            continue
-        figures[name] = json.loads(child.stdout.strip().splitlines()[-1])
-        f = figures[name]
-        bound = rate / ((4 if name.endswith("lora") else 6) * params)
-        print(f"{name:15s} {f['tokens']:7d} tokens {f['seconds']:7.1f} s {f['tokens'] / f['seconds']:7.1f} tokens/s "
-              f"({f['tokens'] / f['seconds'] / bound:5.1%} of the bound)  peak RSS {f['peak_rss_gib']:.1f} GiB, "
-              f"{f['allocator']}",
-              flush=True)
+    for _ in range(args.repeat):
+        for name in args.variants:
+            # the kpdd variants as the kpdd command starts a training (jemalloc where installed); others on malloc
+            malloc = {key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", "MALLOC_CONF")}
+            env = {**malloc, "PYTHONPATH": str(before)} if name.startswith("before") else malloc
+            if name.startswith("kpdd") and "-malloc-" not in name:
+                env = jemalloc_environment(malloc) or malloc
+            child = subprocess.run([sys.executable, __file__, "--variant", name, "--rows", str(args.rows),
+                                    "--threads", str(args.threads)], capture_output=True, text=True, env=env)
+            if child.returncode:
+                print(f"{name}: failed\n{child.stderr[-2000:]}")
+                continue
+            f = json.loads(child.stdout.strip().splitlines()[-1])
+            runs.setdefault(name, []).append(f)
+            bound = rate / ((4 if name.endswith("lora") else 6) * params)
+            print(f"{name:15s} {f['tokens']:7d} tokens {f['seconds']:7.1f} s {f['tokens'] / f['seconds']:7.1f} "
+                  f"tokens/s ({f['tokens'] / f['seconds'] / bound:5.1%} of the bound)  peak RSS "
+                  f"{f['peak_rss_gib']:.1f} GiB, {f['allocator']}", flush=True)
     if busy:
         busy.kill()
-    speed = {name: f["tokens"] / f["seconds"] for name, f in figures.items()}
+    speed = {name: statistics.median(f["tokens"] / f["seconds"] for f in fs) for name, fs in runs.items()}
+    if args.repeat > 1:
+        for name, fs in runs.items():
+            each = sorted(f["tokens"] / f["seconds"] for f in fs)
+            print(f"{name:15s} median {speed[name]:7.1f} tokens/s of {len(each)} runs ({each[0]:.1f}-{each[-1]:.1f}), "
+                  f"highest peak RSS {max(f['peak_rss_gib'] for f in fs):.1f} GiB")
     baselines = {"before": "before", "kpdd on malloc": "kpdd-malloc", "kpdd-padded": "kpdd-padded",
                  "kpdd-1pass": "kpdd-1pass", "kpdd-1row": "kpdd-1row", "loop": "loop", "TRL defaults": "trl"}
     for mode in ("lora", "full"):
