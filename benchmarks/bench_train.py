@@ -242,15 +242,21 @@ def main() -> None:
     archive = subprocess.run(["git", "-C", str(root), "archive", args.before, "kpdd"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    malloc = {key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", "MALLOC_CONF")}
+
+    def environment(name: str) -> dict[str, str]:
+        """The kpdd variants as the kpdd command starts a training (jemalloc where installed); others on malloc."""
+        if name.startswith("before"):
+            return {**malloc, "PYTHONPATH": str(before)}
+        if name.startswith("kpdd") and "-malloc-" not in name:
+            return jemalloc_environment(malloc) or malloc
+        return malloc
+
+    env = {name: environment(name) for name in args.variants}
     for _ in range(args.repeat):
         for name in args.variants:
-            # the kpdd variants as the kpdd command starts a training (jemalloc where installed); others on malloc
-            malloc = {key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", "MALLOC_CONF")}
-            env = {**malloc, "PYTHONPATH": str(before)} if name.startswith("before") else malloc
-            if name.startswith("kpdd") and "-malloc-" not in name:
-                env = jemalloc_environment(malloc) or malloc
             child = subprocess.run([sys.executable, __file__, "--variant", name, "--rows", str(args.rows),
-                                    "--threads", str(args.threads)], capture_output=True, text=True, env=env)
+                                    "--threads", str(args.threads)], capture_output=True, text=True, env=env[name])
             if child.returncode:
                 print(f"{name}: failed\n{child.stderr[-2000:]}")
                 continue

@@ -19,7 +19,7 @@ MASTER_WEIGHTS = "fp32_master_weights"  # the key of the master weights in the o
 def keep_fp32_master_weights(optimizer) -> bool:
     """Make ``optimizer`` (no step taken yet) update fp32 copies of its bf16 parameters and round each step's
     result into them. Other parameters (fp32 LoRA adapters, say) are left to it as they are. False if it has no
-    bf16 parameter (nothing changed)."""
+    bf16 parameter (nothing changed), as on a second call."""
     import torch
 
     bf16 = [weight for group in optimizer.param_groups for weight in group["params"] if weight.dtype == torch.bfloat16]

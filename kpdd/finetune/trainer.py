@@ -220,9 +220,10 @@ def causal_rows_trainer():
 
         def create_optimizer(self, model=None):
             optimizer = super().create_optimizer(model)
-            if self.args.use_cpu and not getattr(optimizer, "fp32_master_weights", False):
-                # bf16 weights (a CPU with native bf16, train_student): the optimizer steps on fp32 copies
-                optimizer.fp32_master_weights = keep_fp32_master_weights(optimizer)
+            if self.args.use_cpu:
+                # bf16 weights (a CPU with native bf16, train_student): the optimizer steps on fp32 copies. Called
+                # again, it finds no bf16 parameter left in the optimizer and changes nothing.
+                keep_fp32_master_weights(optimizer)
             return optimizer
 
         def _get_train_sampler(self, train_dataset=None):

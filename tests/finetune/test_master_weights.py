@@ -36,6 +36,7 @@ def test_bf16_weights_follow_the_fp32_training_rounded_where_bf16_alone_would_no
     weight = bf16_weight(init)
     optimizer = torch.optim.AdamW([weight], lr=1e-4)
     assert keep_fp32_master_weights(optimizer)
+    assert not keep_fp32_master_weights(optimizer)  # a second call finds no bf16 parameter left: a no-op
     train(weight, optimizer, 60)
     assert weight.dtype == torch.bfloat16
     assert torch.equal(weight.detach(), reference.detach().to(torch.bfloat16))
