@@ -20,7 +20,8 @@ What we add to TRL's defaults, and why:
   weight gradient back (a tenth of a full fine-tuning step on a 2-core CPU);
 - a fixed number of torch threads (``torch_threads``, default: the cores this process may use), so a run beside
   other work can be given fewer and does not oversubscribe the cores;
-- checkpoints every ``save_steps`` and automatic resume; validation loss and tokens/s in the logs;
+- checkpoints every ``save_steps`` and automatic resume (removed once the student is written, unless
+  ``keep_checkpoints``); validation loss and tokens/s in the logs;
 - one progress bar per training with the loss and tokens/s, instead of the trainer's printed log dictionaries
   (they go to ``on_log``, and from there to MLflow).
 """
@@ -31,6 +32,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -89,6 +91,9 @@ class TrainConfig(CpuThreads):
                                "subset (0: all); the held-out questions stay out of training either way", at_least=0)
     eval_steps: int = option(50, "validation loss every N steps", at_least=1)
     save_steps: int = option(50, "checkpoint every N steps (resume picks up the latest)", at_least=1)
+    keep_checkpoints: bool = option(False, "keep the training checkpoints once the student is written (a finished "
+                                           "student never resumes from them; a full fine-tune's checkpoint, with "
+                                           "its optimizer state, is several times the size of its weights)")
     time_budget_s: float = option(0.0, "stop training after this many seconds of training, counted across resumed "
                                        "runs (0: no limit); with a budget the learning rate warms up over a few "
                                        "steps, then follows a cosine over the budget's time, so a training run in "
@@ -497,6 +502,8 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
                   model_id=result.model_id, train={"config": asdict(config), **result.figures(), "setup": result.setup,
                                                    "records": {"train": len(train), "validation": len(validation)}},
                   **meta)
+    if not config.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return result
 
 

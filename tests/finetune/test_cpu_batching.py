@@ -210,7 +210,7 @@ def test_budget_schedule_warms_up_then_follows_a_cosine_over_the_budgets_time():
 @pytest.mark.slow
 def test_time_budget_counts_the_time_of_the_runs_it_resumes(tmp_path):
     records = chat_records(n=4)
-    config = TrainConfig(max_steps=2, time_budget_s=3600.0, **{**TINY, "save_steps": 1})
+    config = TrainConfig(max_steps=2, time_budget_s=3600.0, **{**TINY, "save_steps": 1, "keep_checkpoints": True})
     train_student(config, records, [], tmp_path / "s", progress=False)
     spent = json.loads((tmp_path / "s" / "checkpoints" / "checkpoint-2" / BUDGET_FILE).read_text())["trained_s"]
     assert 0 < spent < 3600

@@ -23,7 +23,8 @@ DDP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "d
 STEPS = 3
 # Dropout off: each process draws its own masks, so with dropout the curves agree in distribution only.
 TRAIN = dict(program="direct", max_steps=STEPS, batch_size=1, warmup_ratio=0.0, lora_dropout=0.0,
-             precision="fp32", learning_rate=1e-2, logging_steps=1, save_steps=2, val_fraction=0.0, device="cpu")
+             precision="fp32", learning_rate=1e-2, logging_steps=1, save_steps=2, val_fraction=0.0, device="cpu",
+             keep_checkpoints=True)
 # fp32 on both sides; two processes only change the order in which gloo sums the gradients.
 LOSS_TOLERANCE = 1e-4
 
@@ -38,7 +39,8 @@ def launch_two_processes(root: Path, traces: Path, student: Path, out: Path, exp
     """`accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2 -m kpdd finetune ...`;
     per-process batch 1, no accumulation: a global batch of 2 sequences per step."""
     options = {"traces": traces, "student": student, "grad_accum": 1, "out": out, **TRAIN}
-    args = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+    args = [(f"--{key}" if value else f"--no-{key}") if isinstance(value, bool) else f"--{key}={value}"
+            for key, value in ((key.replace("_", "-"), value) for key, value in options.items())]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
                "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "kpdd", "finetune", *args,
                "--experiment", experiment, "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]

@@ -120,7 +120,7 @@ def test_a_bf16_full_fine_tune_on_cpu_trains_bf16_weights_on_fp32_master_weights
     from kpdd.finetune.trainer import CHECKPOINTS, TrainConfig, train_student
     from tests.finetune.test_trainer import TINY, chat_records
 
-    settings = {**TINY, "lora": False, "precision": "bf16", "save_steps": 1, "device": "cpu"}
+    settings = {**TINY, "lora": False, "precision": "bf16", "save_steps": 1, "device": "cpu", "keep_checkpoints": True}
     records = chat_records(n=8)
     train_student(TrainConfig(max_steps=2, **settings), records, [], tmp_path / "s", progress=False)
     checkpoint = tmp_path / "s" / CHECKPOINTS / "checkpoint-2"

@@ -72,7 +72,7 @@ def test_lora_finetune_lowers_the_loss_and_the_adapter_round_trips(tmp_path, cap
 
 def test_training_resumes_from_the_latest_checkpoint(tmp_path):
     records = chat_records(n=4)
-    every_step = {**TINY, "save_steps": 1}
+    every_step = {**TINY, "save_steps": 1, "keep_checkpoints": True}
     train_student(TrainConfig(max_steps=2, **every_step), records, [], tmp_path / "s", progress=False)
     (tmp_path / "s" / STUDENT_FILE).unlink()  # as if killed after the step-2 checkpoint, before the end
     checkpoints = tmp_path / "s" / "checkpoints"
@@ -84,6 +84,17 @@ def test_training_resumes_from_the_latest_checkpoint(tmp_path):
     # The figures are this run's: its tokens, though the rotation deleted the checkpoint it resumed from.
     assert not (checkpoints / "checkpoint-2").exists()
     assert 0 < resumed.tokens == state["num_input_tokens_seen"] - seen_at_2
+
+
+def test_a_finished_student_keeps_no_checkpoints_unless_asked(tmp_path):
+    records = chat_records(n=4)
+    every_step = {**TINY, "save_steps": 1}
+    train_student(TrainConfig(max_steps=2, **every_step), records, [], tmp_path / "s", progress=False)
+    assert (tmp_path / "s" / STUDENT_FILE).is_file() and not (tmp_path / "s" / "checkpoints").exists()
+    kept = TrainConfig(max_steps=2, keep_checkpoints=True, **every_step)
+    train_student(kept, records, [], tmp_path / "kept", progress=False)
+    kept_checkpoints = (tmp_path / "kept" / "checkpoints").glob("checkpoint-*")
+    assert sorted(p.name for p in kept_checkpoints) == ["checkpoint-1", "checkpoint-2"]
 
 
 def test_time_budget_stops_training_early_and_warms_up_in_a_few_steps(tmp_path):

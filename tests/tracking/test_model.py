@@ -31,7 +31,8 @@ LOADED = {THREADS: 1, MAX_TOKENS: 48}  # the load-time settings, as the evaluati
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny Llama, LoRA-trained 2 steps on gold KPDD-PoT traces: a compiled program and its traces."""
-    return train_tiny_student(tmp_path_factory.mktemp("student"), "kpdd-pot")
+    # Its checkpoints kept: the model must leave them out.
+    return train_tiny_student(tmp_path_factory.mktemp("student"), "kpdd-pot", keep_checkpoints=True)
 
 
 def register(trained, name=NAME):
