@@ -14,6 +14,7 @@ import mlflow
 import pytest
 from tiny_model import save_tiny_llama
 
+from kpdd.config import flag
 from kpdd.finetune.student import read_student
 from kpdd.run.finetune import FinetuneConfig, run_finetune
 from kpdd.run.traces import TracesConfig, run_traces
@@ -39,8 +40,9 @@ def launch_two_processes(root: Path, traces: Path, student: Path, out: Path, exp
     """`accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2 -m kpdd finetune ...`;
     per-process batch 1, no accumulation: a global batch of 2 sequences per step."""
     options = {"traces": traces, "student": student, "grad_accum": 1, "out": out, **TRAIN}
-    args = [(f"--{key}" if value else f"--no-{key}") if isinstance(value, bool) else f"--{key}={value}"
-            for key, value in ((key.replace("_", "-"), value) for key, value in options.items())]
+    # a bool as the commands spell it: --keep-checkpoints, --no-keep-checkpoints
+    args = [(flag(key) if value else f"--no-{flag(key)[2:]}") if isinstance(value, bool) else f"{flag(key)}={value}"
+            for key, value in options.items()]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
                "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "kpdd", "finetune", *args,
                "--experiment", experiment, "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]
