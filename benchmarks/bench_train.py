@@ -1,7 +1,8 @@
 """CPU training throughput, side by side in one run: kpdd's trainer, a plain PyTorch loop, TRL's defaults.
 
 Every variant trains SmolLM2-135M on the same one-call KPDD-PoT records (gold traces of GSM8K train, the students'
-compact format) for the same rows, each in its own process (so each peak resident memory is its own):
+compact format, built once by this revision's code and handed to every variant, the before ones included), each in
+its own process (so each peak resident memory is its own):
 
 - ``kpdd``: ``kpdd finetune``'s trainer with its defaults (LoRA and full), on the allocator the ``kpdd`` command
   gives a training (jemalloc where it is installed);
@@ -23,6 +24,8 @@ a token for full fine-tuning and 4N for LoRA (no weight gradients), N the model'
     python benchmarks/bench_train.py [--rows 96] [--threads 0] [--busy] [--repeat 1] [--variants kpdd-lora ...]
 
 ``--busy`` runs each variant beside one other CPU-bound process, to see what a thread count does under sharing.
+A CPU without native bf16 can be stood in for by limiting PyTorch and oneDNN to AVX2 (every variant then trains in
+fp32, as it would there): ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_train.py``.
 ``--repeat N`` runs the variants N times in turn (so a slow spell of the machine touches every variant alike) and
 takes each variant's median speed for the ratios.
 """
@@ -103,6 +106,15 @@ def tokenized(chat: list[dict], tokenizer) -> list[tuple[list[int], int]]:
     return rows
 
 
+def token_count(records_file: Path) -> int:
+    from transformers import AutoTokenizer
+
+    from kpdd.finetune.student import ensure_base_model
+
+    chat = [json.loads(line) for line in records_file.read_text().splitlines()]
+    return sum(len(full) for full, _ in tokenized(chat, AutoTokenizer.from_pretrained(ensure_base_model())))
+
+
 def run_loop(chat: list[dict], lora: bool, threads: int) -> dict:
     """The reference: a plain loop over length-grouped, right-padded, unmasked batches of 8."""
     import torch
@@ -169,8 +181,8 @@ def run_trl_defaults(chat: list[dict], lora: bool, out: Path, threads: int) -> d
     return {"tokens": int(trainer.state.num_input_tokens_seen), "seconds": time.perf_counter() - start}
 
 
-def run_variant(name: str, rows: int, threads: int) -> dict:
-    chat = records(rows)
+def run_variant(name: str, records_file: Path, threads: int) -> dict:
+    chat = [json.loads(line) for line in records_file.read_text().splitlines()]
     lora = name.endswith("lora")
     with tempfile.TemporaryDirectory() as tmp:
         if name.startswith("before"):
@@ -217,9 +229,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="run the variants this many times in turn; the ratios "
                                                                   "use each variant's median speed")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # one variant in this process (the child's side)
+    parser.add_argument("--records", type=Path, help=argparse.SUPPRESS)  # the parent's records (the child's side)
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.rows, args.threads)))
+        print(json.dumps(run_variant(args.variant, args.records, args.threads)))
         return
 
     import platform
@@ -238,6 +251,11 @@ def main() -> None:
           f"{rate / (4 * params):.0f} LoRA")
     runs: dict[str, list[dict]] = {}
     before = Path(tempfile.mkdtemp(prefix="kpdd-before-"))
+    # Built once, here, by this revision's code: a before variant imports that revision's kpdd, whose gold teacher
+    # and students' format would build other records.
+    records_file = before / "records.jsonl"
+    records_file.write_text("".join(json.dumps(record) + "\n" for record in records(args.rows)))
+    print(f"{args.rows} records, {token_count(records_file)} tokens (as the chat template renders them)")
     root = Path(__file__).resolve().parent.parent
     archive = subprocess.run(["git", "-C", str(root), "archive", args.before, "kpdd"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
@@ -255,7 +273,7 @@ def main() -> None:
     env = {name: environment(name) for name in args.variants}
     for _ in range(args.repeat):
         for name in args.variants:
-            child = subprocess.run([sys.executable, __file__, "--variant", name, "--rows", str(args.rows),
+            child = subprocess.run([sys.executable, __file__, "--variant", name, "--records", str(records_file),
                                     "--threads", str(args.threads)], capture_output=True, text=True, env=env[name])
             if child.returncode:
                 print(f"{name}: failed\n{child.stderr[-2000:]}")
