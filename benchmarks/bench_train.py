@@ -106,12 +106,11 @@ def tokenized(chat: list[dict], tokenizer) -> list[tuple[list[int], int]]:
     return rows
 
 
-def token_count(records_file: Path) -> int:
+def token_count(chat: list[dict]) -> int:
     from transformers import AutoTokenizer
 
     from kpdd.finetune.student import ensure_base_model
 
-    chat = [json.loads(line) for line in records_file.read_text().splitlines()]
     return sum(len(full) for full, _ in tokenized(chat, AutoTokenizer.from_pretrained(ensure_base_model())))
 
 
@@ -182,7 +181,9 @@ def run_trl_defaults(chat: list[dict], lora: bool, out: Path, threads: int) -> d
 
 
 def run_variant(name: str, records_file: Path, threads: int) -> dict:
-    chat = [json.loads(line) for line in records_file.read_text().splitlines()]
+    from kpdd.finetune.sft import read_jsonl  # the before revision has it too
+
+    chat = read_jsonl(records_file)
     lora = name.endswith("lora")
     with tempfile.TemporaryDirectory() as tmp:
         if name.startswith("before"):
@@ -239,6 +240,7 @@ def main() -> None:
 
     from kpdd.cli.allocator import jemalloc_environment
     from kpdd.finetune.hardware import cpu_has_bf16
+    from kpdd.finetune.sft import write_jsonl
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -253,9 +255,9 @@ def main() -> None:
     before = Path(tempfile.mkdtemp(prefix="kpdd-before-"))
     # Built once, here, by this revision's code: a before variant imports that revision's kpdd, whose gold teacher
     # and students' format would build other records.
-    records_file = before / "records.jsonl"
-    records_file.write_text("".join(json.dumps(record) + "\n" for record in records(args.rows)))
-    print(f"{args.rows} records, {token_count(records_file)} tokens (as the chat template renders them)")
+    chat = records(args.rows)
+    records_file = write_jsonl(chat, before / "records.jsonl")
+    print(f"{args.rows} records, {token_count(chat)} tokens (as the chat template renders them)")
     root = Path(__file__).resolve().parent.parent
     archive = subprocess.run(["git", "-C", str(root), "archive", args.before, "kpdd"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
