@@ -508,11 +508,13 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
 
 
 class _ReturnFreedMemory:
-    """A ``TrainerCallback`` that hands the memory glibc holds free back to the system (``malloc_trim``) every few
-    steps and after each checkpoint and evaluation. A CPU training's batches take a new largest shape now and then,
-    and glibc's heap keeps the blocks the last one freed: a full fine-tune's resident memory grew by half in
-    30 minutes (docs/RESULTS.md). Every step would cost a page fault on every page of the next step's tensors;
-    every ``every`` steps costs a few per cent of one. None where the C library has no ``malloc_trim``."""
+    """A ``TrainerCallback`` that hands the memory the allocator holds free back to the system every ``every``
+    steps, after each checkpoint and evaluation, and at the end: jemalloc's arenas are purged (the ``kpdd``
+    command's allocator for training, :mod:`kpdd.cli.allocator`, which keeps freed pages until then), glibc's heap
+    trimmed (``malloc_trim``). In between, a step's tensors reuse the pages the last step freed: returned at every
+    step, they cost a page fault on each page, 2 GB a full fine-tuning step (a tenth of its time); never returned,
+    a CPU training's batches, which take new shapes now and then, leave blocks no later request fits (glibc's heap
+    grew by half in 30 minutes: docs/RESULTS.md). None where the allocator can do neither."""
 
     def __new__(cls, every: int = 25):
         import ctypes
@@ -520,20 +522,31 @@ class _ReturnFreedMemory:
 
         from transformers import TrainerCallback
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        if not hasattr(libc, "malloc_trim"):
-            return None
+        loaded = ctypes.CDLL(None)  # the allocator this process runs on: jemalloc when it is preloaded
+        if hasattr(loaded, "mallctl"):
+            def give_back():
+                loaded.mallctl(b"arena.4096.purge", None, None, None, ctypes.c_size_t(0))  # 4096: every arena
+        else:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+            if not hasattr(libc, "malloc_trim"):
+                return None
+
+            def give_back():
+                libc.malloc_trim(0)
 
         class ReturnFreedMemory(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
                 if state.global_step % every == 0:
-                    libc.malloc_trim(0)
+                    give_back()
 
             def on_save(self, args, state, control, **kwargs):
-                libc.malloc_trim(0)
+                give_back()
 
             def on_evaluate(self, args, state, control, **kwargs):
-                libc.malloc_trim(0)
+                give_back()
+
+            def on_train_end(self, args, state, control, **kwargs):
+                give_back()
 
         return ReturnFreedMemory()
 

@@ -118,6 +118,37 @@ def test_packed_sequences_attend_only_to_themselves_on_the_packed_attention(tmp_
         model(input_ids=ids, attention_mask=padding)
 
 
+def test_packed_attention_equals_sdpa_by_matmuls_and_by_sdpas_kernel_past_their_length(monkeypatch):
+    """Short sequences go through two matmuls, longer ones through SDPA's kernel: both give each sequence's own
+    causal attention, grouped heads included, with the same gradients."""
+    import torch
+    import torch.nn.functional as F
+
+    import kpdd.finetune.attention as attention
+
+    real = attention.causal_matmul_attention
+    by_matmuls = []
+    monkeypatch.setattr(attention, "MATMUL_MAX_LENGTH", 8)
+    monkeypatch.setattr(attention, "causal_matmul_attention",
+                        lambda *args: by_matmuls.append(args[0].shape[2]) or real(*args))
+    module = SimpleNamespace(num_key_value_groups=3, is_causal=True, training=True)
+    torch.manual_seed(0)
+    sizes = [5, 12, 1]
+    query, key, value = (torch.randn(1, heads, sum(sizes), 16, requires_grad=True) for heads in (6, 2, 2))
+    bounds = torch.tensor([0, 5, 17, 18])
+    out, _ = attention.packed_sdpa_attention(module, query, key, value, None, cu_seq_lens_q=bounds)
+    expected = torch.cat([F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                          for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2))],
+                         dim=2).transpose(1, 2)
+    assert by_matmuls == [5, 1]  # 12 tokens: past the (lowered) length, SDPA's kernel
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (query, key, value), grad)
+    theirs = torch.autograd.grad(expected, (query, key, value), grad)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_the_loss_in_bf16_stays_within_a_rounding_of_fp32(tmp_path):
     """Under autocast the log-softmax runs on the head's bf16 output; the picked log-probabilities sum in fp32."""
     import contextlib
@@ -228,15 +259,17 @@ def test_one_row_a_pass_is_neither_padded_nor_reordered(tmp_path):
 
 
 def test_freed_memory_goes_back_every_few_steps_and_after_checkpoints(monkeypatch):
-    """glibc's malloc_trim: every ``every`` steps, after each save and evaluation, and not in between."""
+    """glibc's malloc_trim: every ``every`` steps, after each save and evaluation, at the end, and not in between."""
     import ctypes
+
+    from transformers import TrainerCallback  # noqa: F401  (imported before ctypes.CDLL counts)
 
     calls = []
     real_cdll = ctypes.CDLL
 
-    class CountingLibc:
-        def __init__(self, name):
-            self._libc = real_cdll(name)
+    class CountingLibc:  # glibc's malloc, as in a process without jemalloc: no mallctl
+        def __init__(self, name, *args, **kwargs):
+            self._libc = real_cdll(name, *args, **kwargs)
 
         def malloc_trim(self, pad):
             calls.append(pad)
@@ -251,7 +284,8 @@ def test_freed_memory_goes_back_every_few_steps_and_after_checkpoints(monkeypatc
     assert len(calls) == 2  # steps 3 and 6
     trim.on_save(None, state, None)
     trim.on_evaluate(None, state, None)
-    assert calls == [0, 0, 0, 0]
+    trim.on_train_end(None, state, None)
+    assert calls == [0, 0, 0, 0, 0]
 
 
 def test_a_cpu_training_packs_its_rows_and_saves_a_model_any_loader_reads(tmp_path, monkeypatch):
