@@ -7,12 +7,13 @@ boundaries come from the collator's ``cu_seq_lens_q``, or from the position ids)
 tokens of its own sequence only, exactly as with the mask. Its mask function is flash attention's, which passes no
 mask unless a row has padding.
 
-A sequence of up to :data:`MATMUL_MAX_LENGTH` tokens goes through two batched matmuls with the causal mask added by
-the first and a softmax between them (:func:`causal_matmul_attention`); on a 2-core AVX512-BF16 CPU, forward and
-backward of 9 heads (3 key-value heads) of 64, that takes 0.74 against SDPA's fused CPU kernel's 1.96 ms at 120
-tokens, 2.0 against 4.9 at 250, 30 against 42 at 1,000 (docs/RESULTS.md). It keeps the attention weights for the
-backward pass (2 bytes a head and pair of positions: 19 MB a layer at 1,024 tokens), so longer sequences take
-SDPA's kernel, which keeps none.
+In bf16, a sequence of up to :data:`MATMUL_MAX_LENGTH` tokens goes through two batched matmuls with the causal mask
+added by the first and a softmax between them (:func:`causal_matmul_attention`): on a 2-core AVX512-BF16 CPU,
+forward and backward of 9 heads (3 key-value heads) of 64 take 0.77 against SDPA's fused CPU kernel's 1.90 ms at
+120 tokens, 1.99 against 4.60 at 250, 27.7 against 39.0 at 1,000 (``benchmarks/bench_attention.py``). It keeps the
+attention weights for the backward pass (2 bytes a head and pair of positions: 19 MB a layer at 1,024 tokens), so
+longer sequences take SDPA's kernel, which keeps none; so does fp32, where that kernel is as fast (4.59 against
+4.38 ms at 250 tokens, faster from 400).
 
 For training: a row the collator did not pack is taken as one causal sequence; a padding mask is refused (a left-padded
 row, as generation pads, would attend to its pads).
@@ -23,7 +24,7 @@ from __future__ import annotations
 import functools
 
 SDPA_PACKED = "sdpa_packed"
-MATMUL_MAX_LENGTH = 1024  # longer sequences take SDPA's kernel (the weights would take 19 MB a layer and more)
+MATMUL_MAX_LENGTH = 1024  # longer bf16 sequences take SDPA's kernel (the weights would take 19 MB a layer and more)
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
@@ -43,7 +44,7 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
     dropout = dropout if module.training else 0.0
 
     def attend(q, k, v):
-        if causal and not dropout and q.shape[2] == k.shape[2] <= MATMUL_MAX_LENGTH:
+        if causal and not dropout and q.dtype != torch.float32 and q.shape[2] == k.shape[2] <= MATMUL_MAX_LENGTH:
             return causal_matmul_attention(q, k, v, scaling)
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal, scale=scaling,
                                               enable_gqa=grouped)

@@ -6,7 +6,7 @@ What we add to TRL's defaults, and why:
 - best-fit-decreasing packing (padding-free): sequences share rows without padding and never attend to each
   other. On GPUs transformers keeps them apart with a block-diagonal mask built from the position ids; on CPU a
   mask sends SDPA to its slow math path, so the model runs the ``sdpa_packed`` attention
-  (:mod:`kpdd.finetune.attention`: SDPA's fused causal kernel on each sequence of the row) and no mask, and one
+  (:mod:`kpdd.finetune.attention`: each sequence of the row causal on its own) and no mask, and one
   pass holds two packed rows (about 2,000 tokens: on a 2-core CPU this and the loss's bf16 log-softmax train 1.2x
   (full) to 1.4x (LoRA) faster than 2 accumulated passes of 4 right-padded rows, at a tenth to a quarter more peak
   memory: docs/RESULTS.md). Without packing, CPU rows are right-padded to a multiple of ``pad_to_multiple`` and
@@ -109,7 +109,7 @@ class TrainConfig(CpuThreads):
 
     def for_device(self, device: str) -> TrainConfig:
         """The batching that is fastest on ``device`` for what was left unset: packed rows (padding-free), 8 a
-        pass on GPUs, 2 on CPU (a pass of about 2,000 tokens: SDPA's causal kernel on each sequence,
+        pass on GPUs, 2 on CPU (a pass of about 2,000 tokens: each sequence attended causally on its own,
         :mod:`kpdd.finetune.attention`). Unpacked on CPU (``packing=False``): right-padded rows without a mask
         (:func:`causal_rows_trainer`), 8 a step in 2 passes of balanced cost (:func:`sampling_strategy`).
         Measured in ``benchmarks/bench_train.py``.
@@ -449,7 +449,7 @@ def train_student(config: TrainConfig, train: list[dict], validation: list[dict]
     # every weight gradient back; the optimizer keeps fp32 master weights there (kpdd.finetune.master_weights).
     # On GPUs, as TRL expects.
     dtype = torch.bfloat16 if device == "cuda" or use_bf16(config.precision, device) else torch.float32
-    # Packed rows on CPU: SDPA's causal kernel on each sequence, no mask (kpdd.finetune.attention).
+    # Packed rows on CPU: each sequence attended causally on its own, no mask (kpdd.finetune.attention).
     attention = register_packed_attention() if device == "cpu" and config.packing else "sdpa"
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attention)
     peft_config = None

@@ -118,35 +118,49 @@ def test_packed_sequences_attend_only_to_themselves_on_the_packed_attention(tmp_
         model(input_ids=ids, attention_mask=padding)
 
 
-def test_packed_attention_equals_sdpa_by_matmuls_and_by_sdpas_kernel_past_their_length(monkeypatch):
-    """Short sequences go through two matmuls, longer ones through SDPA's kernel: both give each sequence's own
-    causal attention, grouped heads included, with the same gradients."""
+def test_causal_attention_by_matmuls_equals_sdpas_with_grouped_heads_and_gradients():
     import torch
     import torch.nn.functional as F
 
-    import kpdd.finetune.attention as attention
+    from kpdd.finetune.attention import causal_matmul_attention
 
-    real = attention.causal_matmul_attention
-    by_matmuls = []
-    monkeypatch.setattr(attention, "MATMUL_MAX_LENGTH", 8)
-    monkeypatch.setattr(attention, "causal_matmul_attention",
-                        lambda *args: by_matmuls.append(args[0].shape[2]) or real(*args))
-    module = SimpleNamespace(num_key_value_groups=3, is_causal=True, training=True)
     torch.manual_seed(0)
-    sizes = [5, 12, 1]
-    query, key, value = (torch.randn(1, heads, sum(sizes), 16, requires_grad=True) for heads in (6, 2, 2))
-    bounds = torch.tensor([0, 5, 17, 18])
-    out, _ = attention.packed_sdpa_attention(module, query, key, value, None, cu_seq_lens_q=bounds)
-    expected = torch.cat([F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-                          for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2))],
-                         dim=2).transpose(1, 2)
-    assert by_matmuls == [5, 1]  # 12 tokens: past the (lowered) length, SDPA's kernel
+    query, key, value = (torch.randn(2, heads, 7, 16, requires_grad=True) for heads in (6, 2, 2))
+    out = causal_matmul_attention(query, key, value)
+    expected = F.scaled_dot_product_attention(query, key, value, is_causal=True, enable_gqa=True)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     grad = torch.randn_like(out)
     ours = torch.autograd.grad(out, (query, key, value), grad)
     theirs = torch.autograd.grad(expected, (query, key, value), grad)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, by_matmuls", [("bfloat16", [5, 1]), ("float32", [])])
+def test_packed_attention_takes_matmuls_for_short_bf16_sequences_and_sdpas_kernel_otherwise(monkeypatch, dtype,
+                                                                                            by_matmuls):
+    """Each packed sequence attends causally on its own, whichever path it takes: two matmuls for a bf16 sequence
+    up to MATMUL_MAX_LENGTH tokens, SDPA's kernel for longer ones and fp32."""
+    import torch
+    import torch.nn.functional as F
+
+    import kpdd.finetune.attention as attention
+
+    real, taken = attention.causal_matmul_attention, []
+    monkeypatch.setattr(attention, "MATMUL_MAX_LENGTH", 8)
+    monkeypatch.setattr(attention, "causal_matmul_attention",
+                        lambda *args: taken.append(args[0].shape[2]) or real(*args))
+    module = SimpleNamespace(num_key_value_groups=3, is_causal=True, training=True)
+    torch.manual_seed(0)
+    sizes = [5, 12, 1]
+    query, key, value = (torch.randn(1, heads, sum(sizes), 16, dtype=getattr(torch, dtype)) for heads in (6, 2, 2))
+    out, _ = attention.packed_sdpa_attention(module, query, key, value, None,
+                                             cu_seq_lens_q=torch.tensor([0, 5, 17, 18]))
+    expected = torch.cat([F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                          for q, k, v in zip(*(t.float().split(sizes, 2) for t in (query, key, value)))],
+                         dim=2).transpose(1, 2)
+    assert taken == by_matmuls  # 12 tokens: past the (lowered) length
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=0.03 if dtype == "bfloat16" else 1e-5)
 
 
 def test_the_loss_in_bf16_stays_within_a_rounding_of_fp32(tmp_path):
