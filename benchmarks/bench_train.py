@@ -7,6 +7,10 @@ its own process (so each peak resident memory is its own):
 - ``kpdd``: ``kpdd finetune``'s trainer with its defaults (LoRA and full), on the allocator the ``kpdd`` command
   gives a training (jemalloc where it is installed);
 - ``kpdd-malloc``: the same on the C library's malloc;
+- ``kpdd-sdpa``: the same with every packed sequence on SDPA's fused CPU kernel instead of the two matmuls that
+  attend a bf16 sequence of up to 1,024 tokens (``kpdd.finetune.attention``);
+- ``kpdd-decay``: the same on jemalloc returning freed pages 10 s after they were freed (each step's tensors then
+  page-fault afresh) instead of keeping them for the trainer to hand back every 25 steps;
 - ``kpdd-padded``: the same trainer without packing: 8 right-padded rows a step in 2 passes of balanced cost (its
   CPU default before rows were packed);
 - ``kpdd-1pass``: the same trainer without packing, all 8 rows of a step in one pass, grouped by length (its
@@ -18,8 +22,10 @@ its own process (so each peak resident memory is its own):
   right-padded to a multiple of 64, no attention mask, loss on the completion only;
 - ``trl``: TRL's ``SFTTrainer`` as its documentation starts it (defaults but the output, reporting and CPU).
 
-Throughput counts real (non-padding) tokens. The FLOP bound is a measured bf16 (or fp32) matmul rate over 6N FLOPs
-a token for full fine-tuning and 4N for LoRA (no weight gradients), N the model's parameters.
+Throughput counts real (non-padding) tokens; page faults are the minor ones of the variant's whole process (its
+model loading included), each a fresh page the kernel had to map and zero. The FLOP bound is a measured bf16 (or
+fp32) matmul rate over 6N FLOPs a token for full fine-tuning and 4N for LoRA (no weight gradients), N the model's
+parameters.
 
     python benchmarks/bench_train.py [--rows 96] [--threads 0] [--busy] [--repeat 1] [--variants kpdd-lora ...]
 
@@ -41,9 +47,11 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("before-lora", "kpdd-lora", "kpdd-malloc-lora", "kpdd-padded-lora", "kpdd-1pass-lora", "kpdd-1row-lora",
-            "loop-lora", "before-full", "kpdd-full", "kpdd-malloc-full", "kpdd-padded-full", "kpdd-1pass-full",
-            "kpdd-1row-full", "loop-full", "trl-lora")
+VARIANTS = ("before-lora", "kpdd-lora", "kpdd-malloc-lora", "kpdd-sdpa-lora", "kpdd-decay-lora", "kpdd-padded-lora",
+            "kpdd-1pass-lora", "kpdd-1row-lora", "loop-lora", "before-full", "kpdd-full", "kpdd-malloc-full",
+            "kpdd-sdpa-full", "kpdd-decay-full", "kpdd-padded-full", "kpdd-1pass-full", "kpdd-1row-full", "loop-full",
+            "trl-lora")
+RETURNED_AFTER_10_S = "oversize_threshold:0,dirty_decay_ms:10000,muzzy_decay_ms:0"  # the kpdd-decay variants
 BEFORE = "89fa5c8"  # the trainer before CPU rows were batched without a mask
 
 
@@ -89,6 +97,10 @@ BATCHING = {"padded": {"packing": False},
 def run_kpdd(chat: list[dict], lora: bool, batching: str, out: Path, threads: int) -> dict:
     from kpdd.finetune.trainer import TrainConfig, train_student
 
+    if batching == "sdpa":
+        import kpdd.finetune.attention
+
+        kpdd.finetune.attention.MATMUL_MAX_LENGTH = 0
     extra = BATCHING.get(batching, {})
     config = TrainConfig(lora=lora, epochs=1.0, save_steps=10_000, logging_steps=10_000, val_fraction=0.0,
                          torch_threads=threads, **extra)
@@ -194,10 +206,10 @@ def run_variant(name: str, records_file: Path, threads: int) -> dict:
             figures = run_loop(chat, lora, threads)
         else:
             figures = run_trl_defaults(chat, lora, Path(tmp) / "trl", threads)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     # read here, not from kpdd: the before variants import a revision that could not say
     allocator = "jemalloc" if "libjemalloc" in Path("/proc/self/maps").read_text() else "malloc"
-    return {**figures, "peak_rss_gib": peak_kib / 2**20, "allocator": allocator}
+    return {**figures, "peak_rss_gib": usage.ru_maxrss / 2**20, "page_faults": usage.ru_minflt, "allocator": allocator}
 
 
 def matmul_tflops(threads: int) -> dict[str, float]:
@@ -268,6 +280,8 @@ def main() -> None:
         """The kpdd variants as the kpdd command starts a training (jemalloc where installed); others on malloc."""
         if name.startswith("before"):
             return {**malloc, "PYTHONPATH": str(before)}
+        if "-decay-" in name:
+            return jemalloc_environment({**malloc, "MALLOC_CONF": RETURNED_AFTER_10_S}) or malloc
         if name.startswith("kpdd") and "-malloc-" not in name:
             return jemalloc_environment(malloc) or malloc
         return malloc
@@ -285,7 +299,8 @@ def main() -> None:
             bound = rate / ((4 if name.endswith("lora") else 6) * params)
             print(f"{name:15s} {f['tokens']:7d} tokens {f['seconds']:7.1f} s {f['tokens'] / f['seconds']:7.1f} "
                   f"tokens/s ({f['tokens'] / f['seconds'] / bound:5.1%} of the bound)  peak RSS "
-                  f"{f['peak_rss_gib']:.1f} GiB, {f['allocator']}", flush=True)
+                  f"{f['peak_rss_gib']:.1f} GiB, {f['allocator']}, {f['page_faults'] / 1e6:.2f}M page faults",
+                  flush=True)
     if busy:
         busy.kill()
     speed = {name: statistics.median(f["tokens"] / f["seconds"] for f in fs) for name, fs in runs.items()}
@@ -294,7 +309,8 @@ def main() -> None:
             each = sorted(f["tokens"] / f["seconds"] for f in fs)
             print(f"{name:15s} median {speed[name]:7.1f} tokens/s of {len(each)} runs ({each[0]:.1f}-{each[-1]:.1f}), "
                   f"highest peak RSS {max(f['peak_rss_gib'] for f in fs):.1f} GiB")
-    baselines = {"before": "before", "kpdd on malloc": "kpdd-malloc", "kpdd-padded": "kpdd-padded",
+    baselines = {"before": "before", "kpdd on malloc": "kpdd-malloc", "kpdd-sdpa": "kpdd-sdpa",
+                 "kpdd-decay": "kpdd-decay", "kpdd-padded": "kpdd-padded",
                  "kpdd-1pass": "kpdd-1pass", "kpdd-1row": "kpdd-1row", "loop": "loop", "TRL defaults": "trl"}
     for mode in ("lora", "full"):
         for label, baseline in baselines.items():
