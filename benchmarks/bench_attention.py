@@ -5,9 +5,9 @@ batched matmuls (``kpdd.finetune.attention.causal_matmul_attention``), forward a
     python benchmarks/bench_attention.py [--lengths 120 250 400 1000] [--threads 0] [--dtype bf16|fp32]
 
 Prints each length's median milliseconds, the ratio, and the largest difference of the outputs from an fp32
-reference. Run it on the allocator a training runs on (the ``kpdd`` command's jemalloc settings), since the
-matmul path allocates its attention weights afresh at every call:
-``LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1``.
+reference. Run it on the allocator a training runs on, since the matmul path allocates its attention weights
+afresh at every call: ``LD_PRELOAD=libjemalloc.so.2`` with ``MALLOC_CONF`` set to ``kpdd.cli.allocator.MALLOC_CONF``
+(its first line says which allocator it ran on).
 """
 
 import argparse
@@ -38,7 +38,7 @@ def main() -> None:
     import torch.nn.functional as F
 
     from kpdd.finetune.attention import causal_matmul_attention
-    from kpdd.finetune.hardware import use_torch_threads
+    from kpdd.finetune.hardware import allocator_in_use, use_torch_threads
 
     threads = use_torch_threads(args.threads)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -47,7 +47,7 @@ def main() -> None:
     def sdpa(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
-    print(f"{threads} threads, {args.dtype}; forward + backward, median ms of {args.repeat}")
+    print(f"{threads} threads, {args.dtype}, {allocator_in_use()}; forward + backward, median ms of {args.repeat}")
     torch.manual_seed(0)
     for length in args.lengths:
         q, k, v = (torch.randn(1, n, length, head_dim, dtype=dtype) for n in (heads, kv_heads, kv_heads))
